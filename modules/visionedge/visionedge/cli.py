@@ -1,0 +1,218 @@
+"""Command line: analyze files, run the module locally or under IoT Edge, fetch models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from visionedge import __version__
+from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
+from visionedge.config import ModuleConfig, SourceSettings, load_config
+from visionedge.errors import VisionEdgeError
+from visionedge.logs import setup_logging
+from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
+from visionedge.models.fetch import Fetcher
+from visionedge.pipeline import Pipeline, PipelineStats
+from visionedge.sinks import Sink, jsonl_sink, parse_sink, stdout_sink
+from visionedge.sources import open_source
+
+log = logging.getLogger("visionedge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    parser = argparse.ArgumentParser(prog="visionedge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"visionedge {__version__}")
+    parser.add_argument("--config", type=Path, help="YAML config file (default: $VISIONEDGE_CONFIG)")
+    parser.add_argument("--data-dir", type=Path, help="model cache, outbox and snapshots (default: $VISIONEDGE_DATA_DIR)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="analyse an image, a folder of images or a video file, frame by frame")
+    analyze.add_argument("path", help="image, folder or video file")
+    _model_options(analyze)
+    analyze.add_argument("--jsonl", type=Path, help="write records here instead of stdout")
+    analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    run = sub.add_parser("run", help="the long-running module (IoT Edge when IOTEDGE_* is set, else local)")
+    run.add_argument("--source", help="file, folder, camera index, /dev/videoN, rtsp:// or http:// URL, or 'sample'")
+    _model_options(run)
+    run.add_argument("--fps", type=float, help="target analysis rate")
+    run.add_argument("--sink", action="append", help="stdout (default) or jsonl:PATH; repeatable")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--no-loop", action="store_true", help="stop at the end of a video file")
+
+    models = sub.add_parser("models", help="list or fetch models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="built-in models and whether they are cached")
+    fetch = msub.add_parser("fetch", help="download (or copy from a mirror) and verify models")
+    fetch.add_argument("names", nargs="*", help="model names (default: all with a source)")
+    fetch.add_argument("--mirror", type=Path, action="append", help="local folder searched first; repeatable")
+    fetch.add_argument("--media", action="store_true", help="also fetch the sample video and test images")
+    return parser
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help=f"built-in name or .onnx/.yaml path (default: {DEFAULT_MODEL})")
+    p.add_argument("--manifest", type=Path, help="manifest for an .onnx given by path")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--confidence", type=float)
+    p.add_argument("--providers", help="comma-separated execution providers in preference order")
+
+
+def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleConfig:
+    """Command-line flags win over the config file; the result is validated like any twin patch."""
+    desired: dict[str, Any] = config.desired.model_dump()
+    local: dict[str, Any] = config.local.model_dump()
+    if args.data_dir:
+        local["data_dir"] = args.data_dir
+    if args.log_level:
+        local["log_level"] = args.log_level
+    if args.log_format:
+        local["log_format"] = args.log_format
+    if getattr(args, "model", None):
+        desired["model"] = {"name": args.model}
+    for flag, key in (("top_k", "top_k"), ("confidence", "confidence")):
+        if getattr(args, flag, None) is not None:
+            desired["inference"][key] = getattr(args, flag)
+    if getattr(args, "providers", None):
+        desired["runtime"]["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if getattr(args, "source", None):
+        desired["source"]["uri"] = args.source
+    if getattr(args, "fps", None) is not None:
+        desired["source"]["fps"] = args.fps
+    if getattr(args, "no_loop", False):
+        desired["source"]["loop"] = False
+    from visionedge.config import describe_validation_error
+    from pydantic import ValidationError
+
+    try:
+        return ModuleConfig.model_validate({"desired": desired, "local": local})
+    except ValidationError as err:
+        raise VisionEdgeError(f"invalid option: {describe_validation_error(err)}") from err
+
+
+def summary_line(stats: PipelineStats) -> str:
+    """Closing summary: frames, rate, counts per label."""
+    elapsed = stats.elapsed()
+    fps = stats.inferred / elapsed if elapsed > 0 else 0.0
+    top = ", ".join(f"{label} {n}" for label, n in stats.label_counts.most_common(10)) or "none"
+    return (f"frames {stats.inferred} in {elapsed:.1f} s ({fps:.1f} fps), skipped {stats.skipped}, "
+            f"errors {stats.errors}; counts: {top}")
+
+
+def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
+    """Every frame of a file or folder, in order, no drops."""
+    fetcher = make_fetcher(config)
+    source = open_source(SourceSettings(uri=args.path, id=Path(args.path).stem[:64] or "file"),
+                         resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
+    model = load_model(config.desired.model.name, config, fetcher, args.manifest)
+    sink: Sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
+    pipeline = Pipeline(source, model, [sink], on_record=(lambda _r: progress.update(1)) if progress else None)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    try:
+        stats = pipeline.run(stop)
+    finally:
+        sink.close()
+        if progress is not None:
+            progress.close()
+    sys.stderr.write(summary_line(stats) + "\n")
+    if pipeline.fatal is not None:
+        raise pipeline.fatal
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
+    """The module's main job; under IoT Edge it is driven by the twin, locally by flags and the config file."""
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    if os.environ.get("IOTEDGE_MODULEID"):
+        from visionedge.edge import run_edge_module
+
+        return run_edge_module(config, stop, duration=args.duration)
+    fetcher = make_fetcher(config)
+    settings = config.desired.source
+    source = open_source(settings, resolve_sample=lambda: sample_video(fetcher))
+    model = load_model(config.desired.model.name, config, fetcher, args.manifest)
+    sinks: list[Sink] = [parse_sink(s) for s in (args.sink or ["stdout"])]
+    pipeline = Pipeline(source, model, sinks, fps=settings.fps)
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    log.info("running %s on %s (%s)", model.name, source.description, ", ".join(s.name for s in sinks))
+    started = time.monotonic()
+    try:
+        stats = pipeline.run(stop)
+    finally:
+        for sink in sinks:
+            sink.close()
+    log.info("stopped after %.1f s: %s", time.monotonic() - started, summary_line(stats))
+    if pipeline.fatal is not None:
+        raise pipeline.fatal
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, config: ModuleConfig) -> int:
+    """List built-ins, or fetch them (mirror first) with verification."""
+    fetcher = make_fetcher(config)
+    if args.models_command == "list":
+        for name in builtin_names():
+            manifest = builtin_manifest(name)
+            assets = assets_for(manifest)
+            cached = all(fetcher.path(a).is_file() for a in assets)
+            origin = "download" if all(a.url for a in assets) else "mirror only"
+            sys.stdout.write(f"{name:14} {manifest.task:8} {manifest.version:18} {manifest.file:26} "
+                             f"{'cached' if cached else 'not cached':10} {origin}\n")
+        return 0
+    if args.mirror:
+        fetcher.mirrors = list(args.mirror) + fetcher.mirrors
+    names = args.names or [n for n in builtin_names() if all(a.url for a in assets_for(builtin_manifest(n)))]
+    failures = _fetch_all(fetcher, names, args.media)
+    return 1 if failures else 0
+
+
+def _fetch_all(fetcher: Fetcher, names: Sequence[str], media: bool) -> int:
+    assets = [a for n in names for a in assets_for(builtin_manifest(n))]
+    if media:
+        assets += [a for a in ASSETS.values() if a.kind == "media"]
+    failures = 0
+    for asset in dict.fromkeys(assets):
+        try:
+            path = fetcher.ensure(asset)
+            sys.stdout.write(f"ok      {asset.name} -> {path}\n")
+        except VisionEdgeError as err:
+            failures += 1
+            sys.stderr.write(f"error: {err}\n")
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one-line reasons and a non-zero exit for every expected failure, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = apply_overrides(load_config(args.config), args)
+        setup_logging(config.local.log_level, config.local.log_format)
+        handlers = {"analyze": cmd_analyze, "run": cmd_run, "models": cmd_models}
+        return handlers[args.command](args, config)
+    except VisionEdgeError as err:
+        sys.stderr.write(f"visionedge: error: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The one validated configuration object: twin-writable settings plus device-local settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from visionedge.errors import ConfigError
+
+PROVIDER_ALIASES: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+DEFAULT_PROVIDERS = ["tensorrt", "cuda", "openvino", "directml", "cpu"]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, so a typo in a twin or YAML file is rejected, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(Strict):
+    """Where frames come from and how fast."""
+
+    uri: str = Field("sample", min_length=1, description="video/image path, folder, camera index, /dev/videoN, "
+                     "rtsp:// or http(s):// URL, or 'sample' for the bundled demo video")
+    id: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    fps: float | None = Field(None, gt=0, le=120, description="target analysis rate; None = as fast as possible")
+    loop: bool = Field(True, description="restart a video file at its end")
+    realtime: bool = Field(True, description="pace a video file at its own frame rate, like a live camera")
+    reconnect_initial_s: float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    watchdog_s: float = Field(10.0, gt=0, le=600, description="reopen a live source silent this long")
+
+
+class ModelRef(Strict):
+    """Which model to run; a url+sha256 asks the model store to download and verify it."""
+
+    name: str = Field("squeezenet", min_length=1, max_length=128)
+    version: str | None = Field(None, max_length=64)
+    url: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    size: int | None = Field(None, gt=0)
+    manifest: dict[str, Any] | None = None
+    manifest_url: str | None = None
+    labels_url: str | None = None
+    labels_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class InferenceSettings(Strict):
+    """Per-deployment overrides of the model manifest's thresholds."""
+
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    iou: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, le=1000)
+
+
+class RuntimeSettings(Strict):
+    """Execution providers in order of preference, filtered by what onnxruntime offers."""
+
+    providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
+    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+    intra_op_threads: int = Field(0, ge=0, le=256, description="0 = onnxruntime's default (one per core)")
+    inter_op_threads: int = Field(1, ge=0, le=256)
+    require_accelerator: bool = False
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.lower() not in PROVIDER_ALIASES and not name.endswith("ExecutionProvider"):
+                raise ValueError(f"unknown execution provider {name!r}; use one of {sorted(PROVIDER_ALIASES)}")
+        return value
+
+    def resolved_providers(self) -> list[str]:
+        """Full onnxruntime provider names, in preference order, without duplicates."""
+        names = [PROVIDER_ALIASES.get(p.lower(), p) for p in self.providers]
+        return list(dict.fromkeys(names))
+
+
+class TelemetrySettings(Strict):
+    """Which results become messages, and how many messages a day the device may spend."""
+
+    policy: Literal["on-change", "every-frame", "aggregate"] = "on-change"
+    debounce_s: float = Field(2.0, ge=0, le=3600)
+    min_confidence_delta: float = Field(0.2, ge=0, le=1)
+    aggregate_window_s: float = Field(60.0, gt=0, le=86400)
+    heartbeat_s: float = Field(300.0, gt=0, le=86400)
+    daily_message_budget: int = Field(8000, ge=0, description="0 = unlimited")
+    batch: bool = True
+    live_first: bool = True
+
+
+class OutboxSettings(Strict):
+    """Bounds of the durable local queue and what happens when it is full."""
+
+    max_mb: float = Field(256.0, gt=0)
+    max_age_h: float = Field(72.0, gt=0)
+    overflow: Literal["compact", "drop-oldest"] = "compact"
+
+
+class LocalMqttSettings(Strict):
+    """Optional on-premises broker for local dashboards (no secrets here: use local settings)."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("visionedge", min_length=1)
+    tls: bool = False
+
+
+class RollbackSettings(Strict):
+    """How long a new model is watched before it is trusted."""
+
+    watch_frames: int = Field(50, ge=0)
+    watch_s: float = Field(30.0, ge=0)
+    max_latency_factor: float = Field(3.0, gt=1.0)
+
+
+class DesiredProperties(Strict):
+    """Every twin-writable setting; each top-level key is acknowledged on its own."""
+
+    source: SourceSettings = SourceSettings()
+    model: ModelRef = ModelRef()
+    inference: InferenceSettings = InferenceSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    outbox: OutboxSettings = OutboxSettings()
+    local_mqtt: LocalMqttSettings = LocalMqttSettings()
+    rollback: RollbackSettings = RollbackSettings()
+
+
+class LocalSettings(Strict):
+    """Device-only settings that the cloud must not change (paths, download safety, ports)."""
+
+    data_dir: Path = Path("/data")
+    cache_dir: Path | None = Field(None, description="model and media cache; default <data_dir>/cache")
+    mirror_dirs: list[Path] = Field(default_factory=list, description="local copies searched before downloading")
+    allow_insecure_http: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list, description="empty = any host")
+    max_download_mb: float = Field(200.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    metrics_port: int = Field(9600, ge=0, le=65535, description="0 disables the metrics/health server")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    local_mqtt_username: str | None = None
+    local_mqtt_password: str | None = None
+
+    def cache(self) -> Path:
+        """Where fetched models and media live."""
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+
+class ModuleConfig(Strict):
+    """Everything the module runs on: start-up defaults merged with the twin's desired properties."""
+
+    desired: DesiredProperties = DesiredProperties()
+    local: LocalSettings = LocalSettings()
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming every bad field, e.g. 'source.fps: Input should be greater than 0'."""
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def default_data_dir() -> Path:
+    """/data inside the container (a mounted volume); a per-user folder on a laptop."""
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "visionedge"
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> ModuleConfig:
+    """Read the YAML file named by the argument or VISIONEDGE_CONFIG; absent file means defaults."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    chosen = path or (Path(env["VISIONEDGE_CONFIG"]) if env.get("VISIONEDGE_CONFIG") else None)
+    if chosen is not None:
+        try:
+            loaded = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {chosen}: {err.strerror}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {chosen} is not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {chosen} must hold a mapping with 'desired' and/or 'local'")
+        raw = loaded or {}
+    local = raw.setdefault("local", {})
+    if env.get("VISIONEDGE_DATA_DIR"):
+        local["data_dir"] = env["VISIONEDGE_DATA_DIR"]
+    elif isinstance(local, dict) and "data_dir" not in local:
+        local["data_dir"] = str(default_data_dir())
+    try:
+        return ModuleConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"invalid configuration: {describe_validation_error(err)}") from err

@@ -1,0 +1,122 @@
+"""Bounded, verified downloads: https only by default, host allow-list, size cap, timeouts, sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from visionedge.errors import FetchError
+from visionedge.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 16
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadPolicy:
+    """Limits that every download obeys; the insecure flag only ever comes from device-local settings."""
+
+    max_bytes: int = 200 * 1024 * 1024
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    allow_insecure_http: bool = False
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_url(url: str, policy: DownloadPolicy) -> None:
+    """Refuse URLs the policy does not allow, before any connection is made."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise FetchError(f"unsupported URL scheme {parts.scheme!r} in {redact_url(url)}: use https")
+    if parts.scheme == "http" and not policy.allow_insecure_http:
+        raise FetchError(f"plain http is not allowed ({redact_url(url)}): use https, or set "
+                         "local.allow_insecure_http for development")
+    host = (parts.hostname or "").lower()
+    if policy.allowed_hosts and host not in {h.lower() for h in policy.allowed_hosts}:
+        raise FetchError(f"host {host!r} is not in the allowed hosts ({', '.join(policy.allowed_hosts)})")
+
+
+def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None = None,
+             size: int | None = None, progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Path:
+    """Stream url to dest (via dest.part, resumed when the server allows), verifying size and sha256."""
+    check_url(url, policy)
+    if size is not None and size > policy.max_bytes:
+        raise FetchError(f"declared size {size} bytes exceeds the download limit of {policy.max_bytes} bytes")
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    timeout = (policy.connect_timeout_s, policy.read_timeout_s)
+    try:
+        with requests.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True) as resp:
+            if resp.status_code == 416:
+                have = 0
+            elif resp.status_code not in (200, 206):
+                raise FetchError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}")
+            if resp.url != url:
+                check_url(resp.url, policy)
+            if resp.status_code == 200:
+                have = 0
+            total = _total(resp, have)
+            if total is not None and total > policy.max_bytes:
+                raise FetchError(f"{redact_url(url)} is {total} bytes, over the limit of {policy.max_bytes} bytes")
+            with part.open("ab" if have else "wb") as out:
+                written = have
+                for chunk in resp.iter_content(CHUNK):
+                    if should_stop is not None and should_stop():
+                        raise FetchError("download cancelled")
+                    written += len(chunk)
+                    if written > policy.max_bytes:
+                        raise FetchError(f"{redact_url(url)} exceeds the download limit of {policy.max_bytes} bytes")
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(written, total)
+                out.flush()
+                os.fsync(out.fileno())
+    except requests.Timeout as err:
+        raise FetchError(f"timed out downloading {redact_url(url)} (connect {policy.connect_timeout_s:g} s, "
+                         f"read {policy.read_timeout_s:g} s)") from err
+    except requests.RequestException as err:
+        raise FetchError(f"cannot download {redact_url(url)}: {type(err).__name__}") from err
+    verify_file(part, sha256=sha256, size=size, what=redact_url(url))
+    os.replace(part, dest)
+    return dest
+
+
+def _total(resp: requests.Response, have: int) -> int | None:
+    length = resp.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return None
+    return int(length) + (have if resp.status_code == 206 else 0)
+
+
+def verify_file(path: Path, *, sha256: str | None, size: int | None, what: str) -> None:
+    """Size first (cheap), then sha256; a mismatching file is deleted so it can never be used."""
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        path.unlink(missing_ok=True)
+        raise FetchError(f"{what}: size {actual_size} bytes, expected {size}")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256.lower():
+            path.unlink(missing_ok=True)
+            raise FetchError(f"{what}: sha256 {actual[:12]}… does not match the pinned {sha256[:12]}…")

@@ -1,0 +1,35 @@
+"""Exception hierarchy whose messages are the one-line reasons users see (CLI, logs, reported properties)."""
+
+from __future__ import annotations
+
+
+class VisionEdgeError(Exception):
+    """Base for every failure the module explains to its user in one line."""
+
+
+class ConfigError(VisionEdgeError):
+    """A setting is invalid; the previous good value stays in use."""
+
+
+class ModelError(VisionEdgeError):
+    """A model file, manifest or labels file cannot be used."""
+
+
+class FetchError(VisionEdgeError):
+    """A model or media file could not be obtained or did not verify."""
+
+
+class SourceError(VisionEdgeError):
+    """A frame source cannot be opened or stopped delivering."""
+
+
+class SourceConnectionError(SourceError):
+    """A live source could not be reached; callers may retry."""
+
+
+class EndOfStream(SourceError):
+    """A finite source (file, folder) has no more frames."""
+
+
+class AcceleratorError(VisionEdgeError):
+    """An accelerator was required but only the CPU is available."""

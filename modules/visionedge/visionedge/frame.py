@@ -1,0 +1,52 @@
+"""Values that flow between pipeline stages: a frame in, an inference result out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image with where and when it was taken, so results can be traced to it."""
+
+    image: np.ndarray = field(repr=False)
+    source_id: str
+    index: int
+    timestamp: float
+    """Capture time, seconds since the epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One class of a classifier's top-k."""
+
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object; the box is x1, y1, x2, y2 normalised to 0..1 of the original frame."""
+
+    label: str
+    confidence: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """What one model concluded about one frame; names the model version so swaps stay traceable."""
+
+    model_name: str
+    model_version: str
+    task: str
+    inference_ms: float
+    classifications: tuple[Classification, ...] = ()
+    detections: tuple[Detection, ...] = ()
+
+    def labels(self) -> list[str]:
+        """The labels this result asserts, in order of confidence."""
+        items = self.detections if self.task == "detect" else self.classifications
+        return [item.label for item in items]

@@ -1,0 +1,99 @@
+"""Model manifests: everything needed to preprocess for, run and decode one ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from visionedge.config import describe_validation_error
+from visionedge.errors import ModelError
+
+
+class YoloHead(BaseModel):
+    """One anchor-grid output: which tensor, and the anchors that belong to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: str | None = Field(None, description="output tensor name; None = the model's only output")
+    anchors: list[tuple[float, float]] = Field(min_length=1)
+
+
+class DecoderSpec(BaseModel):
+    """Which post-processing turns raw outputs into labels, with its parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["classification", "yolox", "yolo"]
+    softmax: bool = Field(False, description="classification: apply softmax (False when outputs are probabilities)")
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32], description="yolox: grid strides in order")
+    heads: list[YoloHead] = Field(default_factory=list, description="yolo: anchor grids")
+    anchor_units: Literal["grid", "pixels"] = "pixels"
+    class_activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    multi_label: bool | None = Field(
+        None, description="keep every class above threshold per box (default: yolox yes, yolo best class only)"
+    )
+
+    @model_validator(mode="after")
+    def _heads_for_yolo(self) -> DecoderSpec:
+        if self.type == "yolo" and not self.heads:
+            raise ValueError("decoder type 'yolo' needs at least one entry in 'heads'")
+        return self
+
+
+class ModelManifest(BaseModel):
+    """A model's contract; fields left None are read from the ONNX file itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field("1", min_length=1, max_length=64)
+    task: Literal["classify", "detect"]
+    file: str = Field(min_length=1, description="the .onnx file, relative to the manifest or the model cache")
+    labels: str = Field(min_length=1, description="labels file: one per line, or a JSON list/object")
+    input_name: str | None = None
+    width: int | None = Field(None, gt=0, le=8192)
+    height: int | None = Field(None, gt=0, le=8192)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    color: Literal["BGR", "RGB"] = "BGR"
+    scale: float = Field(1.0, gt=0, description="pixel values (0..255) are multiplied by this first")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    letterbox_fill: int = Field(114, ge=0, le=255)
+    decoder: DecoderSpec
+    confidence: float = Field(0.3, ge=0.0, le=1.0)
+    iou: float = Field(0.45, gt=0.0, le=1.0)
+    top_k: int = Field(5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _task_matches_decoder(self) -> ModelManifest:
+        wants = "classify" if self.decoder.type == "classification" else "detect"
+        if self.task != wants:
+            raise ValueError(f"task {self.task!r} does not fit decoder {self.decoder.type!r} (expects {wants!r})")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+def parse_manifest(data: Any, origin: str) -> ModelManifest:
+    """Validate a manifest mapping; the error names the origin and every bad field."""
+    if not isinstance(data, dict):
+        raise ModelError(f"model manifest {origin} must be a mapping")
+    try:
+        return ModelManifest.model_validate(data)
+    except ValidationError as err:
+        raise ModelError(f"invalid model manifest {origin}: {describe_validation_error(err)}") from err
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Read a manifest YAML file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ModelError(f"cannot read model manifest {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ModelError(f"model manifest {path} is not valid YAML: {err}") from err
+    return parse_manifest(data, str(path))

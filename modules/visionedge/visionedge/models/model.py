@@ -1,0 +1,173 @@
+"""A loaded, validated model: preprocess -> run -> decode, safe to call from one inference thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from visionedge.config import InferenceSettings, RuntimeSettings
+from visionedge.errors import ModelError
+from visionedge.frame import Inference
+from visionedge.models.decoders import DECODERS, Thresholds
+from visionedge.models.manifest import ModelManifest
+from visionedge.models.preprocess import Preprocessor
+from visionedge.models.runtime import create_session
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+def read_labels(path: Path) -> list[str]:
+    """Labels from a text file (one per line) or JSON (a list, or an object keyed "0".."N-1")."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ModelError(f"cannot read labels file {path}: {err.strerror}") from err
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ModelError(f"labels file {path} is not valid JSON: {err.msg}") from err
+        if isinstance(data, dict):
+            try:
+                return [str(data[str(i)]) for i in range(len(data))]
+            except KeyError as err:
+                raise ModelError(f"labels file {path} must be keyed 0..{len(data) - 1}; {err} is missing") from err
+        if isinstance(data, list):
+            return [str(x) for x in data]
+        raise ModelError(f"labels file {path} must hold a JSON list or object")
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise ModelError(f"labels file {path} is empty")
+    return labels
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The model's input geometry and outputs as read from the file."""
+
+    input_name: str
+    width: int
+    height: int
+    dtype: np.dtype
+    outputs: dict[str, tuple[int | str | None, ...]]
+
+
+def read_signature(session: object, manifest: ModelManifest) -> Signature:
+    """Check the ONNX signature against the manifest and fill what the manifest leaves open."""
+    inputs = session.get_inputs()  # type: ignore[attr-defined]
+    by_name = {i.name: i for i in inputs}
+    if manifest.input_name is not None:
+        if manifest.input_name not in by_name:
+            raise ModelError(f"manifest input {manifest.input_name!r} is not a model input "
+                             f"(inputs: {', '.join(by_name)})")
+        tensor = by_name[manifest.input_name]
+    elif len(inputs) == 1:
+        tensor = inputs[0]
+    else:
+        raise ModelError(f"model has {len(inputs)} inputs; name one with input_name ({', '.join(by_name)})")
+    if tensor.type not in DTYPES:
+        raise ModelError(f"model input {tensor.name!r} is {tensor.type}; only float32/float16 images are supported")
+    shape = list(tensor.shape)
+    if len(shape) != 4:
+        raise ModelError(f"model input {tensor.name!r} has shape {shape}; an image input has 4 dimensions")
+    c, h, w = (shape[1], shape[2], shape[3]) if manifest.layout == "NCHW" else (shape[3], shape[1], shape[2])
+    if isinstance(c, int) and c != 3:
+        raise ModelError(f"model input {tensor.name!r} has {c} channels in {manifest.layout} layout; expected 3")
+    width = _dimension("width", w, manifest.width, tensor.name)
+    height = _dimension("height", h, manifest.height, tensor.name)
+    outputs = {o.name: tuple(o.shape) for o in session.get_outputs()}  # type: ignore[attr-defined]
+    return Signature(tensor.name, width, height, DTYPES[tensor.type], outputs)
+
+
+def _dimension(what: str, in_model: int | str | None, in_manifest: int | None, name: str) -> int:
+    if isinstance(in_model, int):
+        if in_manifest is not None and in_manifest != in_model:
+            raise ModelError(f"manifest {what} {in_manifest} does not match model input {name!r} {what} {in_model}")
+        return in_model
+    if in_manifest is None:
+        raise ModelError(f"model input {name!r} has a variable {what}; set {what} in the manifest")
+    return in_manifest
+
+
+class Model:
+    """One model ready to infer; construction verifies it end to end so a bad file never reaches the pipeline."""
+
+    def __init__(self, manifest: ModelManifest, model_path: Path, labels_path: Path,
+                 runtime: RuntimeSettings | None = None) -> None:
+        self.manifest = manifest
+        self.path = model_path
+        self.labels = read_labels(labels_path)
+        self.session, self.providers = create_session(model_path, runtime or RuntimeSettings())
+        self.signature = read_signature(self.session, manifest)
+        sig = self.signature
+        self._check_labels_fit()
+        self.preprocess = Preprocessor(manifest, sig.width, sig.height, sig.dtype)
+        self.decode = DECODERS[manifest.decoder.type](manifest.decoder, self.labels, sig.outputs, sig.width, sig.height)
+        self.output_names = list(sig.outputs)
+        self.thresholds = Thresholds(manifest.confidence, manifest.iou, manifest.top_k)
+        self.smoke_test()
+
+    @property
+    def name(self) -> str:
+        """Manifest name."""
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        """Manifest version."""
+        return self.manifest.version
+
+    def _check_labels_fit(self) -> None:
+        outputs = self.signature.outputs
+        first = next(iter(outputs.values()))
+        n = len(self.labels)
+        if self.manifest.decoder.type == "classification":
+            dims = [d for d in first if isinstance(d, int)]
+            classes = math.prod(dims[1:]) if len(dims) == len(first) else None
+            if classes is not None and classes != n:
+                raise ModelError(f"labels file has {n} labels but the model outputs {classes} classes")
+        elif self.manifest.decoder.type == "yolox":
+            last = first[-1]
+            if isinstance(last, int) and last != 5 + n:
+                raise ModelError(f"labels file has {n} labels but the yolox output has {last} columns (5 + classes)")
+
+    def set_overrides(self, overrides: InferenceSettings) -> None:
+        """Apply twin threshold overrides on top of the manifest's defaults."""
+        m = self.manifest
+        self.thresholds = Thresholds(
+            overrides.confidence if overrides.confidence is not None else m.confidence,
+            overrides.iou if overrides.iou is not None else m.iou,
+            overrides.top_k if overrides.top_k is not None else m.top_k,
+        )
+
+    def smoke_test(self) -> None:
+        """Run a mid-grey probe: outputs must be finite and decodable; doubles as the warm-up inference."""
+        probe = np.full((self.signature.height, self.signature.width, 3), 127, dtype=np.uint8)
+        tensor, geometry = self.preprocess(probe)
+        raw = self.session.run(None, {self.signature.input_name: tensor})
+        for name, value in zip(self.output_names, raw, strict=True):
+            if not np.all(np.isfinite(value)):
+                raise ModelError(f"model output {name!r} is not finite (NaN or inf) on a probe input")
+        self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
+
+    def infer(self, image: np.ndarray) -> Inference:
+        """Labels for one BGR frame."""
+        tensor, geometry = self.preprocess(image)
+        start = time.perf_counter()
+        raw = self.session.run(None, {self.signature.input_name: tensor})
+        elapsed = (time.perf_counter() - start) * 1000.0
+        items = self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
+        m = self.manifest
+        if m.task == "classify":
+            return Inference(m.name, m.version, m.task, elapsed, classifications=items)  # type: ignore[arg-type]
+        return Inference(m.name, m.version, m.task, elapsed, detections=items)  # type: ignore[arg-type]

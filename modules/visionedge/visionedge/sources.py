@@ -1,0 +1,242 @@
+"""Frame sources: files and folders read in order, live cameras and streams that reconnect by themselves."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from visionedge.config import SourceSettings
+from visionedge.errors import SourceError
+from visionedge.frame import Frame
+from visionedge.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+STREAM_SCHEMES = {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"}
+DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
+
+
+class SourceState(str, Enum):
+    """What a source is doing, as shown in status, logs, metrics and events."""
+
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    ENDED = "ended"
+
+
+StateListener = Callable[[str, SourceState, str], None]
+
+
+class Source:
+    """Iterates frames until exhausted or stopped; `live` sources hand over only the newest frame."""
+
+    live = False
+
+    def __init__(self, source_id: str, description: str) -> None:
+        self.source_id = source_id
+        self.description = description
+        self.state = SourceState.CONNECTING
+        self.reason = ""
+        self.listeners: list[StateListener] = []
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Frames in capture order; returns when the source ends or stop is set."""
+        raise NotImplementedError
+
+    def _set_state(self, state: SourceState, reason: str = "") -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        log.info("source %s (%s): %s%s", self.source_id, self.description, state.value, f": {reason}" if reason else "")
+        for listener in self.listeners:
+            listener(self.source_id, state, reason)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"cannot decode image {path}: not an image file or unsupported format")
+    return image
+
+
+class ImageSource(Source):
+    """One image file or every image in a folder, in name order."""
+
+    def __init__(self, path: Path, source_id: str) -> None:
+        super().__init__(source_id, str(path))
+        if path.is_dir():
+            self.paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.paths:
+                raise SourceError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        else:
+            self.paths = [path]
+        self.total: int | None = len(self.paths)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Every image once; an undecodable one in a folder is logged and skipped."""
+        self._set_state(SourceState.STREAMING)
+        for index, path in enumerate(self.paths):
+            if stop.is_set():
+                return
+            try:
+                image = _read_image(path)
+            except SourceError:
+                if len(self.paths) == 1:
+                    raise
+                log.warning("skipping %s: not a decodable image", path)
+                continue
+            yield Frame(image, self.source_id, index, time.time())
+        self._set_state(SourceState.ENDED)
+
+
+class VideoFileSource(Source):
+    """A video file: every frame in order, optionally looped and paced at the file's own rate."""
+
+    def __init__(self, path: Path, source_id: str, *, loop: bool = False, realtime: bool = False) -> None:
+        super().__init__(source_id, str(path))
+        self.path = path
+        self.loop = loop
+        self.realtime = realtime
+        self.live = realtime
+        capture = self._open()
+        self.file_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.total = None if loop else (count if count > 0 else None)
+        capture.release()
+
+    def _open(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"cannot open video {self.path}: unreadable or not a video file")
+        return capture
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Decode sequentially; when pacing, sleep until each frame's due time like a camera would."""
+        index = 0
+        period = 1.0 / self.file_fps
+        started = time.monotonic()
+        while not stop.is_set():
+            capture = self._open()
+            self._set_state(SourceState.STREAMING)
+            try:
+                first = index
+                while not stop.is_set():
+                    ok, image = capture.read()
+                    if not ok:
+                        break
+                    if self.realtime:
+                        delay = started + index * period - time.monotonic()
+                        if delay > 0 and stop.wait(delay):
+                            return
+                    yield Frame(image, self.source_id, index, time.time())
+                    index += 1
+            finally:
+                capture.release()
+            if index == first:
+                raise SourceError(f"video {self.path} has no decodable frames")
+            if not self.loop:
+                break
+        self._set_state(SourceState.ENDED)
+
+
+class LiveSource(Source):
+    """A camera or network stream: reconnects with exponential backoff and jitter, forever, until stopped."""
+
+    live = True
+    total = None
+
+    def __init__(self, target: str | int, source_id: str, settings: SourceSettings) -> None:
+        shown = redact_url(target) if isinstance(target, str) else f"camera {target}"
+        super().__init__(source_id, shown)
+        self.target = target
+        self.settings = settings
+        self.attempts = 0
+        self.last_frame_at = 0.0
+
+    def _open(self) -> cv2.VideoCapture | None:
+        timeout_ms = int(min(self.settings.watchdog_s, 30.0) * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        if isinstance(self.target, int):
+            capture = cv2.VideoCapture(self.target)
+        else:
+            capture = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def backoff(self) -> float:
+        """Next wait: doubling from the initial delay up to the cap, with +-25% jitter so cameras desynchronise."""
+        s = self.settings
+        base = min(s.reconnect_max_s, s.reconnect_initial_s * (2 ** max(self.attempts - 1, 0)))
+        return float(base * random.uniform(0.75, 1.25))
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Newest frames as they arrive; outages become retrying states, never exceptions."""
+        index = 0
+        while not stop.is_set():
+            self._set_state(SourceState.CONNECTING if self.attempts == 0 else self.state, self.reason)
+            capture = self._open()
+            if capture is None:
+                self.attempts += 1
+                self._set_state(SourceState.RETRYING, f"cannot open {self.description} (attempt {self.attempts})")
+                if stop.wait(self.backoff()):
+                    return
+                continue
+            self.attempts = 0
+            self._set_state(SourceState.STREAMING)
+            try:
+                while not stop.is_set():
+                    ok, image = capture.read()
+                    if not ok or image is None:
+                        break
+                    self.last_frame_at = time.monotonic()
+                    yield Frame(image, self.source_id, index, time.time())
+                    index += 1
+            finally:
+                capture.release()
+            if stop.is_set():
+                return
+            self.attempts += 1
+            self._set_state(SourceState.RETRYING, f"{self.description} stopped delivering frames")
+            if stop.wait(self.backoff()):
+                return
+
+
+def open_source(settings: SourceSettings, *, resolve_sample: Callable[[], Path] | None = None,
+                for_analysis: bool = False) -> Source:
+    """Pick the source type from the URI; analysis reads files fully, in order, without pacing or looping."""
+    uri = settings.uri.strip()
+    if uri == "sample":
+        if resolve_sample is None:
+            raise SourceError("source 'sample' needs the sample video; run `visionedge models fetch`")
+        uri = str(resolve_sample())
+    if uri.isdigit():
+        return LiveSource(int(uri), settings.id, settings)
+    device = DEVICE_RE.match(uri)
+    if device:
+        return LiveSource(uri, settings.id, settings)
+    if urlsplit(uri).scheme.lower() in STREAM_SCHEMES:
+        return LiveSource(uri, settings.id, settings)
+    path = Path(uri)
+    if not path.exists():
+        raise SourceError(f"source {uri} does not exist (expected a file, folder, camera index or stream URL)")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource(path, settings.id)
+    if for_analysis:
+        return VideoFileSource(path, settings.id)
+    return VideoFileSource(path, settings.id, loop=settings.loop, realtime=settings.realtime)
