@@ -26,6 +26,7 @@ def make_fetcher(config: ModuleConfig) -> Fetcher:
         read_timeout_s=local.read_timeout_s,
         allow_insecure_http=local.allow_insecure_http,
         allowed_hosts=tuple(local.allowed_hosts),
+        ca_bundle=local.ca_bundle,
     )
     mirrors = list(local.mirror_dirs) or mirrors_from_env()
     return Fetcher(local.cache(), mirrors, policy)

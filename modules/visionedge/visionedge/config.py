@@ -147,6 +147,7 @@ class LocalSettings(Strict):
     mirror_dirs: list[Path] = Field(default_factory=list, description="local copies searched before downloading")
     allow_insecure_http: bool = False
     allowed_hosts: list[str] = Field(default_factory=list, description="empty = any host")
+    ca_bundle: Path | None = Field(None, description="extra CA bundle (PEM) trusted for model downloads")
     max_download_mb: float = Field(200.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
