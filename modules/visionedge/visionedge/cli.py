@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionedge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"visionedge {__version__}")
     parser.add_argument("--config", type=Path, help="YAML config file (default: $VISIONEDGE_CONFIG)")
-    parser.add_argument("--data-dir", type=Path, help="model cache, outbox and snapshots (default: $VISIONEDGE_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="model cache, outbox and snapshots (default: $VISIONEDGE_DATA_DIR)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,8 +92,9 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
         desired["source"]["fps"] = args.fps
     if getattr(args, "no_loop", False):
         desired["source"]["loop"] = False
-    from visionedge.config import describe_validation_error
     from pydantic import ValidationError
+
+    from visionedge.config import describe_validation_error
 
     try:
         return ModuleConfig.model_validate({"desired": desired, "local": local})

@@ -6,13 +6,13 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from visionedge.errors import VisionEdgeError
-from visionedge.frame import Frame
+from visionedge.frame import Frame, Inference
 from visionedge.models.model import Model
 from visionedge.result import to_record
 from visionedge.sinks import Sink
@@ -125,6 +125,9 @@ class Pipeline:
         self.fatal: VisionEdgeError | None = None
         self._threads: list[threading.Thread] = []
         self._rate_skipped = 0
+        self._recent: deque[float] = deque(maxlen=64)
+        self.latest: tuple[Frame, Inference] | None = None
+        """The last analysed frame and its result, for on-device snapshots."""
 
     def swap_model(self, model: Model) -> None:
         """Take effect at the next frame; the frame in flight finishes on the old model."""
@@ -189,18 +192,21 @@ class Pipeline:
         model = self.model
         try:
             inference = model.infer(frame.image)
-        except Exception as err:  # a model failing on one frame must not stop the pipeline
+        except Exception as err:  # noqa: BLE001 - a model failing on one frame must not stop the pipeline
             self.stats.errors += 1
             self.stats.last_error = f"inference failed on frame {frame.index}: {err}"
             log.warning("%s", self.stats.last_error)
             if self.on_inference_error is not None:
                 self.on_inference_error(model, err)
             return
+        self.latest = (frame, inference)
         stats = self.stats
         stats.inferred += 1
         stats.inference_ms_total += inference.inference_ms
-        elapsed = stats.elapsed()
-        stats.fps = stats.inferred / elapsed if elapsed > 0 else 0.0
+        now = time.monotonic()
+        self._recent.append(now)
+        span = now - self._recent[0]
+        stats.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
         self._put_result(to_record(frame, inference), stop)
 
     def _put_result(self, record: Record | None, stop: threading.Event, force: bool = False) -> None:

@@ -132,7 +132,9 @@ class YoloxDecoder:
         """Decode every cell at once."""
         pred = outputs[self.output].reshape(-1, 5 + len(self.labels)).astype(np.float32)
         if pred.shape[0] != self.grid.shape[0]:
-            raise ModelError(f"yolox output has {pred.shape[0]} cells; strides and input size give {self.grid.shape[0]}")
+            raise ModelError(
+                f"yolox output has {pred.shape[0]} cells; strides and input size give {self.grid.shape[0]}"
+            )
         cxcywh = np.concatenate([(pred[:, :2] + self.grid) * self.stride, np.exp(pred[:, 2:4]) * self.stride], axis=1)
         scores = pred[:, 4:5] * pred[:, 5:]
         return detections_from_scores(cxcywh, scores, self.labels, geometry, t, self.multi_label)

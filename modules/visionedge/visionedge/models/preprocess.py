@@ -49,7 +49,7 @@ class Preprocessor:
         if self.letterbox:
             r = min(self.width / w, self.height / h)
             nw, nh = int(w * r), int(h * r)
-            canvas = np.full((self.height, self.width, 3), self.fill, dtype=np.uint8)
+            canvas: np.ndarray = np.full((self.height, self.width, 3), self.fill, dtype=np.uint8)
             canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
             geometry = Geometry(w, h, r, r)
         else:

@@ -1,0 +1,260 @@
+"""The IoT Edge module: offline-first start, twin-driven settings, direct methods, status, clean SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+from visionedge import __version__
+from visionedge.app import load_model, make_fetcher, sample_video
+from visionedge.config import DesiredProperties, ModuleConfig
+from visionedge.edge.client import (
+    ControlItem,
+    DesiredPatch,
+    HubClient,
+    HubCredentialsRejected,
+    HubUnavailable,
+    MethodCall,
+)
+from visionedge.edge.reporter import Reporter
+from visionedge.edge.twin import DesiredState, ack
+from visionedge.errors import VisionEdgeError
+from visionedge.models.model import Model
+from visionedge.pipeline import Pipeline
+from visionedge.result import iso_utc
+from visionedge.sinks import Sink
+from visionedge.snapshot import save_snapshot
+from visionedge.sources import Source, open_source
+from visionedge.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+EXIT_CREDENTIALS = 3
+STATUS_INTERVAL_S = 30.0
+
+
+class EdgeModule:
+    """Wires the pipeline to the hub; only the control loop thread changes settings."""
+
+    def __init__(self, config: ModuleConfig, client: HubClient) -> None:
+        self.config = config
+        self.client = client
+        self.instance_id = str(uuid.uuid4())
+        self.fetcher = make_fetcher(config)
+        data = config.local.data_dir
+        self.snapshot_dir = data / "snapshots"
+        self.state = DesiredState(config.desired, cache=data / "twin-desired.json", deferred=frozenset({"model"}))
+        self.reporter = Reporter(client)
+        self.started_at = time.time()
+        self.model: Model | None = None
+        self.source: Source | None = None
+        self.pipeline: Pipeline | None = None
+        self.sinks: list[Sink] = []
+        self._pipeline_stop = threading.Event()
+        self._pipeline_thread: threading.Thread | None = None
+        self.last_error = ""
+        self.fatal: VisionEdgeError | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Start offline on the last good settings, connect in the background, serve the control loop."""
+        settings = self.state.restore()
+        self._load_model(settings)
+        self._start_pipeline(settings)
+        self.reporter.start()
+        threading.Thread(target=self._connect_loop, args=(stop,), name="hub-connect", daemon=True).start()
+        next_status = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    item: ControlItem | None = self.client.control.get(timeout=0.5)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, DesiredPatch):
+                    self.apply_desired(item.patch, full=False)
+                elif isinstance(item, MethodCall):
+                    self.handle_method(item)
+                if time.monotonic() >= next_status:
+                    self.reporter.report({"status": self.status()})
+                    next_status = time.monotonic() + STATUS_INTERVAL_S
+        finally:
+            self.shutdown()
+        if isinstance(self.fatal, HubCredentialsRejected):
+            log.error("%s", self.fatal)
+            return EXIT_CREDENTIALS
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop capture, flush telemetry and reported properties, disconnect; bounded to a few seconds."""
+        self._stop_pipeline()
+        for sink in self.sinks:
+            sink.close()
+        self.reporter.report({"status": self.status(state="stopped")})
+        self.reporter.stop(flush_timeout=1.5)
+        self.client.shutdown(timeout=1.5)
+
+    def _connect_loop(self, stop: threading.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.client.connect()
+                twin = self.client.get_twin()
+                desired = twin.get("desired", {})
+                self.client.control.put(DesiredPatch({**desired, "$full": True}))
+                return
+            except HubCredentialsRejected as err:
+                self.fatal = err
+                self.last_error = str(err)
+                stop.set()
+                return
+            except HubUnavailable as err:
+                self.last_error = f"hub unreachable: {err}"
+                log.warning("%s; retrying in %.0f s (results keep flowing to the outbox)", self.last_error, delay)
+            if stop.wait(delay * random.uniform(0.8, 1.2)):
+                return
+            delay = min(delay * 2, 60.0)
+
+    # ---- settings --------------------------------------------------------------------------------------------
+
+    def apply_desired(self, patch: dict[str, Any], full: bool) -> None:
+        """Validate and apply; each section that fails keeps its last good value and says why."""
+        full = full or bool(patch.pop("$full", False))
+        version = int(patch.get("$version", self.state.version))
+        before = self.state.settings
+        outcome = self.state.apply(patch, version, full=full)
+        reported = dict(outcome.reported)
+        for key in sorted(outcome.changed):
+            try:
+                self._apply_section(key, outcome.settings, before)
+            except VisionEdgeError as err:
+                self.state.revert(key, before)
+                reason = f"rejected: {err}; keeping the previous value"
+                reported[key] = ack(before.model_dump(mode="json")[key], 400, version, reason)
+                self.last_error = f"{key}: {err}"
+                log.warning("desired $version %s: %s", version, reason)
+        reported["status"] = self.status()
+        self.reporter.report(reported)
+
+    def _apply_section(self, key: str, settings: DesiredProperties, before: DesiredProperties) -> None:
+        if key == "inference" and self.model is not None:
+            self.model.set_overrides(settings.inference)
+        elif key == "source":
+            self._start_pipeline(settings)
+        elif key in ("model", "runtime"):
+            model = self._build_model(settings)
+            self.model = model
+            if self.pipeline is not None:
+                self.pipeline.swap_model(model)
+            if key == "model":
+                self.reporter.report({"model": ack(settings.model.model_dump(mode="json"), 200, self.state.version,
+                                                   f"active: {model.name} {model.version}")})
+
+    def _build_model(self, settings: DesiredProperties) -> Model:
+        config = self.config.model_copy(update={"desired": settings})
+        return load_model(settings.model.name, config, self.fetcher)
+
+    def _load_model(self, settings: DesiredProperties) -> None:
+        try:
+            self.model = self._build_model(settings)
+        except VisionEdgeError as err:
+            self.last_error = f"model: {err}"
+            log.error("cannot load model %s: %s", settings.model.name, err)
+
+    # ---- pipeline --------------------------------------------------------------------------------------------
+
+    def _start_pipeline(self, settings: DesiredProperties) -> None:
+        """(Re)start capture on the given source; opening errors propagate so the twin ack can carry them."""
+        source = open_source(settings.source, resolve_sample=lambda: sample_video(self.fetcher))
+        self._stop_pipeline()
+        self.source = source
+        if self.model is None:
+            log.error("no usable model: the pipeline waits for a valid desired 'model'")
+            return
+        self._pipeline_stop = threading.Event()
+        self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps)
+        self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
+                                                 name="pipeline", daemon=True)
+        self._pipeline_thread.start()
+
+    def _stop_pipeline(self) -> None:
+        self._pipeline_stop.set()
+        if self._pipeline_thread is not None:
+            self._pipeline_thread.join(timeout=2.0)
+            self._pipeline_thread = None
+
+    # ---- methods and status ----------------------------------------------------------------------------------
+
+    def handle_method(self, call: MethodCall) -> None:
+        """Dispatch a direct method; every answer is JSON with a status code, unknown names get 404."""
+        handlers = {"getStatus": self._method_status, "captureSnapshot": self._method_snapshot}
+        handler = handlers.get(call.name)
+        if handler is None:
+            status, payload = 404, {"error": f"unknown method {call.name!r}; available: {', '.join(handlers)}"}
+        else:
+            try:
+                status, payload = handler(call.payload)
+            except VisionEdgeError as err:
+                status, payload = 500, {"error": str(err)}
+        try:
+            self.client.respond(call, status, payload)
+        except VisionEdgeError as err:
+            log.warning("could not answer method %s: %s", call.name, err)
+
+    def _method_status(self, _payload: Any) -> tuple[int, Any]:
+        return 200, self.status()
+
+    def _method_snapshot(self, _payload: Any) -> tuple[int, Any]:
+        latest = self.pipeline.latest if self.pipeline is not None else None
+        if latest is None:
+            return 409, {"error": "no analysed frame yet: the source is not streaming"}
+        frame, inference = latest
+        try:
+            path = save_snapshot(self.snapshot_dir, frame, inference)
+        except OSError as err:
+            return 500, {"error": f"cannot save snapshot: {err}"}
+        return 200, {"path": str(path), "frame_index": frame.index, "timestamp": iso_utc(frame.timestamp),
+                     "model": {"name": inference.model_name, "version": inference.model_version},
+                     "labels": inference.labels()}
+
+    def status(self, state: str = "running") -> dict[str, Any]:
+        """The reported `status` block, also returned by getStatus."""
+        pipeline = self.pipeline
+        stats = pipeline.stats if pipeline is not None else None
+        source = self.source
+        settings = self.state.settings
+        return {
+            "state": state,
+            "module_version": __version__,
+            "instance": self.instance_id,
+            "started_at": iso_utc(self.started_at),
+            "model": {"name": self.model.name, "version": self.model.version} if self.model else None,
+            "providers": self.model.providers if self.model else [],
+            "source": {
+                "id": settings.source.id,
+                "uri": redact_url(settings.source.uri) if "://" in settings.source.uri else settings.source.uri,
+                "state": source.state.value if source else "none",
+                "reason": source.reason if source else "",
+            },
+            "fps": round(stats.fps, 2) if stats else 0.0,
+            "frames": stats.inferred if stats else 0,
+            "skipped": pipeline.skipped() if pipeline else 0,
+            "last_error": (stats.last_error if stats and stats.last_error else "") or self.last_error,
+            "desired_version": self.state.version,
+        }
+
+
+def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float | None = None) -> int:
+    """Entry point used by `visionedge run` when the IoT Edge environment is present."""
+    log.info("visionedge %s starting under IoT Edge (module %s on %s)", __version__,
+             os.environ.get("IOTEDGE_MODULEID"), os.environ.get("IOTEDGE_DEVICEID"))
+    client = HubClient.from_edge_environment()
+    if duration:
+        threading.Timer(duration, stop.set).start()
+    return EdgeModule(config, client).run(stop)

@@ -1,0 +1,132 @@
+"""Desired properties to validated settings, with a Plug and Play acknowledgement per top-level key."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from visionedge.config import DesiredProperties, describe_validation_error
+
+log = logging.getLogger(__name__)
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in DesiredProperties.model_fields.items()
+}
+
+
+def ack(value: Any, code: int, version: int, description: str) -> dict[str, Any]:
+    """The Plug and Play writable-property acknowledgement."""
+    return {"value": value, "ac": code, "av": version, "ad": description}
+
+
+def merge(document: dict[str, Any], patch: dict[str, Any]) -> None:
+    """JSON merge patch as IoT Hub applies it to twins: objects merge, null deletes."""
+    for key, value in patch.items():
+        if value is None:
+            document.pop(key, None)
+        elif isinstance(value, dict) and isinstance(document.get(key), dict):
+            merge(document[key], value)
+        else:
+            document[key] = copy.deepcopy(value)
+
+
+@dataclass
+class Outcome:
+    """What one desired patch did: settings now in effect, sections that changed, and the reported patch."""
+
+    settings: DesiredProperties
+    changed: set[str] = field(default_factory=set)
+    reported: dict[str, Any] = field(default_factory=dict)
+
+
+class DesiredState:
+    """Keeps the raw desired document and the last good value of every section; applying is idempotent."""
+
+    def __init__(self, defaults: DesiredProperties, cache: Path | None = None,
+                 deferred: frozenset[str] = frozenset()) -> None:
+        self.deferred = deferred
+        """Sections acknowledged by whoever applies them (the model manager reports 202 then 200)."""
+        self.defaults = defaults
+        self.settings = defaults
+        self.document: dict[str, Any] = {}
+        self.version = 0
+        self.cache = cache
+        self.acked: dict[str, tuple[int, Any]] = {}
+
+    def restore(self) -> DesiredProperties:
+        """Start offline on the last desired document that was applied, if one was saved."""
+        if self.cache is None or not self.cache.is_file():
+            return self.settings
+        try:
+            saved = json.loads(self.cache.read_text(encoding="utf-8"))
+            self.apply(saved["document"], int(saved["version"]), full=True)
+            log.info("restored desired properties $version %s from %s", self.version, self.cache)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring unreadable saved desired properties %s: %s", self.cache, err)
+        return self.settings
+
+    def apply(self, patch: dict[str, Any], version: int, full: bool = False) -> Outcome:
+        """Merge a patch (or replace with the whole document), validate each touched section, acknowledge it."""
+        body = {k: v for k, v in patch.items() if not k.startswith("$")}
+        if full:
+            self.document = copy.deepcopy(body)
+            touched = set(body) | set(SECTIONS)
+        else:
+            merge(self.document, body)
+            touched = set(body)
+        self.version = version
+        outcome = Outcome(self.settings)
+        values = self.settings.model_dump()
+        for key in sorted(touched):
+            if key not in SECTIONS:
+                reason = f"unknown setting {key!r}; known settings: {', '.join(SECTIONS)}"
+                outcome.reported[key] = ack(None, 400, version, reason)
+                log.warning("desired $version %s: %s", version, reason)
+                continue
+            raw = self.document.get(key, {})
+            try:
+                section = SECTIONS[key].model_validate(raw)
+            except ValidationError as err:
+                reason = f"rejected: {describe_validation_error(err, key)}; keeping the previous value"
+                outcome.reported[key] = ack(values[key], 400, version, reason)
+                log.warning("desired $version %s: %s", version, reason)
+                continue
+            new_value = section.model_dump(mode="json")
+            if new_value != values[key]:
+                outcome.changed.add(key)
+                values[key] = new_value
+            if key not in self.deferred and self.acked.get(key) != (version, new_value):
+                outcome.reported[key] = ack(new_value, 200, version, "applied")
+        self.settings = DesiredProperties.model_validate(values)
+        outcome.settings = self.settings
+        for key, reported in outcome.reported.items():
+            self.acked[key] = (version, reported["value"])
+        self._save()
+        return outcome
+
+    def revert(self, key: str, previous: DesiredProperties) -> None:
+        """Keep the previous value of one section in effect."""
+        values = self.settings.model_dump()
+        values[key] = previous.model_dump()[key]
+        self.settings = DesiredProperties.model_validate(values)
+        self.acked.pop(key, None)
+        self._save()
+
+    def _save(self) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": self.version, "document": self.document}), encoding="utf-8")
+            os.replace(tmp, self.cache)
+        except OSError as err:
+            log.warning("cannot save desired properties to %s: %s", self.cache, err.strerror)
