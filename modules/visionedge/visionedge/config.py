@@ -152,6 +152,7 @@ class LocalSettings(Strict):
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
     metrics_port: int = Field(9600, ge=0, le=65535, description="0 disables the metrics/health server")
+    status_interval_s: float = Field(30.0, gt=0, le=3600, description="how often the reported status is refreshed")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     local_mqtt_username: str | None = None

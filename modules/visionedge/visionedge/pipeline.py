@@ -98,6 +98,8 @@ class PipelineStats:
     label_counts: Counter[str] = field(default_factory=Counter)
     inference_ms_total: float = 0.0
     fps: float = 0.0
+    frame_age_s: float = 0.0
+    """How old the last frame was when inference started: latency that a latest-frame source keeps bounded."""
 
     def elapsed(self) -> float:
         """Seconds since start."""
@@ -190,6 +192,7 @@ class Pipeline:
 
     def _infer_one(self, frame: Frame, stop: threading.Event) -> None:
         model = self.model
+        self.stats.frame_age_s = max(time.time() - frame.timestamp, 0.0)
         try:
             inference = model.infer(frame.image)
         except Exception as err:  # noqa: BLE001 - a model failing on one frame must not stop the pipeline

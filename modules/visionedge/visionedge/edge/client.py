@@ -67,9 +67,7 @@ class HubClient:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hub-call")
         self.connected = threading.Event()
         self.closing = False
-        sdk.on_twin_desired_properties_patch_received = self._on_patch
-        sdk.on_method_request_received = self._on_method
-        sdk.on_connection_state_change = self._on_connection_state
+        self._handlers_set = False
 
     @classmethod
     def from_edge_environment(cls, timeout_s: float = 15.0, keep_alive: int = 30) -> HubClient:
@@ -122,9 +120,18 @@ class HubClient:
             raise HubUnavailable(f"{what} failed: {type(cause or err).__name__}") from err
 
     def connect(self) -> None:
-        """Connect once; raises HubUnavailable or HubCredentialsRejected."""
+        """Connect, then subscribe; raises HubUnavailable or HubCredentialsRejected."""
         self.call("connect", self.sdk.connect)
+        if not self._handlers_set:
+            # Assigning a handler subscribes on the wire and blocks without a timeout, so it runs bounded here.
+            self.call("subscribe", self._set_handlers)
+            self._handlers_set = True
         self.connected.set()
+
+    def _set_handlers(self) -> None:
+        self.sdk.on_connection_state_change = self._on_connection_state
+        self.sdk.on_twin_desired_properties_patch_received = self._on_patch
+        self.sdk.on_method_request_received = self._on_method
 
     def get_twin(self) -> dict[str, Any]:
         """The full twin: desired and reported documents."""

@@ -23,20 +23,20 @@ from visionedge.edge.client import (
     MethodCall,
 )
 from visionedge.edge.reporter import Reporter
-from visionedge.edge.twin import DesiredState, ack
+from visionedge.edge.twin import DesiredState, ack, without_nulls
 from visionedge.errors import VisionEdgeError
+from visionedge.metrics import Metrics, Snapshot
 from visionedge.models.model import Model
 from visionedge.pipeline import Pipeline
 from visionedge.result import iso_utc
 from visionedge.sinks import Sink
 from visionedge.snapshot import save_snapshot
-from visionedge.sources import Source, open_source
+from visionedge.sources import Source, SourceState, open_source
 from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 EXIT_CREDENTIALS = 3
-STATUS_INTERVAL_S = 30.0
 
 
 class EdgeModule:
@@ -60,12 +60,24 @@ class EdgeModule:
         self._pipeline_thread: threading.Thread | None = None
         self.last_error = ""
         self.fatal: VisionEdgeError | None = None
+        identity = {
+            "iothub": os.environ.get("IOTEDGE_IOTHUBHOSTNAME", ""),
+            "edge_device": os.environ.get("IOTEDGE_DEVICEID", ""),
+            "module": os.environ.get("IOTEDGE_MODULEID", ""),
+            "instance_number": self.instance_id,
+        }
+        self.metrics = Metrics(identity, self.metrics_snapshot, self.health)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
         """Start offline on the last good settings, connect in the background, serve the control loop."""
         settings = self.state.restore()
+        if self.config.local.metrics_port:
+            try:
+                self.metrics.serve(self.config.local.metrics_port)
+            except OSError as err:
+                log.error("metrics server not started on port %d: %s", self.config.local.metrics_port, err)
         self._load_model(settings)
         self._start_pipeline(settings)
         self.reporter.start()
@@ -83,7 +95,7 @@ class EdgeModule:
                     self.handle_method(item)
                 if time.monotonic() >= next_status:
                     self.reporter.report({"status": self.status()})
-                    next_status = time.monotonic() + STATUS_INTERVAL_S
+                    next_status = time.monotonic() + self.config.local.status_interval_s
         finally:
             self.shutdown()
         if isinstance(self.fatal, HubCredentialsRejected):
@@ -99,6 +111,7 @@ class EdgeModule:
         self.reporter.report({"status": self.status(state="stopped")})
         self.reporter.stop(flush_timeout=1.5)
         self.client.shutdown(timeout=1.5)
+        self.metrics.close()
 
     def _connect_loop(self, stop: threading.Event) -> None:
         delay = 1.0
@@ -136,7 +149,7 @@ class EdgeModule:
             except VisionEdgeError as err:
                 self.state.revert(key, before)
                 reason = f"rejected: {err}; keeping the previous value"
-                reported[key] = ack(before.model_dump(mode="json")[key], 400, version, reason)
+                reported[key] = ack(without_nulls(before.model_dump(mode="json")[key]), 400, version, reason)
                 self.last_error = f"{key}: {err}"
                 log.warning("desired $version %s: %s", version, reason)
         reported["status"] = self.status()
@@ -153,7 +166,8 @@ class EdgeModule:
             if self.pipeline is not None:
                 self.pipeline.swap_model(model)
             if key == "model":
-                self.reporter.report({"model": ack(settings.model.model_dump(mode="json"), 200, self.state.version,
+                self.reporter.report({"model": ack(without_nulls(settings.model.model_dump(mode="json")), 200,
+                                                   self.state.version,
                                                    f"active: {model.name} {model.version}")})
 
     def _build_model(self, settings: DesiredProperties) -> Model:
@@ -178,7 +192,8 @@ class EdgeModule:
             log.error("no usable model: the pipeline waits for a valid desired 'model'")
             return
         self._pipeline_stop = threading.Event()
-        self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps)
+        self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps,
+                                 on_record=self.metrics.observe)
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -222,6 +237,33 @@ class EdgeModule:
         return 200, {"path": str(path), "frame_index": frame.index, "timestamp": iso_utc(frame.timestamp),
                      "model": {"name": inference.model_name, "version": inference.model_version},
                      "labels": inference.labels()}
+
+    def metrics_snapshot(self) -> Snapshot:
+        """Live values for a Prometheus scrape."""
+        pipeline, source, model = self.pipeline, self.source, self.model
+        stats = pipeline.stats if pipeline is not None else None
+        return Snapshot(
+            fps=stats.fps if stats else 0.0,
+            frames_captured=stats.captured if stats else 0,
+            frames_analyzed=stats.inferred if stats else 0,
+            frames_dropped=pipeline.skipped() if pipeline else 0,
+            inference_errors=stats.errors if stats else 0,
+            frame_age_s=stats.frame_age_s if stats else 0.0,
+            source_id=self.state.settings.source.id,
+            source_state=source.state.value if source else SourceState.FAILED.value,
+            model_name=model.name if model else "",
+            model_version=model.version if model else "",
+            providers=list(model.providers) if model else [],
+            hub_connected=self.client.connected.is_set(),
+        )
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when a model is loaded and the source streams, or retries as its reconnect policy allows."""
+        source = self.source
+        state = source.state if source else SourceState.FAILED
+        ready = self.model is not None and state in (SourceState.STREAMING, SourceState.RETRYING)
+        return ready, {"model": self.model is not None, "source_state": state.value,
+                       "hub_connected": self.client.connected.is_set()}
 
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""

@@ -27,6 +27,13 @@ def ack(value: Any, code: int, version: int, description: str) -> dict[str, Any]
     return {"value": value, "ac": code, "av": version, "ad": description}
 
 
+def without_nulls(value: Any) -> Any:
+    """Reported properties treat null as delete, so acknowledged values leave unset fields out."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def merge(document: dict[str, Any], patch: dict[str, Any]) -> None:
     """JSON merge patch as IoT Hub applies it to twins: objects merge, null deletes."""
     for key, value in patch.items():
@@ -96,7 +103,7 @@ class DesiredState:
                 section = SECTIONS[key].model_validate(raw)
             except ValidationError as err:
                 reason = f"rejected: {describe_validation_error(err, key)}; keeping the previous value"
-                outcome.reported[key] = ack(values[key], 400, version, reason)
+                outcome.reported[key] = ack(without_nulls(values[key]), 400, version, reason)
                 log.warning("desired $version %s: %s", version, reason)
                 continue
             new_value = section.model_dump(mode="json")
@@ -104,7 +111,7 @@ class DesiredState:
                 outcome.changed.add(key)
                 values[key] = new_value
             if key not in self.deferred and self.acked.get(key) != (version, new_value):
-                outcome.reported[key] = ack(new_value, 200, version, "applied")
+                outcome.reported[key] = ack(without_nulls(new_value), 200, version, "applied")
         self.settings = DesiredProperties.model_validate(values)
         outcome.settings = self.settings
         for key, reported in outcome.reported.items():
