@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 
 from visionedge.errors import FetchError
 from visionedge.urls import redact_url
@@ -32,6 +33,14 @@ class DownloadPolicy:
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     ca_bundle: Path | None = None
     """PEM file of CAs to trust instead of the system/certifi store; verification is never turned off."""
+
+
+class TransferError(FetchError):
+    """The server or the network failed (HTTP status, timeout, reset): unlike a refusal, a retry may succeed."""
+
+
+class DownloadCancelled(FetchError):
+    """should_stop asked to abandon the transfer; the .part file stays for a later resume."""
 
 
 def sha256_file(path: Path) -> str:
@@ -72,38 +81,49 @@ def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
         verify: str | bool = str(policy.ca_bundle) if policy.ca_bundle is not None else True
         with requests.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True,
                           verify=verify) as resp:
-            if resp.status_code == 416:
-                have = 0
-            elif resp.status_code not in (200, 206):
-                raise FetchError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}")
+            if resp.status_code == 416 and have:
+                # The .part is not a prefix the server can continue (e.g. the file changed): start afresh.
+                part.unlink(missing_ok=True)
+                return download(url, dest, policy, sha256=sha256, size=size, progress=progress,
+                                should_stop=should_stop)
+            if resp.status_code not in (200, 206):
+                raise TransferError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}")
             if resp.url != url:
                 check_url(resp.url, policy)
             if resp.status_code == 200:
                 have = 0
             total = _total(resp, have)
             if total is not None and total > policy.max_bytes:
+                part.unlink(missing_ok=True)
                 raise FetchError(f"{redact_url(url)} is {total} bytes, over the limit of {policy.max_bytes} bytes")
             with part.open("ab" if have else "wb") as out:
                 written = have
                 for chunk in resp.iter_content(CHUNK):
                     if should_stop is not None and should_stop():
-                        raise FetchError("download cancelled")
+                        raise DownloadCancelled(f"download of {redact_url(url)} cancelled")
                     written += len(chunk)
                     if written > policy.max_bytes:
+                        out.close()
+                        part.unlink(missing_ok=True)
                         raise FetchError(f"{redact_url(url)} exceeds the download limit of {policy.max_bytes} bytes")
                     out.write(chunk)
                     if progress is not None:
                         progress(written, total)
                 out.flush()
                 os.fsync(out.fileno())
-    except requests.Timeout as err:
-        raise FetchError(f"timed out downloading {redact_url(url)} (connect {policy.connect_timeout_s:g} s, "
-                         f"read {policy.read_timeout_s:g} s)") from err
     except requests.RequestException as err:
-        raise FetchError(f"cannot download {redact_url(url)}: {type(err).__name__}") from err
+        if _timed_out(err):
+            raise TransferError(f"timed out downloading {redact_url(url)} (connect {policy.connect_timeout_s:g} s, "
+                                f"read {policy.read_timeout_s:g} s)") from err
+        raise TransferError(f"cannot download {redact_url(url)}: {type(err).__name__}") from err
     verify_file(part, sha256=sha256, size=size, what=redact_url(url))
     os.replace(part, dest)
     return dest
+
+
+def _timed_out(err: requests.RequestException) -> bool:
+    """A stall in the body surfaces from requests as ConnectionError(ReadTimeoutError), not as requests.Timeout."""
+    return isinstance(err, requests.Timeout) or any(isinstance(arg, ReadTimeoutError) for arg in err.args)
 
 
 def _total(resp: requests.Response, have: int) -> int | None:

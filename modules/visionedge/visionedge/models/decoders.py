@@ -55,7 +55,8 @@ def classwise_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, io
     """NMS within each class only, done in one pass by moving each class to its own coordinate range."""
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
-    offset = classes.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
+    # The step must exceed the whole coordinate span (corners can be negative), or classes could still overlap.
+    offset = classes.astype(np.float32)[:, None] * (float(boxes.max()) - float(boxes.min()) + 1.0)
     return nms(boxes + offset, scores, iou)
 
 
