@@ -33,45 +33,48 @@ class SourceSettings(Strict):
 
     uri: str = Field("sample", min_length=1, description="video/image path, folder, camera index, /dev/videoN, "
                      "rtsp:// or http(s):// URL, or 'sample' for the bundled demo video")
-    id: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                    description="source id carried by every record and message property")
     fps: float | None = Field(None, gt=0, le=120, description="target analysis rate; None = as fast as possible")
     loop: bool = Field(True, description="restart a video file at its end")
     realtime: bool = Field(True, description="pace a video file at its own frame rate, like a live camera")
-    reconnect_initial_s: float = Field(1.0, gt=0, le=60)
-    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    reconnect_initial_s: float = Field(1.0, gt=0, le=60, description="first wait before reopening a live source")
+    reconnect_max_s: float = Field(30.0, gt=0, le=600, description="cap of the doubling reconnect wait (+-25% jitter)")
     watchdog_s: float = Field(10.0, gt=0, le=600, description="reopen a live source silent this long")
 
 
 class ModelRef(Strict):
     """Which model to run; a url+sha256 asks the model store to download and verify it."""
 
-    name: str = Field("squeezenet", min_length=1, max_length=128)
-    version: str | None = Field(None, max_length=64)
-    url: str | None = None
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    size: int | None = Field(None, gt=0)
-    manifest: dict[str, Any] | None = None
-    manifest_url: str | None = None
-    labels_url: str | None = None
-    labels_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    name: str = Field("squeezenet", min_length=1, max_length=128, description="built-in name, or your model's name")
+    version: str | None = Field(None, max_length=64, description="your version label; a new one triggers an update")
+    url: str | None = Field(None, description="https URL of the .onnx file (omit for built-in models)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="required with url: hex sha256")
+    size: int | None = Field(None, gt=0, description="expected size in bytes, checked before hashing")
+    manifest: dict[str, Any] | None = Field(None, description="manifest fields inline (task, labels, decoder, ...)")
+    manifest_url: str | None = Field(None, description="or a URL of a manifest YAML")
+    labels_url: str | None = Field(None, description="URL of the labels file the manifest names")
+    labels_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the labels file")
 
 
 class InferenceSettings(Strict):
     """Per-deployment overrides of the model manifest's thresholds."""
 
-    confidence: float | None = Field(None, ge=0.0, le=1.0)
-    iou: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1, le=1000)
+    confidence: float | None = Field(None, ge=0.0, le=1.0, description="minimum score; null = the manifest's")
+    iou: float | None = Field(None, gt=0.0, le=1.0, description="class-wise NMS IoU; null = the manifest's")
+    top_k: int | None = Field(None, ge=1, le=1000, description="at most this many labels per frame")
 
 
 class RuntimeSettings(Strict):
     """Execution providers in order of preference, filtered by what onnxruntime offers."""
 
-    providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
-    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+    providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1,
+                                 description="preference order; unavailable ones are skipped, CPU is the last resort")
+    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(
+        default_factory=dict, description="per provider, e.g. {\"CUDAExecutionProvider\": {\"device_id\": 0}}")
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 = onnxruntime's default (one per core)")
-    inter_op_threads: int = Field(1, ge=0, le=256)
-    require_accelerator: bool = False
+    inter_op_threads: int = Field(1, ge=0, le=256, description="threads across graph nodes")
+    require_accelerator: bool = Field(False, description="refuse to run (clear error) when only the CPU is available")
 
     @field_validator("providers")
     @classmethod
@@ -90,40 +93,42 @@ class RuntimeSettings(Strict):
 class TelemetrySettings(Strict):
     """Which results become messages, and how many messages a day the device may spend."""
 
-    policy: Literal["on-change", "every-frame", "aggregate"] = "on-change"
-    debounce_s: float = Field(2.0, ge=0, le=3600)
-    min_confidence_delta: float = Field(0.2, ge=0, le=1)
-    aggregate_window_s: float = Field(60.0, gt=0, le=86400)
-    heartbeat_s: float = Field(300.0, gt=0, le=86400)
-    daily_message_budget: int = Field(8000, ge=0, description="0 = unlimited")
-    batch: bool = True
-    live_first: bool = True
+    policy: Literal["on-change", "every-frame", "aggregate"] = Field(
+        "on-change", description="which results become messages (see Telemetry policies)")
+    debounce_s: float = Field(2.0, ge=0, le=3600, description="on-change: a change must hold this long")
+    min_confidence_delta: float = Field(0.2, ge=0, le=1, description="on-change: confidence move that counts")
+    aggregate_window_s: float = Field(60.0, gt=0, le=86400, description="window of the per-label aggregates")
+    heartbeat_s: float = Field(300.0, gt=0, le=86400, description="liveness message period")
+    daily_message_budget: int = Field(8000, ge=0, description="IoT Hub messages per UTC day; 0 = unlimited")
+    batch: bool = Field(True, description="pack small events into one message when it saves 4 KB units")
+    live_first: bool = Field(True, description="after an outage send current events before the backlog")
 
 
 class OutboxSettings(Strict):
     """Bounds of the durable local queue and what happens when it is full."""
 
-    max_mb: float = Field(256.0, gt=0)
-    max_age_h: float = Field(72.0, gt=0)
-    overflow: Literal["compact", "drop-oldest"] = "compact"
+    max_mb: float = Field(256.0, gt=0, description="disk cap of the outbox")
+    max_age_h: float = Field(72.0, gt=0, description="events older than this are compacted or dropped")
+    overflow: Literal["compact", "drop-oldest"] = Field(
+        "compact", description="compact = fold the oldest results into per-window aggregates; both are counted")
 
 
 class LocalMqttSettings(Strict):
     """Optional on-premises broker for local dashboards (no secrets here: use local settings)."""
 
-    enabled: bool = False
-    host: str = "localhost"
-    port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("visionedge", min_length=1)
-    tls: bool = False
+    enabled: bool = Field(False, description="also publish events to an on-premises MQTT broker")
+    host: str = Field("localhost", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    topic_prefix: str = Field("visionedge", min_length=1, description="topics: <prefix>/<source>/<output>")
+    tls: bool = Field(False, description="connect with TLS (system CAs)")
 
 
 class RollbackSettings(Strict):
     """How long a new model is watched before it is trusted."""
 
-    watch_frames: int = Field(50, ge=0)
-    watch_s: float = Field(30.0, ge=0)
-    max_latency_factor: float = Field(3.0, gt=1.0)
+    watch_frames: int = Field(50, ge=0, description="frames a new model must get through cleanly")
+    watch_s: float = Field(30.0, ge=0, description="and seconds it is watched")
+    max_latency_factor: float = Field(3.0, gt=1.0, description="roll back when slower than this x the old model")
 
 
 class DesiredProperties(Strict):
@@ -142,21 +147,21 @@ class DesiredProperties(Strict):
 class LocalSettings(Strict):
     """Device-only settings that the cloud must not change (paths, download safety, ports)."""
 
-    data_dir: Path = Path("/data")
+    data_dir: Path = Field(Path("/data"), description="persistent volume: cache, models, outbox, snapshots")
     cache_dir: Path | None = Field(None, description="model and media cache; default <data_dir>/cache")
     mirror_dirs: list[Path] = Field(default_factory=list, description="local copies searched before downloading")
-    allow_insecure_http: bool = False
+    allow_insecure_http: bool = Field(False, description="development only: allow plain-http model URLs")
     allowed_hosts: list[str] = Field(default_factory=list, description="empty = any host")
     ca_bundle: Path | None = Field(None, description="extra CA bundle (PEM) trusted for model downloads")
-    max_download_mb: float = Field(200.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
+    max_download_mb: float = Field(200.0, gt=0, description="largest model file accepted")
+    connect_timeout_s: float = Field(10.0, gt=0, description="download connect timeout")
+    read_timeout_s: float = Field(30.0, gt=0, description="download stall timeout")
     metrics_port: int = Field(9600, ge=0, le=65535, description="0 disables the metrics/health server")
     status_interval_s: float = Field(30.0, gt=0, le=3600, description="how often the reported status is refreshed")
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    local_mqtt_username: str | None = None
-    local_mqtt_password: str | None = None
+    log_format: Literal["text", "json"] = Field("text", description="json = one object per line for collectors")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")
+    local_mqtt_username: str | None = Field(None, description="local broker user (never logged)")
+    local_mqtt_password: str | None = Field(None, description="local broker password (never logged)")
 
     def cache(self) -> Path:
         """Where fetched models and media live."""
