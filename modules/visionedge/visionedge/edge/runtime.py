@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 from visionedge import __version__
-from visionedge.app import load_model, make_fetcher, sample_video
+from visionedge.acks import ack
+from visionedge.app import make_fetcher, sample_video
 from visionedge.config import DesiredProperties, ModuleConfig
 from visionedge.edge.client import (
     ControlItem,
@@ -23,15 +24,18 @@ from visionedge.edge.client import (
     MethodCall,
 )
 from visionedge.edge.reporter import Reporter
-from visionedge.edge.twin import DesiredState, ack, without_nulls
+from visionedge.edge.transport import HubTransport
+from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
 from visionedge.metrics import Metrics, Snapshot
 from visionedge.models.model import Model
+from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
 from visionedge.result import iso_utc
 from visionedge.sinks import Sink
 from visionedge.snapshot import save_snapshot
 from visionedge.sources import Source, SourceState, open_source
+from visionedge.telemetry.sink import TelemetrySink
 from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -52,9 +56,12 @@ class EdgeModule:
         self.state = DesiredState(config.desired, cache=data / "twin-desired.json", deferred=frozenset({"model"}))
         self.reporter = Reporter(client)
         self.started_at = time.time()
+        self.store = ModelStore.for_config(config, self.fetcher)
+        self.manager: ModelManager | None = None
         self.model: Model | None = None
         self.source: Source | None = None
         self.pipeline: Pipeline | None = None
+        self.telemetry: TelemetrySink | None = None
         self.sinks: list[Sink] = []
         self._pipeline_stop = threading.Event()
         self._pipeline_thread: threading.Thread | None = None
@@ -78,8 +85,13 @@ class EdgeModule:
                 self.metrics.serve(self.config.local.metrics_port)
             except OSError as err:
                 log.error("metrics server not started on port %d: %s", self.config.local.metrics_port, err)
-        self._load_model(settings)
-        self._start_pipeline(settings)
+        self._start_telemetry(settings)
+        self._start_model(settings)
+        try:
+            self._start_pipeline(settings)
+        except VisionEdgeError as err:
+            self.last_error = f"source: {err}"
+            log.error("source %s cannot be opened: %s; waiting for a valid desired 'source'", settings.source.uri, err)
         self.reporter.start()
         threading.Thread(target=self._connect_loop, args=(stop,), name="hub-connect", daemon=True).start()
         next_status = 0.0
@@ -106,6 +118,8 @@ class EdgeModule:
     def shutdown(self) -> None:
         """Stop capture, flush telemetry and reported properties, disconnect; bounded to a few seconds."""
         self._stop_pipeline()
+        if self.manager is not None:
+            self.manager.stop(timeout=1.0)
         for sink in self.sinks:
             sink.close()
         self.reporter.report({"status": self.status(state="stopped")})
@@ -143,43 +157,92 @@ class EdgeModule:
         before = self.state.settings
         outcome = self.state.apply(patch, version, full=full)
         reported = dict(outcome.reported)
-        for key in sorted(outcome.changed):
+        if "model" in patch and self.manager is not None:
+            self.manager.request(self.state.document.get("model", {}), version)
+        for key in sorted(outcome.changed - {"model"}):
             try:
                 self._apply_section(key, outcome.settings, before)
             except VisionEdgeError as err:
                 self.state.revert(key, before)
                 reason = f"rejected: {err}; keeping the previous value"
-                reported[key] = ack(without_nulls(before.model_dump(mode="json")[key]), 400, version, reason)
+                reported[key] = ack(before.model_dump(mode="json")[key], 400, version, reason)
                 self.last_error = f"{key}: {err}"
                 log.warning("desired $version %s: %s", version, reason)
         reported["status"] = self.status()
         self.reporter.report(reported)
 
     def _apply_section(self, key: str, settings: DesiredProperties, before: DesiredProperties) -> None:
-        if key == "inference" and self.model is not None:
-            self.model.set_overrides(settings.inference)
+        manager = self.manager
+        if key == "inference":
+            if self.model is not None:
+                self.model.set_overrides(settings.inference)
+            if manager is not None:
+                manager.update_settings(inference=settings.inference)
         elif key == "source":
             self._start_pipeline(settings)
-        elif key in ("model", "runtime"):
-            model = self._build_model(settings)
-            self.model = model
-            if self.pipeline is not None:
-                self.pipeline.swap_model(model)
-            if key == "model":
-                self.reporter.report({"model": ack(without_nulls(settings.model.model_dump(mode="json")), 200,
-                                                   self.state.version,
-                                                   f"active: {model.name} {model.version}")})
+        elif key == "runtime":
+            active = self.store.active()
+            if active is not None:
+                model = self.store.load(active, settings.runtime)
+                model.set_overrides(settings.inference)
+                self._swap_model(model)
+            if manager is not None:
+                manager.update_settings(runtime=settings.runtime)
+        elif key == "rollback" and manager is not None:
+            manager.update_settings(rollback=settings.rollback)
+        elif key in ("telemetry", "outbox") and self.telemetry is not None:
+            self.telemetry.update(settings.telemetry, settings.outbox)
+        elif key == "local_mqtt" and self.telemetry is not None:
+            self.telemetry.replace_local(settings.local_mqtt, self.config.local)
 
-    def _build_model(self, settings: DesiredProperties) -> Model:
-        config = self.config.model_copy(update={"desired": settings})
-        return load_model(settings.model.name, config, self.fetcher)
+    def _swap_model(self, model: Model) -> None:
+        """Called by the model manager (its thread) and on runtime changes: takes effect at the next frame."""
+        self.model = model
+        if self.pipeline is not None:
+            self.pipeline.swap_model(model)
+        if self.telemetry is not None:
+            self.telemetry.emit("model_active", {"model": {"name": model.name, "version": model.version},
+                                                 "providers": model.providers})
 
-    def _load_model(self, settings: DesiredProperties) -> None:
+    def _start_model(self, settings: DesiredProperties) -> None:
+        """The last good model from the store, offline; the manager then follows the twin."""
+        self.store.cleanup_staging()
         try:
-            self.model = self._build_model(settings)
+            model = self.store.load_active(settings.runtime, default=settings.model)
         except VisionEdgeError as err:
             self.last_error = f"model: {err}"
-            log.error("cannot load model %s: %s", settings.model.name, err)
+            log.error("no usable model: %s", err)
+            return
+        model.set_overrides(settings.inference)
+        self.model = model
+        self.manager = ModelManager(
+            self.store, model, swap=self._swap_model, report=lambda a: self.reporter.report({"model": a}),
+            runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
+        )
+        self.manager.start()
+
+    def _start_telemetry(self, settings: DesiredProperties) -> None:
+        config = self.config.model_copy(update={"desired": settings})
+        device = os.environ.get("IOTEDGE_DEVICEID", "visionedge")
+        self.telemetry = TelemetrySink.from_config(config, HubTransport(self.client),
+                                                   heartbeat_fields=self._heartbeat_fields, client_id=f"{device}-local")
+        self.telemetry.start()
+        self.sinks = [self.telemetry]
+
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        return {"fps": round(pipeline.stats.fps, 2) if pipeline else 0.0,
+                "source_state": self.source.state.value if self.source else "none",
+                "model": {"name": self.model.name, "version": self.model.version} if self.model else None}
+
+    def _on_record(self, record: dict[str, Any]) -> None:
+        self.metrics.observe(record)
+        if self.manager is not None:
+            self.manager.observe_record(record)
+
+    def _on_inference_error(self, model: Model, err: Exception) -> None:
+        if self.manager is not None:
+            self.manager.observe_error(model, err)
 
     # ---- pipeline --------------------------------------------------------------------------------------------
 
@@ -193,7 +256,7 @@ class EdgeModule:
             return
         self._pipeline_stop = threading.Event()
         self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps,
-                                 on_record=self.metrics.observe)
+                                 on_record=self._on_record, on_inference_error=self._on_inference_error)
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -208,7 +271,8 @@ class EdgeModule:
 
     def handle_method(self, call: MethodCall) -> None:
         """Dispatch a direct method; every answer is JSON with a status code, unknown names get 404."""
-        handlers = {"getStatus": self._method_status, "captureSnapshot": self._method_snapshot}
+        handlers = {"getStatus": self._method_status, "captureSnapshot": self._method_snapshot,
+                    "rollbackModel": self._method_rollback}
         handler = handlers.get(call.name)
         if handler is None:
             status, payload = 404, {"error": f"unknown method {call.name!r}; available: {', '.join(handlers)}"}
@@ -224,6 +288,12 @@ class EdgeModule:
 
     def _method_status(self, _payload: Any) -> tuple[int, Any]:
         return 200, self.status()
+
+    def _method_rollback(self, _payload: Any) -> tuple[int, Any]:
+        if self.manager is None:
+            return 409, {"error": "no model manager: no model has been loaded"}
+        answer = self.manager.rollback_now()
+        return int(answer["status"]), answer["payload"]
 
     def _method_snapshot(self, _payload: Any) -> tuple[int, Any]:
         latest = self.pipeline.latest if self.pipeline is not None else None
@@ -289,6 +359,26 @@ class EdgeModule:
             "skipped": pipeline.skipped() if pipeline else 0,
             "last_error": (stats.last_error if stats and stats.last_error else "") or self.last_error,
             "desired_version": self.state.version,
+            "model_update": self.manager.status() if self.manager else None,
+            "telemetry": self._telemetry_status(),
+        }
+
+    def _telemetry_status(self) -> dict[str, Any] | None:
+        if self.telemetry is None:
+            return None
+        stats = self.telemetry.stats()
+        outbox = stats.outbox
+        sender = stats.sender
+        return {
+            "outbox": {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1),
+                       "dropped": outbox.dropped, "compacted": outbox.compacted},
+            "messages_sent": sender.sent_messages if sender else 0,
+            "events_sent": sender.sent_events if sender else 0,
+            "link": sender.link if sender else "none",
+            "budget": {"limit": sender.budget.limit, "messages_today": sender.budget.messages_sent_today,
+                       "units_today": sender.budget.units_used_today,
+                       "remaining": sender.budget.budget_remaining} if sender else None,
+            "lost": stats.lost,
         }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from visionedge.acks import ack
 from visionedge.config import DesiredProperties, describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -20,18 +21,6 @@ SECTIONS: dict[str, type[BaseModel]] = {
     name: info.annotation  # type: ignore[misc]
     for name, info in DesiredProperties.model_fields.items()
 }
-
-
-def ack(value: Any, code: int, version: int, description: str) -> dict[str, Any]:
-    """The Plug and Play writable-property acknowledgement."""
-    return {"value": value, "ac": code, "av": version, "ad": description}
-
-
-def without_nulls(value: Any) -> Any:
-    """Reported properties treat null as delete, so acknowledged values leave unset fields out."""
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    return value
 
 
 def merge(document: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -60,7 +49,7 @@ class DesiredState:
     def __init__(self, defaults: DesiredProperties, cache: Path | None = None,
                  deferred: frozenset[str] = frozenset()) -> None:
         self.deferred = deferred
-        """Sections acknowledged by whoever applies them (the model manager reports 202 then 200)."""
+        """Sections validated and acknowledged by whoever applies them (the model manager: 202, then 200/400/500)."""
         self.defaults = defaults
         self.settings = defaults
         self.document: dict[str, Any] = {}
@@ -98,26 +87,39 @@ class DesiredState:
                 outcome.reported[key] = ack(None, 400, version, reason)
                 log.warning("desired $version %s: %s", version, reason)
                 continue
+            if key in self.deferred:
+                self._apply_deferred(key, values, outcome)
+                continue
             raw = self.document.get(key, {})
             try:
                 section = SECTIONS[key].model_validate(raw)
             except ValidationError as err:
                 reason = f"rejected: {describe_validation_error(err, key)}; keeping the previous value"
-                outcome.reported[key] = ack(without_nulls(values[key]), 400, version, reason)
+                outcome.reported[key] = ack(values[key], 400, version, reason)
                 log.warning("desired $version %s: %s", version, reason)
                 continue
             new_value = section.model_dump(mode="json")
             if new_value != values[key]:
                 outcome.changed.add(key)
                 values[key] = new_value
-            if key not in self.deferred and self.acked.get(key) != (version, new_value):
-                outcome.reported[key] = ack(without_nulls(new_value), 200, version, "applied")
+            if self.acked.get(key) != (version, new_value):
+                outcome.reported[key] = ack(new_value, 200, version, "applied")
         self.settings = DesiredProperties.model_validate(values)
         outcome.settings = self.settings
         for key, reported in outcome.reported.items():
             self.acked[key] = (version, reported["value"])
         self._save()
         return outcome
+
+    def _apply_deferred(self, key: str, values: dict[str, Any], outcome: Outcome) -> None:
+        """Deferred sections are validated and acknowledged by their owner; keep only the value when it parses."""
+        if key not in self.document:
+            return
+        outcome.changed.add(key)
+        try:
+            values[key] = SECTIONS[key].model_validate(self.document[key]).model_dump(mode="json")
+        except ValidationError:
+            return
 
     def revert(self, key: str, previous: DesiredProperties) -> None:
         """Keep the previous value of one section in effect."""

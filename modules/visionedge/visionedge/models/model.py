@@ -155,17 +155,22 @@ class Model:
         """Run a mid-grey probe: outputs must be finite and decodable; doubles as the warm-up inference."""
         probe = np.full((self.signature.height, self.signature.width, 3), 127, dtype=np.uint8)
         tensor, geometry = self.preprocess(probe)
-        raw = self.session.run(None, {self.signature.input_name: tensor})
-        for name, value in zip(self.output_names, raw, strict=True):
-            if not np.all(np.isfinite(value)):
-                raise ModelError(f"model output {name!r} is not finite (NaN or inf) on a probe input")
+        raw = self._run(tensor, "a probe input")
         self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
+
+    def _run(self, tensor: np.ndarray, what: str) -> list[np.ndarray]:
+        """session.run, refusing NaN/inf outputs: decoders would silently read them as 'nothing seen'."""
+        raw: list[np.ndarray] = self.session.run(None, {self.signature.input_name: tensor})
+        for name, value in zip(self.output_names, raw, strict=True):
+            if not np.isfinite(value).all():
+                raise ModelError(f"model output {name!r} is not finite (NaN or inf) on {what}")
+        return raw
 
     def infer(self, image: np.ndarray) -> Inference:
         """Labels for one BGR frame."""
         tensor, geometry = self.preprocess(image)
         start = time.perf_counter()
-        raw = self.session.run(None, {self.signature.input_name: tensor})
+        raw = self._run(tensor, "this frame")
         elapsed = (time.perf_counter() - start) * 1000.0
         items = self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
         m = self.manifest

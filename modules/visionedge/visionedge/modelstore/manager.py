@@ -1,0 +1,556 @@
+"""Applies twin `model` blocks one at a time on a named worker thread: acknowledge, stage, swap, watch, roll back.
+
+Acknowledgements follow the IoT Plug and Play writable-property convention, reported through `report(ack)`:
+    {"value": <block>, "ac": <code>, "av": <desired $version>, "ad": "<one line>"}
+    202  in progress: "downloading K 40%" (every 10%), "validating K", "watching K for N frames or S s";
+         value = the block being applied
+    200  "K is active" / "K is already active" (same content: nothing downloaded or swapped), or an operator's
+         "rolled back A to B on request (rollbackModel)"; value = the block applied, or in use after a rollback
+    400  the block can never work as given: invalid setting, policy (http, host, size), sha256/size mismatch, not
+         ONNX, manifest, labels, signature, non-finite probe output; value = the block still in use
+    500  applying failed outside the block (HTTP error, timeout, disk) or the new model failed its watch and was
+         rolled back ("rolled back A to B: <reason>"); value = the block still in use
+A block that ended 400, 500-by-watch or was rolled back by the operator is not retried when the same block comes
+again with a newer $version (the outcome is repeated); transfer failures (500) are retried. A newer block cancels
+a download or validation in progress; during a watch it waits for the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeGuard
+
+from pydantic import ValidationError
+
+from visionedge.config import (
+    InferenceSettings,
+    ModelRef,
+    RollbackSettings,
+    RuntimeSettings,
+    describe_validation_error,
+)
+from visionedge.errors import VisionEdgeError
+from visionedge.models.model import Model
+from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
+from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
+from visionedge.modelstore.store import ModelStore
+from visionedge.modelstore.watch import LatencyWindow, Watch
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+ReportFn = Callable[[Ack], None]
+SwapFn = Callable[[Model], None]
+
+POLL_S = 0.1
+PROGRESS_STEP = 10
+REMEMBERED = 16
+MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
+REASON_CHARS = 200
+"""Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
+
+
+class UpdateState(str, Enum):
+    """What the manager is doing, as shown in status()."""
+
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    VALIDATING = "validating"
+    INSTALLING = "installing"
+    WATCHING = "watching"
+    ROLLING_BACK = "rolling back"
+
+
+@dataclass
+class _Job:
+    """One desired block to apply; av follows re-deliveries of the same block."""
+
+    ref: ModelRef | None
+    av: int
+    text: str
+    invalid: str = ""
+    """Why the block is not even a valid `model` setting (then ref is None)."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _RollbackRequest:
+    """A rollbackModel call waiting for the worker's answer."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _InUse:
+    """The model the pipeline runs, with its key and the twin block that produced it."""
+
+    model: Model
+    key: str
+    block: dict[str, Any]
+
+
+class ModelManager:
+    """The only writer of the model store while the module runs; every other thread talks to it through calls.
+
+    Threading: request(), rollback_now(), status(), update_settings() and the observe*() hooks may be called from
+    any thread and never block on downloads (rollback_now waits for its own result). Staging, swap(), the watch
+    and report() calls all happen on the "model-manager" thread, so acknowledgements are emitted in order.
+    """
+
+    def __init__(self, store: ModelStore, initial: Model, *, swap: SwapFn, report: ReportFn,
+                 runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
+                 rollback: RollbackSettings | None = None) -> None:
+        self.store = store
+        self._swap = swap
+        self._report = report
+        self._runtime = runtime or RuntimeSettings()
+        self._inference = inference or InferenceSettings()
+        self._rollback = rollback or RollbackSettings()
+        key = version_key(initial.name, initial.version)
+        self._in_use = _InUse(initial, key, store.block(key))
+        self._fallback: _InUse | None = None
+        self._watch: Watch | None = None
+        self._latency = LatencyWindow()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: _Job | None = None
+        self._job: _Job | None = None
+        self._rollbacks: list[_RollbackRequest] = []
+        self._state = UpdateState.IDLE
+        self._progress: float | None = None
+        self._last_error = "; ".join(store.load_errors)
+        self._last_ack: Ack | None = None
+        self._handled: tuple[int, str] | None = None
+        self._latest: tuple[int, str] | None = None
+        self._refused: dict[str, tuple[int, str]] = {}
+        self._load_memory()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel a download and stop; a model still on probation is not committed, so a restart comes up on the
+        previous one and applies the block again when the twin re-delivers it."""
+        self._stop.set()
+        with self._lock:
+            for job in (self._job, self._pending):
+                if job is not None:
+                    job.cancel.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._answer_rollbacks({"status": 503, "payload": {"error": "the model manager is stopping"}})
+
+    # ---- calls from other threads --------------------------------------------------------------------------
+
+    def request(self, block: ModelRef | Mapping[str, Any], desired_version: int) -> bool:
+        """Queue a desired `model` block (raw twin dict or ModelRef); False for a re-delivery that needs no work.
+
+        An invalid raw block is acknowledged 400 in order with every other acknowledgement, and still supersedes.
+        """
+        ref, invalid = _as_ref(block)
+        text = canonical(ref) if ref is not None else json.dumps(block, sort_keys=True, default=str)
+        with self._lock:
+            self._latest = (desired_version, text)
+            pending, job = self._pending, self._job
+            if pending is not None and pending.text == text:
+                pending.av = desired_version
+                return False
+            if pending is None and job is not None and job.text == text and not job.cancel.is_set():
+                job.av = desired_version
+                return False
+            if self._handled == (desired_version, text):
+                return False
+            if job is not None and not job.cancel.is_set():
+                log.info("desired version %d supersedes %d", desired_version, job.av)
+                job.cancel.set()
+            self._pending = _Job(ref, desired_version, text, invalid)
+        self._wake.set()
+        return True
+
+    def rollback_now(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Go back to the previous version now (direct method rollbackModel): {"status": int, "payload": {...}}."""
+        if self._thread is None or not self._thread.is_alive():
+            return {"status": 503, "payload": {"error": "the model manager is not running"}}
+        request = _RollbackRequest()
+        with self._lock:
+            self._rollbacks.append(request)
+            for job in (self._job, self._pending):
+                if job is not None:
+                    job.cancel.set()
+            self._pending = None
+            watch = self._watch
+        if watch is not None:
+            watch.abort(MANUAL_ROLLBACK)
+        self._wake.set()
+        if not request.done.wait(timeout):
+            return {"status": 504, "payload": {"error": f"the rollback did not finish within {timeout:g} s"}}
+        return request.result
+
+    def observe(self, model_key: str, inference_ms: float, ok: bool = True, reason: str = "") -> None:
+        """One analysed frame (any thread, O(1)): feeds the watch of a new model or the latency baseline."""
+        watch = self._watch
+        if watch is not None and model_key == watch.key:
+            watch.add(inference_ms, ok, reason)
+        elif ok and model_key == self._baseline_key():
+            self._latency.add(inference_ms)
+
+    def observe_record(self, record: Mapping[str, Any]) -> None:
+        """Pipeline(on_record=...) hook: a result record names its model and inference time."""
+        model = record.get("model") or {}
+        key = version_key(str(model.get("name")), str(model.get("version")))
+        reason = _non_finite(record)
+        self.observe(key, float(record.get("inference_ms", 0.0)), ok=not reason, reason=reason)
+
+    def observe_error(self, model: Model, err: Exception) -> None:
+        """Pipeline(on_inference_error=...) hook: a frame the model failed on."""
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=text[:REASON_CHARS])
+
+    def update_settings(self, runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
+                        rollback: RollbackSettings | None = None) -> None:
+        """New twin settings for the next update; threshold overrides also apply to the models held now."""
+        with self._lock:
+            self._runtime = runtime or self._runtime
+            self._rollback = rollback or self._rollback
+            if inference is not None:
+                self._inference = inference
+                for held in (self._in_use, self._fallback):
+                    if held is not None:
+                        held.model.set_overrides(inference)
+
+    def status(self) -> dict[str, Any]:
+        """Active and previous versions, state, progress and the last error, for reported properties."""
+        with self._lock:
+            previous = self._fallback.key if self._fallback is not None else self.store.previous()
+            return {
+                "state": self._state.value,
+                "active": split_key(self._in_use.key),
+                "previous": split_key(previous) if previous else None,
+                "trial": self._in_use.key if self._watch is not None else None,
+                "progress": None if self._progress is None else round(self._progress * 100),
+                "desired_version": self._latest[0] if self._latest else None,
+                "last_error": self._last_error,
+                "ack": dict(self._last_ack) if self._last_ack else None,
+            }
+
+    @property
+    def model(self) -> Model:
+        """The model the pipeline should be running."""
+        return self._in_use.model
+
+    # ---- the worker ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Worker loop: operator rollbacks first, then the newest desired block."""
+        while not self._stop.is_set():
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+            self._serve_rollbacks()
+            with self._lock:
+                job, self._pending = self._pending, None
+                self._job = job
+            if job is None:
+                continue
+            try:
+                self._apply(job)
+            finally:
+                with self._lock:
+                    self._job = None
+                    self._state, self._progress = UpdateState.IDLE, None
+
+    def _apply(self, job: _Job) -> None:
+        """One desired block to its terminal acknowledgement; every failure becomes a one-line reason."""
+        try:
+            refused = self._refused.get(job.text)
+            if refused is not None:
+                self._finish(job, refused[0], refused[1], self._in_use.block)
+                return
+            if job.ref is None:
+                raise UpdateRejected(job.invalid)
+            resolved = self.store.resolve(job.ref)
+            if resolved.key == self._in_use.key and self.store.has(resolved):
+                self._finish(job, 200, f"{resolved.key} is already active", resolved.block)
+                return
+            if resolved.key == self.store.interrupted_trial:
+                self._refuse(job, 500, f"{resolved.key} was on probation when the module stopped unexpectedly, "
+                                       "so it is not tried again; publish it under a new version to retry")
+                return
+            self.store.check_conflict(resolved)
+            model = self._obtain(job, resolved)
+            self._activate(job, resolved, model)
+        except UpdateCancelled:
+            log.info("update to desired version %d cancelled", job.av)
+        except UpdateRejected as err:
+            log.warning("model update rejected: %s", err)
+            self._refuse(job, 400, str(err))
+        except UpdateFailed as err:
+            log.error("model update failed: %s", err)
+            self._finish(job, 500, str(err), self._in_use.block)
+        except Exception as err:  # the manager must outlive any bug in one update and say why it failed
+            log.exception("model update to desired version %d failed unexpectedly", job.av)
+            self._finish(job, 500, f"internal error while applying the model: {type(err).__name__}: {err}",
+                         self._in_use.block)
+
+    def _obtain(self, job: _Job, resolved: Resolved) -> Model:
+        """The installed copy when this content is on disk already, else a fresh download into staging."""
+        if self.store.has(resolved):
+            self._progress_ack(job, resolved, "validating", None)
+            try:
+                return self.store.load(resolved.key, self._runtime)
+            except VisionEdgeError as err:
+                log.warning("installed copy of %s is unusable (%s); downloading it again", resolved.key, err)
+        staged = self.store.stage(resolved, self._runtime, cancel=job.cancel,
+                                  progress=lambda phase, fraction: self._progress_ack(job, resolved, phase, fraction))
+        if job.cancel.is_set():
+            self.store.discard(staged)
+            raise UpdateCancelled("cancelled after validation")
+        self._set_state(UpdateState.INSTALLING, None)
+        self.store.install(staged)
+        return staged.model
+
+    def _activate(self, job: _Job, resolved: Resolved, model: Model) -> None:
+        """Swap between two frames, then watch; commit the pointer only once the watch passes."""
+        with self._lock:
+            if job.cancel.is_set():
+                raise UpdateCancelled("cancelled before the swap")
+            model.set_overrides(self._inference)
+            settings = self._rollback
+            old = self._in_use
+        watch = Watch(resolved.key, settings, self._latency.median())
+        watching = settings.watch_frames > 0 or settings.watch_s > 0
+        if watching:
+            self.store.begin_trial(resolved.key)
+        with self._lock:
+            self._in_use, self._fallback = _InUse(model, resolved.key, resolved.block), old
+            self._watch = watch if watching else None
+            self._state, self._progress = UpdateState.WATCHING, None
+        self._swap(model)
+        log.info("model swapped: %s -> %s", old.key, resolved.key)
+        verdict = None
+        if watching:
+            self._emit(job.av, 202, watch.describe(), resolved.block)
+            verdict = self._await(watch, old.key)
+        if verdict is None:
+            self.store.commit(resolved.key)
+            with self._lock:
+                self._fallback, self._watch = None, None
+                self._latency = LatencyWindow(watch.latencies)
+            log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
+            self._finish(job, 200, f"{resolved.key} is active", resolved.block)
+            return
+        self._set_state(UpdateState.ROLLING_BACK, None)
+        self._swap(old.model)
+        self.store.abort_trial()
+        self.store.prune()
+        with self._lock:
+            self._in_use, self._fallback, self._watch = old, None, None
+        if verdict == MANUAL_ROLLBACK:
+            text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
+            self._settle_manual_rollback(text, job)
+            self._answer_rollbacks(self._rollback_result(text))
+            return
+        text = f"rolled back {resolved.key} to {old.key}: {verdict}"
+        log.error("%s", text)
+        self._refuse(job, 500, text)
+
+    def _await(self, watch: Watch, fallback_key: str) -> str | None:
+        """The watch's verdict. Stopping first clears the trial, so a restart retries the model on its next
+        delivery; a crash (no stop) leaves the trial in the pointer, and the restart distrusts that model."""
+        while True:
+            remaining = watch.remaining()
+            if watch.wait(POLL_S if remaining is None else max(min(POLL_S, remaining), 0.0)):
+                return watch.verdict()
+            if remaining is not None and remaining <= 0:
+                return watch.verdict()
+            if self._stop.is_set():
+                self.store.abort_trial()
+                log.info("stopping while %s is on probation; a restart comes up on %s", watch.key, fallback_key)
+                raise UpdateCancelled("stopping during the watch")
+
+    def _serve_rollbacks(self) -> None:
+        """Answer rollbackModel calls that arrived while no watch was running."""
+        with self._lock:
+            if not self._rollbacks:
+                return
+        self._set_state(UpdateState.ROLLING_BACK, None)
+        try:
+            result = self._manual_rollback()
+        finally:
+            self._set_state(UpdateState.IDLE, None)
+        self._answer_rollbacks(result)
+
+    def _manual_rollback(self) -> dict[str, Any]:
+        """Swap to the previous committed version (verified from disk) and move the pointer back."""
+        current = self._in_use.key
+        previous = self.store.previous()
+        if previous is None:
+            return {"status": 409, "payload": {"error": "no previous model version to roll back to",
+                                               "active": split_key(current)}}
+        try:
+            model = self.store.load(previous, self._runtime)
+        except VisionEdgeError as err:
+            log.error("cannot roll back to %s: %s", previous, err)
+            return {"status": 500, "payload": {"error": f"cannot roll back to {previous}: {err}",
+                                               "active": split_key(current)}}
+        with self._lock:
+            model.set_overrides(self._inference)
+        self._swap(model)
+        self.store.rollback()
+        with self._lock:
+            self._in_use = _InUse(model, previous, self.store.block(previous))
+            self._latency = LatencyWindow()
+        text = f"rolled back {current} to {previous} on request (rollbackModel)"
+        self._settle_manual_rollback(text, None)
+        return self._rollback_result(text)
+
+    def _settle_manual_rollback(self, text: str, job: _Job | None) -> None:
+        """The operator's choice sticks: the desired block it undid is not re-applied until the block changes."""
+        log.warning("%s", text)
+        with self._lock:
+            latest = self._latest
+            texts = {t for t in (job.text if job else None, latest[1] if latest else None) if t is not None}
+            for t in texts:
+                self._remember(t, 200, text)
+            if latest is not None:
+                self._handled = latest
+            av = latest[0] if latest is not None else job.av if job is not None else None
+        self._save_memory()
+        if av is not None:
+            self._emit(av, 200, text, self._in_use.block)
+
+    def _rollback_result(self, text: str) -> dict[str, Any]:
+        """The rollbackModel response after a successful rollback."""
+        previous = self.store.previous()
+        return {"status": 200, "payload": {"message": text, "active": split_key(self._in_use.key),
+                                           "previous": split_key(previous) if previous else None}}
+
+    def _answer_rollbacks(self, result: dict[str, Any]) -> None:
+        """Release every waiting rollbackModel call with the same result."""
+        with self._lock:
+            waiting, self._rollbacks = self._rollbacks, []
+        for request in waiting:
+            request.result = result
+            request.done.set()
+
+    # ---- acknowledgements ----------------------------------------------------------------------------------
+
+    def _progress_ack(self, job: _Job, resolved: Resolved, phase: str, fraction: float | None) -> None:
+        """Stage progress as 202s: one per PROGRESS_STEP percent, so the twin is not flooded."""
+        if phase == "downloading":
+            step = None if fraction is None else int(fraction * 100) // PROGRESS_STEP * PROGRESS_STEP
+            with self._lock:
+                previous, first = self._progress, self._state != UpdateState.DOWNLOADING
+                self._state, self._progress = UpdateState.DOWNLOADING, fraction
+            last = None if previous is None else int(previous * 100) // PROGRESS_STEP * PROGRESS_STEP
+            if first or (step is not None and step != last):
+                shown = f" {step}%" if step is not None else ""
+                self._emit(job.av, 202, f"downloading {resolved.key}{shown}", resolved.block)
+        else:
+            self._set_state(UpdateState.VALIDATING, None)
+            self._emit(job.av, 202, f"validating {resolved.key}", resolved.block)
+
+    def _refuse(self, job: _Job, code: int, text: str) -> None:
+        """Terminal outcome that later deliveries of the same block repeat instead of retrying (this process)."""
+        with self._lock:
+            self._remember(job.text, code, text)
+        self._finish(job, code, text, self._in_use.block)
+
+    def _remember(self, block_text: str, code: int, text: str) -> None:
+        """Caller holds the lock."""
+        self._refused.pop(block_text, None)
+        self._refused[block_text] = (code, text)
+        while len(self._refused) > REMEMBERED:
+            self._refused.pop(next(iter(self._refused)))
+
+    def _finish(self, job: _Job, code: int, text: str, value: dict[str, Any]) -> None:
+        """Terminal acknowledgement: remembered (and persisted) so a re-delivery of this version is a no-op."""
+        with self._lock:
+            self._handled = (job.av, job.text)
+            if code >= 400:
+                self._last_error = text
+        self._save_memory()
+        with self._lock:
+            av = job.av
+        self._emit(av, code, text, value)
+
+    def _emit(self, av: int, code: int, text: str, value: dict[str, Any]) -> None:
+        """Report one acknowledgement (worker thread only, so they arrive in order)."""
+        with self._lock:
+            ack: Ack = {"value": value, "ac": code, "av": av, "ad": text}
+            self._last_ack = ack
+        try:
+            self._report(dict(ack))
+        except Exception:  # reporting is best effort; the next acknowledgement or status refresh repeats it
+            log.warning("reporting the model acknowledgement failed", exc_info=True)
+
+    def _set_state(self, state: UpdateState, progress: float | None) -> None:
+        """What status() shows."""
+        with self._lock:
+            self._state, self._progress = state, progress
+
+    def _baseline_key(self) -> str:
+        """The committed model, whose inference times are the yardstick for the next one."""
+        held = self._fallback or self._in_use
+        return held.key
+
+    # ---- memory across restarts ----------------------------------------------------------------------------
+
+    def _load_memory(self) -> None:
+        """Only the last handled delivery survives a restart, so a re-sent desired document stays a no-op; refusals
+        are retried after a restart because local settings (allowed hosts, limits, accelerators) may have changed."""
+        data = self.store.read_updates()
+        handled, latest = data.get("handled"), data.get("latest")
+        if _is_version_pair(handled):
+            self._handled = (int(handled[0]), str(handled[1]))
+        if _is_version_pair(latest):
+            self._latest = (int(latest[0]), str(latest[1]))
+
+    def _save_memory(self) -> None:
+        """Persist the last handled delivery; a failure to write only costs a repeated no-op update later."""
+        with self._lock:
+            data = {
+                "handled": list(self._handled) if self._handled else None,
+                "latest": list(self._latest) if self._latest else None,
+            }
+        try:
+            self.store.write_updates(data)
+        except OSError as err:
+            log.warning("cannot persist the model update memory: %s", err)
+
+
+def _as_ref(block: ModelRef | Mapping[str, Any]) -> tuple[ModelRef | None, str]:
+    """The block as a ModelRef, or None and the one-line reason it is not a valid `model` setting."""
+    if isinstance(block, ModelRef):
+        return block, ""
+    try:
+        return ModelRef.model_validate(block), ""
+    except ValidationError as err:
+        return None, f"invalid model setting: {describe_validation_error(err, 'model')}"
+
+
+def _is_version_pair(value: object) -> TypeGuard[list[Any]]:
+    """[desired version, block text] as stored in updates.json."""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
+
+
+def _non_finite(record: Mapping[str, Any]) -> str:
+    """A reason when a record carries NaN or infinity (a decoder overflow or a model gone numerically bad)."""
+    for item in (*record.get("classifications", ()), *record.get("detections", ())):
+        values = [item.get("confidence", 0.0), *item.get("box", ())]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return f"non-finite value in a result ({item.get('label', '?')})"
+    return ""

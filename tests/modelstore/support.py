@@ -1,0 +1,254 @@
+"""Real parts the model-store tests drive: an HTTPS model server, hand-built ONNX models, a store+manager+pipeline."""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from visionedge.config import RollbackSettings, RuntimeSettings
+from visionedge.devhub.certs import CertBundle
+from visionedge.download import DownloadPolicy, sha256_file
+from visionedge.models.fetch import Fetcher
+from visionedge.models.model import Model
+from visionedge.modelstore import ModelManager, ModelStore
+from visionedge.pipeline import Pipeline
+from visionedge.sources import VideoFileSource
+
+RUNTIME = RuntimeSettings(providers=["cpu"], intra_op_threads=1)
+SLOW_CHUNK = 16 * 1024
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return predicate()
+
+
+class ModelServer:
+    """HTTPS file server with Range support, for the store's real downloads.
+
+    Paths: /files/NAME (whole file, or from a Range), /slow/RATE/NAME (RATE bytes per second),
+    /stall/NAME (headers and 1 KiB, then silence), /truncated/NAME (the first half, announced as complete);
+    anything else is a 404. `hits` counts requests per path.
+    """
+
+    def __init__(self, certs: CertBundle, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.hits: Counter[str] = Counter()
+        self._closing = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server.hits[self.path] += 1
+                parts = self.path.strip("/").split("/")
+                kind, name = parts[0], parts[-1]
+                if kind not in ("files", "slow", "stall", "truncated") or name not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[name]
+                if kind == "truncated":
+                    data = data[: len(data) // 2]
+                start, status = 0, 200
+                ranged = self.headers.get("Range", "")
+                if ranged.startswith("bytes="):
+                    start, status = int(ranged[6:].split("-")[0]), 206
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                body = data[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                try:
+                    if kind == "stall":
+                        self.wfile.write(body[:1024])
+                        self.wfile.flush()
+                        server._closing.wait(20)
+                    elif kind == "slow":
+                        for offset in range(0, len(body), SLOW_CHUNK):
+                            if server._closing.is_set():
+                                return
+                            self.wfile.write(body[offset:offset + SLOW_CHUNK])
+                            self.wfile.flush()
+                            time.sleep(SLOW_CHUNK / int(parts[1]))
+                    else:
+                        self.wfile.write(body)
+                except (OSError, ssl.SSLError):
+                    return
+                self.close_connection = True
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.server_cert, certs.server_key)
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="model-server",
+                                        daemon=True)
+        self._thread.start()
+
+    def url(self, name: str, kind: str = "files", host: str = "localhost", scheme: str = "https") -> str:
+        """e.g. https://localhost:PORT/files/yolox_nano.onnx or .../slow/200000/yolox_nano.onnx."""
+        return f"{scheme}://{host}:{self.port}/{kind}/{name}"
+
+    def close(self) -> None:
+        """Release stalled and throttled handlers, then stop."""
+        self._closing.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def tiny_classifier(kind: str) -> bytes:
+    """A 16x16 classifier with 10 classes that fails in a chosen way.
+
+    "nan": every output is NaN (Log of a negative number), so the probe inference rejects it.
+    "bright": fine on the mid-grey probe, but a frame with any pixel above 127.5 makes Reshape fail at run time,
+    so it passes validation and then fails its watch on real video.
+    """
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.01, (768, 10)).astype(np.float32), "w")
+    nodes = [helper.make_node("Flatten", ["data"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    consts = [weights]
+    if kind == "nan":
+        consts.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"))
+        nodes += [helper.make_node("Abs", ["logits"], ["a"]), helper.make_node("Add", ["a", "one"], ["b"]),
+                  helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Log", ["c"], ["prob"])]
+    elif kind == "bright":
+        consts += [numpy_helper.from_array(np.array(127.5, dtype=np.float32), "mid"),
+                   numpy_helper.from_array(np.array(2, dtype=np.int64), "two"),
+                   numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+                   numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0"),
+                   numpy_helper.from_array(np.array([-1], dtype=np.int64), "rest")]
+        nodes += [helper.make_node("ReduceMax", ["data"], ["max"], keepdims=0),
+                  helper.make_node("Greater", ["max", "mid"], ["bright"]),
+                  helper.make_node("Cast", ["bright"], ["flag"], to=TensorProto.INT64),
+                  helper.make_node("Mul", ["flag", "two"], ["twice"]),
+                  helper.make_node("Add", ["twice", "one"], ["rows"]),
+                  helper.make_node("Unsqueeze", ["rows", "axis0"], ["rows1"]),
+                  helper.make_node("Concat", ["rows1", "rest"], ["shape"], axis=0),
+                  helper.make_node("Reshape", ["logits", "shape"], ["prob"])]
+    else:
+        raise ValueError(kind)
+    graph = helper.make_graph(
+        nodes, f"tiny-{kind}",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["rows", "classes"])],
+        initializer=consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+TINY_MANIFEST: dict[str, Any] = {"task": "classify", "decoder": {"type": "classification", "softmax": True},
+                                 "confidence": 0.0, "top_k": 3}
+TINY_LABELS = "".join(f"class{i}\n" for i in range(10)).encode()
+
+
+def manifest_fields(manifest: Any) -> dict[str, Any]:
+    """A built-in manifest as the inline `manifest` fields of a twin block (name, version, files and nulls left out:
+    a twin document holds no nulls)."""
+    data: dict[str, Any] = manifest.model_dump(mode="json", exclude_none=True)
+    for key in ("name", "version", "file", "labels"):
+        data.pop(key)
+    return data
+
+
+class Harness:
+    """Store, manager and (optionally) a real pipeline on vtest.avi, wired the way the module wires them."""
+
+    def __init__(self, root: Path, policy: DownloadPolicy, fetcher: Fetcher, rollback: RollbackSettings,
+                 video: Path | None = None) -> None:
+        self.store = ModelStore(root, policy, fetcher)
+        self.store.cleanup_staging()
+        self.initial = self.store.load_active(RUNTIME)
+        self.acks: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.swaps: list[str] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.pipeline: Pipeline | None = None
+        self._thread: threading.Thread | None = None
+        self.manager = ModelManager(self.store, self.initial, swap=self._swap, report=self._report, runtime=RUNTIME,
+                                    rollback=rollback)
+        if video is not None:
+            source = VideoFileSource(video, "vtest", loop=True, realtime=False)
+            self.pipeline = Pipeline(source, self.initial, [self], on_record=self.manager.observe_record,
+                                     on_inference_error=self.manager.observe_error)
+            self._thread = threading.Thread(target=self.pipeline.run, args=(self._stop,), name="test-pipeline",
+                                            daemon=True)
+            self._thread.start()
+        self.manager.start()
+
+    # the pipeline sink protocol
+    name = "harness"
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """Keep every record (called on the pipeline's publish thread)."""
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _swap(self, model: Model) -> None:
+        self.swaps.append(f"{model.name}@{model.version}")
+        if self.pipeline is not None:
+            self.pipeline.swap_model(model)
+
+    def _report(self, ack: dict[str, Any]) -> None:
+        with self._cond:
+            self.acks.append(ack)
+            self._cond.notify_all()
+
+    def request(self, block: dict[str, Any], av: int) -> bool:
+        """What the twin handler does with a desired `model` block: hand over the raw dict and $version."""
+        return self.manager.request(block, av)
+
+    def outcome(self, av: int, timeout: float = 60.0) -> dict[str, Any]:
+        """The first non-202 acknowledgement for desired version av."""
+        with self._cond:
+            found = self._cond.wait_for(lambda: any(a["av"] == av and a["ac"] != 202 for a in self.acks), timeout)
+            assert found, f"no final acknowledgement for version {av} within {timeout} s; acks: {self.acks}"
+            return next(a for a in self.acks if a["av"] == av and a["ac"] != 202)
+
+    def wait_records(self, more: int, timeout: float = 30.0) -> int:
+        """Wait until `more` records beyond the current count arrive; returns the count before."""
+        with self._cond:
+            start = len(self.records)
+            assert self._cond.wait_for(lambda: len(self.records) >= start + more, timeout), (
+                f"records stopped flowing: {len(self.records) - start} of {more} in {timeout} s")
+            return start
+
+    def stop(self) -> None:
+        """Stop the manager and the pipeline."""
+        self.manager.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """url-less facts of a served file: its size and sha256."""
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
