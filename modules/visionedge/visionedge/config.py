@@ -102,6 +102,14 @@ class TelemetrySettings(Strict):
     daily_message_budget: int = Field(8000, ge=0, description="IoT Hub messages per UTC day; 0 = unlimited")
     batch: bool = Field(True, description="pack small events into one message when it saves 4 KB units")
     live_first: bool = Field(True, description="after an outage send current events before the backlog")
+    billing_unit_kb: float = Field(4.0, description="IoT Hub billing unit: 4 KB (S1-S3, B1-B3) or 0.5 KB (free)")
+
+    @field_validator("billing_unit_kb")
+    @classmethod
+    def _known_unit(cls, value: float) -> float:
+        if value not in (0.5, 4.0):
+            raise ValueError("billing_unit_kb must be 4 (standard and basic tiers) or 0.5 (free tier)")
+        return value
 
 
 class OutboxSettings(Strict):
@@ -162,6 +170,7 @@ class LocalSettings(Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")
     local_mqtt_username: str | None = Field(None, description="local broker user (never logged)")
     local_mqtt_password: str | None = Field(None, description="local broker password (never logged)")
+    local_mqtt_ca: Path | None = Field(None, description="CA (PEM) of a local broker with TLS; default system CAs")
 
     def cache(self) -> Path:
         """Where fetched models and media live."""

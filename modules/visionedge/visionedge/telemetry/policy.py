@@ -1,0 +1,162 @@
+"""Which result records become telemetry events: on change (debounced), every frame, or window aggregates only.
+
+Pure logic with an injected clock and no locking: the caller serialises `offer`, `tick`, `update` and `flush`.
+
+Rules, per source:
+- every-frame: every record is a result event; no aggregates.
+- on-change (default): a record *differs* from another when its label set or a per-label count differs, or a
+  label's top confidence moved by more than `min_confidence_delta`. A record that differs from the last one sent
+  starts a candidate; the candidate is sent (as the newest record) once records have kept not differing from it
+  for `debounce_s`. A record equal to the last one sent cancels the candidate, so a flicker shorter than the
+  debounce is never sent, and results leave at most once per `debounce_s`. The first stable state is sent too.
+- on-change and aggregate: one aggregate per source per window of `aggregate_window_s` (aligned on the UTC epoch)
+  with frames analysed and, per label, the total count, the peak in one frame, frames seen and max confidence;
+  windows without frames send nothing (the heartbeat says the module is alive).
+- all modes: a heartbeat every `heartbeat_s` (the first on the first tick) for the configured source, carrying
+  the fields the caller's callback returns (fps, outbox depth, ...), even when nothing changes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from visionedge.config import TelemetrySettings
+from visionedge.result import iso_utc
+from visionedge.telemetry.events import Event, LabelState, Sequencer, WindowSummary, label_state
+
+
+def differs(a: LabelState, b: LabelState, min_confidence_delta: float) -> bool:
+    """True when the label sets or counts differ, or a top confidence moved by more than the delta."""
+    if a.keys() != b.keys():
+        return True
+    return any(a[k][0] != b[k][0] or abs(a[k][1] - b[k][1]) > min_confidence_delta for k in a)
+
+
+@dataclass
+class _SourceState:
+    """What the policy remembers about one source between records."""
+
+    sent: LabelState | None = None
+    sent_at: float = -math.inf
+    candidate: LabelState | None = None
+    candidate_since: float = 0.0
+    window: WindowSummary | None = None
+
+
+class TelemetryPolicy:
+    """Turns result records and clock ticks into events; see the module docstring for the exact rules."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        *,
+        source_id: str,
+        sequencer: Sequencer,
+        heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.source_id = source_id
+        self.sequencer = sequencer
+        self.heartbeat_fields = heartbeat_fields
+        self.clock = clock
+        self.model: Any = None
+        self._sources: dict[str, _SourceState] = {}
+        self._next_heartbeat: float | None = None
+        self._last_heartbeat: float | None = None
+
+    def offer(self, record: Mapping[str, Any], now: float | None = None) -> list[Event]:
+        """Events caused by one result record: a closed window's aggregate and/or a result."""
+        now = self.clock() if now is None else now
+        source_id = str(record.get("source_id") or self.source_id)
+        state = self._sources.setdefault(source_id, _SourceState())
+        if record.get("model") is not None:
+            self.model = record["model"]
+        policy = self.settings.policy
+        if policy == "every-frame":
+            return [self.sequencer.make("result", source_id, record, now)]
+        events = self._fold_into_window(source_id, state, record, now)
+        if policy == "on-change" and self._changed(state, label_state(record), now):
+            events.append(self.sequencer.make("result", source_id, record, now))
+        return events
+
+    def tick(self, now: float | None = None) -> list[Event]:
+        """Aggregates of windows that have closed and the heartbeat when it is due."""
+        now = self.clock() if now is None else now
+        events = [self._close(sid, st, None) for sid, st in self._sources.items()
+                  if st.window is not None and now >= st.window.end]
+        if self._next_heartbeat is None or now >= self._next_heartbeat:
+            events.append(self._heartbeat(now))
+        return events
+
+    def flush(self, now: float | None = None) -> list[Event]:
+        """Aggregates of every open window, cut short at `now` (shutdown, settings change)."""
+        now = self.clock() if now is None else now
+        return [self._close(sid, st, now) for sid, st in self._sources.items() if st.window is not None]
+
+    def event(self, name: str, fields: Mapping[str, Any], now: float | None = None,
+              source_id: str | None = None) -> Event:
+        """A state-change event (model swap, rollback, dropped telemetry) on the events output."""
+        now = self.clock() if now is None else now
+        body = {"event": name, "timestamp": iso_utc(now), **fields}
+        return self.sequencer.make("event", source_id or self.source_id, body, now)
+
+    def update(self, settings: TelemetrySettings, now: float | None = None) -> list[Event]:
+        """Apply new settings; open windows close early when the window or policy changes, so none is mixed."""
+        now = self.clock() if now is None else now
+        old, self.settings = self.settings, settings
+        events: list[Event] = []
+        if old.aggregate_window_s != settings.aggregate_window_s or old.policy != settings.policy:
+            events = self.flush(now)
+        for state in self._sources.values():
+            state.candidate = None
+        if old.heartbeat_s != settings.heartbeat_s and self._last_heartbeat is not None:
+            self._next_heartbeat = self._last_heartbeat + settings.heartbeat_s
+        return events
+
+    def _fold_into_window(self, source_id: str, state: _SourceState, record: Mapping[str, Any],
+                          now: float) -> list[Event]:
+        """Add the record to its source's window, first closing the window if `now` is past its end."""
+        events = []
+        if state.window is not None and now >= state.window.end:
+            events.append(self._close(source_id, state, None))
+        if state.window is None:
+            state.window = WindowSummary.containing(now, self.settings.aggregate_window_s)
+        state.window.add(record)
+        return events
+
+    def _close(self, source_id: str, state: _SourceState, until: float | None) -> Event:
+        """The aggregate of the source's open window, which is then forgotten."""
+        window, state.window = state.window, None
+        assert window is not None
+        end = window.end if until is None else min(window.end, until)
+        return self.sequencer.make("aggregate", source_id, window.fields(until), end)
+
+    def _changed(self, state: _SourceState, current: LabelState, now: float) -> bool:
+        """Debounced change detection; True when `current` should be sent now."""
+        delta = self.settings.min_confidence_delta
+        if state.sent is not None and not differs(current, state.sent, delta):
+            state.candidate = None
+            return False
+        if state.candidate is None or differs(current, state.candidate, delta):
+            state.candidate, state.candidate_since = current, now
+        debounce = self.settings.debounce_s
+        if now - state.candidate_since >= debounce and now - state.sent_at >= debounce:
+            state.sent, state.sent_at, state.candidate = current, now, None
+            return True
+        return False
+
+    def _heartbeat(self, now: float) -> Event:
+        """The heartbeat, scheduling the next one on the fixed cadence (or from now, after a stall)."""
+        period = self.settings.heartbeat_s
+        self._last_heartbeat = now
+        due = now if self._next_heartbeat is None else self._next_heartbeat
+        self._next_heartbeat = due + period if due + period > now else now + period
+        fields: dict[str, Any] = {"timestamp": iso_utc(now), "policy": self.settings.policy, "model": self.model}
+        if self.heartbeat_fields is not None:
+            fields.update(self.heartbeat_fields())
+        return self.sequencer.make("heartbeat", self.source_id, fields, now)

@@ -1,0 +1,259 @@
+"""The telemetry sink the pipeline publishes to: record -> policy -> outbox (and local MQTT) -> sender -> IoT Hub.
+
+Threads: the pipeline's publish thread calls `publish`; "telemetry-tick" calls `tick` every `tick_s` (closed
+windows, heartbeats, dropped-telemetry notices); "telemetry-sender" drains the outbox; paho's "local-mqtt" thread
+talks to the local broker. The control plane calls `update` (twin), `emit` (model swap, rollback, source state)
+and `close` (shutdown). One lock orders policy and outbox, so seqs are stored in the order they were given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
+from visionedge.telemetry.budget import UNIT_BYTES, DailyBudget, heartbeat_reserve
+from visionedge.telemetry.events import Event, Sequencer
+from visionedge.telemetry.localmqtt import LocalMqttPublisher
+from visionedge.telemetry.outbox import Outbox, OutboxStats
+from visionedge.telemetry.policy import TelemetryPolicy
+from visionedge.telemetry.sender import Sender, SenderOptions, SenderStats, Transport
+
+log = logging.getLogger(__name__)
+
+NOTICE_INTERVAL_S: Final = 60.0
+"""At most one dropped-telemetry notice per minute, however fast the outbox compacts or drops."""
+
+
+@dataclass(frozen=True)
+class TelemetryStats:
+    """Everything the telemetry path counts, for metrics, heartbeats and the reported twin."""
+
+    outbox: OutboxStats
+    sender: SenderStats | None
+    local_connected: bool | None
+    local_published: int
+    local_dropped: int
+    lost: int
+    """Events that could not be stored (disk full, I/O error): the only loss the counters in the outbox miss."""
+
+
+class TelemetrySink:
+    """Implements the pipeline's Sink protocol; construct, `start`, feed records, `close`."""
+
+    name = "telemetry"
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        outbox_settings: OutboxSettings,
+        *,
+        data_dir: Path,
+        source_id: str,
+        transport: Transport | None = None,
+        local: LocalMqttPublisher | None = None,
+        heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 1.0,
+        sender_options: SenderOptions | None = None,
+        billing_unit_bytes: int = UNIT_BYTES,
+        local_client_id: str | None = None,
+    ) -> None:
+        self.clock = clock
+        self.local_client_id = local_client_id
+        self.tick_s = tick_s
+        self.local = local
+        self._user_fields = heartbeat_fields
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tick_thread: threading.Thread | None = None
+        self._closed = False
+        self._lost = 0
+        self._final: TelemetryStats | None = None
+        self.outbox = Outbox(data_dir, outbox_settings, compact_window_s=settings.aggregate_window_s, clock=clock)
+        self.policy = TelemetryPolicy(settings, source_id=source_id,
+                                      sequencer=Sequencer(self.outbox.epoch, self.outbox.last_seqs()),
+                                      heartbeat_fields=self._heartbeat_fields, clock=clock)
+        self.budget = DailyBudget(settings.daily_message_budget, self.outbox,
+                                  reserve=heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s),
+                                  unit_bytes=billing_unit_bytes, clock=clock)
+        self.sender = None if transport is None else Sender(
+            self.outbox, transport, self.budget, live_first=settings.live_first, batch=settings.batch,
+            options=sender_options)
+        start = self.outbox.stats()
+        self._noticed = (start.dropped, start.compacted)
+        self._last_notice = -math.inf
+
+    @classmethod
+    def from_config(cls, config: ModuleConfig, transport: Transport | None, *,
+                    heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
+                    client_id: str | None = None) -> TelemetrySink:
+        """The module's wiring: outbox under data_dir, the configured source id, local MQTT when enabled."""
+        desired = config.desired
+        return cls(desired.telemetry, desired.outbox, data_dir=config.local.data_dir, source_id=desired.source.id,
+                   transport=transport, local=local_publisher(desired.local_mqtt, config.local, client_id),
+                   heartbeat_fields=heartbeat_fields, local_client_id=client_id,
+                   billing_unit_bytes=int(desired.telemetry.billing_unit_kb * 1024))
+
+    def start(self) -> None:
+        """Start local MQTT, the sender and the tick thread."""
+        if self.local is not None:
+            self.local.start()
+        if self.sender is not None:
+            self.sender.start()
+        if self._tick_thread is None:
+            self._tick_thread = threading.Thread(target=self._tick_loop, name="telemetry-tick", daemon=True)
+            self._tick_thread.start()
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """Called by the pipeline for every record; costs one fsync when the policy lets an event through."""
+        with self._lock:
+            if not self._closed:
+                self._store(self.policy.offer(record))
+
+    def tick(self, now: float | None = None) -> None:
+        """Closed windows, a due heartbeat and, when the outbox lost events, a notice on the events output."""
+        with self._lock:
+            if self._closed:
+                return
+            now = self.clock() if now is None else now
+            events = self.policy.tick(now)
+            notice = self._drop_notice(now)
+            self._store(events + ([notice] if notice is not None else []))
+
+    def emit(self, name: str, fields: Mapping[str, Any]) -> None:
+        """A state-change event (model swapped or rolled back, source lost) on the events output."""
+        with self._lock:
+            if not self._closed:
+                self._store([self.policy.event(name, fields)])
+
+    def update(self, settings: TelemetrySettings | None = None, outbox_settings: OutboxSettings | None = None) -> None:
+        """Apply twin changes: policy, budget and sender at once; open windows close early if the window changed."""
+        with self._lock:
+            if settings is not None:
+                self._store(self.policy.update(settings))
+                self.budget.update(settings.daily_message_budget,
+                                   heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s))
+                if self.sender is not None:
+                    self.sender.update(live_first=settings.live_first, batch=settings.batch)
+            if settings is not None or outbox_settings is not None:
+                self.outbox.update(outbox_settings or self.outbox.settings,
+                                   compact_window_s=self.policy.settings.aggregate_window_s)
+
+    def replace_local(self, settings: LocalMqttSettings, local: LocalSettings) -> None:
+        """Apply a twin change of local_mqtt: reconnect with the new settings (or stop) unless nothing changed.
+
+        The old client says "offline" and disconnects before the new one (same client id) connects, so the
+        broker never takes a session over and the retained status ends as the new client's "online".
+        """
+        current = self.local
+        if current is not None and settings.enabled and current.settings == settings and \
+                current.uses(local.local_mqtt_username, local.local_mqtt_password):
+            return
+        if current is None and not settings.enabled:
+            return
+        new = local_publisher(settings, local, self.local_client_id)
+        with self._lock:
+            if self._closed:
+                return
+            current, self.local = self.local, new
+        if current is not None:
+            current.close()
+        if new is not None:
+            new.start()
+
+    def stats(self) -> TelemetryStats:
+        """A snapshot of every counter (after close, the last one taken)."""
+        if self._final is not None:
+            return self._final
+        local = self.local
+        return TelemetryStats(
+            outbox=self.outbox.stats(),
+            sender=None if self.sender is None else self.sender.stats(),
+            local_connected=None if local is None else local.connected,
+            local_published=0 if local is None else local.published,
+            local_dropped=0 if local is None else local.dropped,
+            lost=self._lost,
+        )
+
+    def close(self, drain_s: float = 1.0) -> None:
+        """Emit the open windows' aggregates, give the sender up to `drain_s` to empty the outbox, stop everything."""
+        with self._lock:
+            if self._closed:
+                return
+            self._store(self.policy.flush())
+            self._closed = True
+        self._stop.set()
+        if self._tick_thread is not None:
+            self._tick_thread.join(2 * self.tick_s)
+        if self.sender is not None:
+            deadline = time.monotonic() + drain_s
+            while self.sender.alive and self.outbox.stats().depth and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.sender.stop()
+        if self.local is not None:
+            self.local.close()
+        self._final = self.stats()
+        self.outbox.close()
+
+    def _tick_loop(self) -> None:
+        """The "telemetry-tick" thread: one tick per tick_s until close."""
+        while not self._stop.wait(self.tick_s):
+            self.tick()
+
+    def _store(self, events: Sequence[Event]) -> None:
+        """Outbox first (durable), then local MQTT; a storage failure is logged and counted, never raised."""
+        if not events:
+            return
+        try:
+            self.outbox.put(events)
+        except sqlite3.Error as err:
+            self._lost += len(events)
+            log.error("telemetry: could not store %d event(s) in the outbox: %s (%d lost so far)", len(events),
+                      err, self._lost)
+        if self.local is not None:
+            for event in events:
+                self.local.publish(event)
+
+    def _drop_notice(self, now: float) -> Event | None:
+        """An "telemetry-dropped" event when the outbox dropped or compacted since the last notice."""
+        if now - self._last_notice < NOTICE_INTERVAL_S:
+            return None
+        stats = self.outbox.stats()
+        dropped, compacted = stats.dropped - self._noticed[0], stats.compacted - self._noticed[1]
+        if not dropped and not compacted:
+            return None
+        self._noticed, self._last_notice = (stats.dropped, stats.compacted), now
+        return self.policy.event("telemetry-dropped", {
+            "dropped": dropped, "compacted": compacted, "dropped_total": stats.dropped,
+            "compacted_total": stats.compacted, "outbox_depth": stats.depth}, now)
+
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        """The caller's fields (fps, ...) plus outbox depth, losses, link and budget."""
+        fields: dict[str, Any] = dict(self._user_fields()) if self._user_fields is not None else {}
+        outbox = self.outbox.stats()
+        fields["outbox"] = {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1),
+                            "bytes": outbox.bytes, "dropped": outbox.dropped, "compacted": outbox.compacted}
+        fields["link"] = "none" if self.sender is None else self.sender.stats().link
+        budget = self.budget.stats()
+        fields["budget"] = {k: v for k, v in asdict(budget).items() if k != "day"}
+        if self.local is not None:
+            fields["local_mqtt"] = "online" if self.local.connected else "offline"
+        return fields
+
+
+def local_publisher(settings: LocalMqttSettings, local: LocalSettings,
+                    client_id: str | None = None) -> LocalMqttPublisher | None:
+    """The local MQTT publisher when enabled, with credentials and CA from the device-local settings."""
+    if not settings.enabled:
+        return None
+    ca = str(local.local_mqtt_ca) if local.local_mqtt_ca is not None else None
+    return LocalMqttPublisher(settings, username=local.local_mqtt_username, password=local.local_mqtt_password,
+                              client_id=client_id, ca_certs=ca)
