@@ -94,6 +94,11 @@ def _handler_for(workload: WorkloadServer) -> type[JsonRequestHandler]:
 
         def do_POST(self) -> None:
             """Sign `data` with the module key of the generation id in the path."""
+            try:
+                request = self.read_json()  # read the body first: answering early breaks the client's pipe
+            except (ValueError, TypeError) as err:
+                self.send_json(400, {"message": f"bad sign request: {err}"})
+                return
             match = _SIGN_PATH.match(urlsplit(self.path).path)
             if match is None:
                 self.send_json(404, {"message": f"unknown workload API path {urlsplit(self.path).path}"})
@@ -105,7 +110,6 @@ def _handler_for(workload: WorkloadServer) -> type[JsonRequestHandler]:
                 self.send_json(404, {"message": f"module {module_id!r} with generation id {generation_id!r} not found"})
                 return
             try:
-                request = self.read_json()
                 if not isinstance(request, dict) or request.get("algo") != "HMACSHA256":
                     raise ValueError("expected {'keyId': 'primary', 'algo': 'HMACSHA256', 'data': base64}")
                 data = base64.b64decode(cast(str, request["data"]), validate=True)
