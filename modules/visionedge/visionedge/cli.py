@@ -151,7 +151,7 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     source = open_source(settings, resolve_sample=lambda: sample_video(fetcher))
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sinks: list[Sink] = [parse_sink(s) for s in (args.sink or ["stdout"])]
-    pipeline = Pipeline(source, model, sinks, fps=settings.fps)
+    pipeline = Pipeline(source, model, sinks, fps=settings.fps, watchdog_s=settings.watchdog_s)
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     log.info("running %s on %s (%s)", model.name, source.description, ", ".join(s.name for s in sinks))

@@ -16,7 +16,7 @@ from visionedge.frame import Frame, Inference
 from visionedge.models.model import Model
 from visionedge.result import to_record
 from visionedge.sinks import Sink
-from visionedge.sources import Source
+from visionedge.sources import Source, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +114,23 @@ class Pipeline:
 
     def __init__(self, source: Source, model: Model, sinks: list[Sink], *, fps: float | None = None,
                  on_record: Callable[[Record], None] | None = None,
-                 on_inference_error: Callable[[Model, Exception], None] | None = None) -> None:
+                 on_inference_error: Callable[[Model, Exception], None] | None = None,
+                 watchdog_s: float | None = None) -> None:
         self.source = source
         self.model = model
         self.sinks = sinks
         self.fps = fps
         self.on_record = on_record
         self.on_inference_error = on_inference_error
+        self.watchdog_s = watchdog_s if source.live else None
         self.stats = PipelineStats()
+        self.reopened = 0
+        self._last_frame = time.monotonic()
         self.handoff: LatestSlot | OrderedQueue = LatestSlot() if source.live else OrderedQueue()
         self.results: queue.Queue[Record | None] = queue.Queue(maxsize=256)
         self.fatal: VisionEdgeError | None = None
         self._threads: list[threading.Thread] = []
+        self._capture_thread = threading.Thread()
         self._rate_skipped = 0
         self._recent: deque[float] = deque(maxlen=64)
         self.latest: tuple[Frame, Inference] | None = None
@@ -138,8 +143,8 @@ class Pipeline:
     def run(self, stop: threading.Event) -> PipelineStats:
         """Run until the source ends or stop is set; returns the final counters."""
         done = threading.Event()
+        capture_stop = self._start_capture()
         self._threads = [
-            threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True),
             threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
             threading.Thread(target=self._publish, args=(done,), name="publish", daemon=True),
         ]
@@ -148,7 +153,11 @@ class Pipeline:
         while not done.wait(POLL_S):
             if stop.is_set():
                 break
-        for thread in self._threads[1:]:
+            if self._silent_too_long():
+                capture_stop.set()
+                capture_stop = self._start_capture()
+        capture_stop.set()
+        for thread in [*self._threads, self._capture_thread]:
             thread.join(timeout=1.5)
         self.stats.skipped = self.skipped()
         return self.stats
@@ -157,18 +166,37 @@ class Pipeline:
         """Frames captured but never analysed: overwritten by newer ones, or over the target rate."""
         return self.handoff.overwritten + self._rate_skipped
 
+    def _start_capture(self) -> threading.Event:
+        """A capture thread with its own stop event, so a stuck one can be abandoned and replaced."""
+        stop = threading.Event()
+        self._last_frame = time.monotonic()
+        self._capture_thread = threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True)
+        self._capture_thread.start()
+        return stop
+
+    def _silent_too_long(self) -> bool:
+        """The watchdog: a live source that delivered nothing for watchdog_s is reopened, even if a read hangs."""
+        if self.watchdog_s is None or time.monotonic() - self._last_frame < self.watchdog_s:
+            return False
+        if self.source.state not in (SourceState.STREAMING, SourceState.CONNECTING):
+            return False  # retrying already: its own backoff decides when to try again
+        self.reopened += 1
+        self.source.note_stall(f"no frame for {self.watchdog_s:g} s: reopening")
+        return True
+
     def _capture(self, stop: threading.Event) -> None:
         try:
             for frame in self.source.frames(stop):
+                if stop.is_set():
+                    return
+                self._last_frame = time.monotonic()
                 self.stats.captured += 1
                 self.handoff.put(frame, stop)
-                if stop.is_set():
-                    break
         except VisionEdgeError as err:
             self.fatal = err
             self.stats.last_error = str(err)
             log.error("%s", err)
-        finally:
+        if not stop.is_set():
             self.handoff.close()
 
     def _infer(self, stop: threading.Event) -> None:

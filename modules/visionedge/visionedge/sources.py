@@ -56,6 +56,10 @@ class Source:
         """Frames in capture order; returns when the source ends or stop is set."""
         raise NotImplementedError
 
+    def note_stall(self, reason: str) -> None:
+        """The pipeline's watchdog gave up on the current connection; the next attempt counts as a retry."""
+        self._set_state(SourceState.RETRYING, reason)
+
     def _set_state(self, state: SourceState, reason: str = "") -> None:
         if state == self.state and reason == self.reason:
             return
@@ -82,6 +86,7 @@ class ImageSource(Source):
             if not self.paths:
                 raise SourceError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         else:
+            _read_image(path)  # like a video, a lone file that cannot be decoded is refused when opened
             self.paths = [path]
         self.total: int | None = len(self.paths)
 
@@ -165,7 +170,11 @@ class LiveSource(Source):
         self.target = target
         self.settings = settings
         self.attempts = 0
-        self.last_frame_at = 0.0
+
+    def note_stall(self, reason: str) -> None:
+        """Count a watchdog reopen as a failed attempt, so backoff and the retrying state apply to it."""
+        self.attempts += 1
+        super().note_stall(reason)
 
     def _open(self) -> cv2.VideoCapture | None:
         timeout_ms = int(min(self.settings.watchdog_s, 30.0) * 1000)
@@ -204,7 +213,6 @@ class LiveSource(Source):
                     ok, image = capture.read()
                     if not ok or image is None:
                         break
-                    self.last_frame_at = time.monotonic()
                     yield Frame(image, self.source_id, index, time.time())
                     index += 1
             finally:

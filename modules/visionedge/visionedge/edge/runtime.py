@@ -235,6 +235,11 @@ class EdgeModule:
                 "source_state": self.source.state.value if self.source else "none",
                 "model": {"name": self.model.name, "version": self.model.version} if self.model else None}
 
+    def _on_source_state(self, source_id: str, state: SourceState, reason: str) -> None:
+        """Source state changes become events on the `events` output (and the next status refresh)."""
+        if self.telemetry is not None:
+            self.telemetry.emit("source_state", {"source": source_id, "state": state.value, "reason": reason})
+
     def _on_record(self, record: dict[str, Any]) -> None:
         self.metrics.observe(record)
         if self.manager is not None:
@@ -251,12 +256,14 @@ class EdgeModule:
         source = open_source(settings.source, resolve_sample=lambda: sample_video(self.fetcher))
         self._stop_pipeline()
         self.source = source
+        source.listeners.append(self._on_source_state)
         if self.model is None:
             log.error("no usable model: the pipeline waits for a valid desired 'model'")
             return
         self._pipeline_stop = threading.Event()
         self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps,
-                                 on_record=self._on_record, on_inference_error=self._on_inference_error)
+                                 on_record=self._on_record, on_inference_error=self._on_inference_error,
+                                 watchdog_s=settings.source.watchdog_s)
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
