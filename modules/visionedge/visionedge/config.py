@@ -202,18 +202,23 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "visionedge"
 
 
+def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
+    """Parse a YAML file; unreadable files and bad YAML become one-line `error`s that name `what` and the path."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise error(f"{what} {path} is not valid YAML: {err}") from err
+
+
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> ModuleConfig:
     """Read the YAML file named by the argument or VISIONEDGE_CONFIG; absent file means defaults."""
     env = dict(os.environ) if env is None else env
     raw: dict[str, Any] = {}
     chosen = path or (Path(env["VISIONEDGE_CONFIG"]) if env.get("VISIONEDGE_CONFIG") else None)
     if chosen is not None:
-        try:
-            loaded = yaml.safe_load(chosen.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {chosen}: {err.strerror}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {chosen} is not valid YAML: {err}") from err
+        loaded = read_yaml(chosen, "config file", ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {chosen} must hold a mapping with 'desired' and/or 'local'")
         raw = loaded or {}

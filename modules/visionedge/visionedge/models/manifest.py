@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from visionedge.config import describe_validation_error
+from visionedge.config import describe_validation_error, read_yaml
 from visionedge.errors import ModelError
 
 
@@ -90,10 +89,4 @@ def parse_manifest(data: Any, origin: str) -> ModelManifest:
 
 def load_manifest(path: Path) -> ModelManifest:
     """Read a manifest YAML file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ModelError(f"cannot read model manifest {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ModelError(f"model manifest {path} is not valid YAML: {err}") from err
-    return parse_manifest(data, str(path))
+    return parse_manifest(read_yaml(path, "model manifest", ModelError), str(path))
