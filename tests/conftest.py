@@ -1,0 +1,93 @@
+"""Session fixtures for every test folder: the workplace mirror, a data dir, a verifying fetcher, loaded models.
+
+Nothing here is autouse and nothing is mocked: `fetcher` copies real files from the mirror and checks their sha256,
+`model(name)` loads a real built-in model once per session. Subprocesses see the same data dir and mirror through
+VISIONEDGE_DATA_DIR and VISIONEDGE_MIRROR.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from visionedge.config import RuntimeSettings
+from visionedge.download import DownloadPolicy
+from visionedge.models.catalog import ASSETS
+from visionedge.models.fetch import MIRROR_ENV, Fetcher, mirrors_from_env, resolve_model
+from visionedge.models.model import Model
+
+MediaPath = Callable[[str], Path]
+ModelFactory = Callable[..., Model]
+
+
+@pytest.fixture(scope="session")
+def session_env() -> Iterator[pytest.MonkeyPatch]:
+    """Environment changes that last the whole session and are undone after it."""
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def mirror_dirs(session_env: pytest.MonkeyPatch) -> list[Path]:
+    """The workplace mirror (shared/models, shared/media), from VISIONEDGE_MIRROR or found upwards; never skipped."""
+    dirs = [d for d in mirrors_from_env() if d.is_dir()]
+    if not any(any(d.glob("*.onnx")) for d in dirs):
+        pytest.fail(
+            f"the model mirror was not found (looked in: {', '.join(map(str, mirrors_from_env())) or 'nothing'}); "
+            f"set {MIRROR_ENV} to the folders holding the models and media, separated by '{os.pathsep}', "
+            "e.g. /work/shared/models:/work/shared/media",
+            pytrace=False,
+        )
+    session_env.setenv(MIRROR_ENV, os.pathsep.join(str(d) for d in dirs))
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, session_env: pytest.MonkeyPatch) -> Path:
+    """A fresh module data dir for the session, exported as VISIONEDGE_DATA_DIR (its cache is data_dir/cache)."""
+    path = tmp_path_factory.mktemp("data")
+    session_env.setenv("VISIONEDGE_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fetcher(data_dir: Path, mirror_dirs: list[Path]) -> Fetcher:
+    """A Fetcher over the session cache (the same cache the CLI uses with VISIONEDGE_DATA_DIR), mirror first."""
+    return Fetcher(data_dir / "cache", list(mirror_dirs), DownloadPolicy())
+
+
+@pytest.fixture(scope="session")
+def media(fetcher: Fetcher) -> MediaPath:
+    """`media("vtest.avi")`: a catalog media file, copied from the mirror and sha256-verified."""
+
+    def get(name: str) -> Path:
+        asset = ASSETS.get(name)
+        if asset is None or asset.kind != "media":
+            known = ", ".join(sorted(a.name for a in ASSETS.values() if a.kind == "media"))
+            pytest.fail(f"{name!r} is not a catalog media file ({known})", pytrace=False)
+        return fetcher.ensure(asset)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model(fetcher: Fetcher) -> ModelFactory:
+    """`model("yolox-nano", intra_op_threads=1)`: a built-in Model, loaded once per session per settings.
+
+    The instances are shared between tests: do not call `set_overrides` on them; build your own Model for that.
+    """
+    loaded: dict[tuple[str, str], Model] = {}
+
+    def get(name: str, **runtime: Any) -> Model:
+        settings = RuntimeSettings(**runtime)
+        key = (name, settings.model_dump_json())
+        if key not in loaded:
+            resolved = resolve_model(name, fetcher)
+            loaded[key] = Model(resolved.manifest, resolved.model_path, resolved.labels_path, settings)
+        return loaded[key]
+
+    return get

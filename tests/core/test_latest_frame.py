@@ -1,0 +1,55 @@
+"""Live sources hand inference the newest frame: a slow model skips frames instead of falling behind."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+import pytest
+from visionedge.pipeline import LatestSlot, OrderedQueue, Pipeline
+from visionedge.sources import VideoFileSource
+
+from .support import CollectSink, epoch
+
+
+@pytest.mark.timeout(60)
+def test_slow_model_on_a_paced_video_drops_frames_instead_of_queueing(fast_video, model):
+    """A 100 fps paced video into YOLOv3-tiny at 1 thread: frames are skipped, and frame age stays bounded."""
+    source = VideoFileSource(fast_video, "fast", loop=False, realtime=True)
+    assert source.file_fps == pytest.approx(100.0)
+    assert source.live
+    detector = model("yolov3-tiny", intra_op_threads=1)
+    sink = CollectSink()
+    pipeline = Pipeline(source, detector, [sink])
+    assert isinstance(pipeline.handoff, LatestSlot)
+
+    stats = pipeline.run(threading.Event())
+
+    records = sink.records
+    assert stats.captured == 200
+    assert pipeline.skipped() > 0
+    assert stats.inferred == len(records) < stats.captured
+    assert stats.inferred + pipeline.skipped() == stats.captured, "a frame was neither analysed nor counted"
+    indices = [r["frame_index"] for r in records]
+    assert indices == sorted(indices)
+    assert indices[-1] >= 190, "the newest frames must still be analysed at the end"
+
+    # Age of each frame when its result came out; with a queue it would grow to seconds as the backlog builds.
+    ages = [arrived - epoch(r["timestamp"]) for r, arrived in zip(records, sink.arrived, strict=True)]
+    cycle = stats.elapsed() / stats.inferred  # seconds per analysed frame
+    assert max(ages) < 3 * cycle + 0.1, f"frame age reached {max(ages):.3f} s with {cycle:.3f} s per inference"
+    late = statistics.mean(ages[-5:])
+    early = statistics.mean(ages[:5])
+    assert late < early + cycle + 0.05, f"frame age grew from {early:.3f} s to {late:.3f} s"
+
+
+@pytest.mark.timeout(60)
+def test_video_analysis_never_drops_frames(fast_video, model):
+    """The same video opened for analysis (unpaced) is analysed completely, in order, with nothing skipped."""
+    source = VideoFileSource(fast_video, "fast")
+    sink = CollectSink()
+    pipeline = Pipeline(source, model("yolox-nano"), [sink])
+    assert isinstance(pipeline.handoff, OrderedQueue)
+    stats = pipeline.run(threading.Event())
+    assert [r["frame_index"] for r in sink.records] == list(range(200))
+    assert (stats.captured, stats.inferred, pipeline.skipped()) == (200, 200, 0)
