@@ -72,7 +72,7 @@ class RuntimeSettings(Strict):
                                  description="preference order; unavailable ones are skipped, CPU is the last resort")
     provider_options: dict[str, dict[str, str | int | float | bool]] = Field(
         default_factory=dict, description="per provider, e.g. {\"CUDAExecutionProvider\": {\"device_id\": 0}}")
-    intra_op_threads: int = Field(0, ge=0, le=256, description="0 = onnxruntime's default (one per core)")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="0 = all usable cores but one (decoding needs one)")
     inter_op_threads: int = Field(1, ge=0, le=256, description="threads across graph nodes")
     require_accelerator: bool = Field(False, description="refuse to run (clear error) when only the CPU is available")
 

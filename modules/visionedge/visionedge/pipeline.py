@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -11,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Inference
 from visionedge.models.model import Model
+from visionedge.models.preprocess import Geometry
 from visionedge.result import to_record
 from visionedge.sinks import Sink
 from visionedge.sources import Source, SourceState
@@ -21,6 +25,29 @@ from visionedge.sources import Source, SourceState
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+RESULTS_QUEUE = 32
+"""Frames between inference and publishing; each holds raw model outputs (about 1 MB for a COCO detector)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A captured frame, with its input tensor when the capture thread could prepare it for `model`."""
+
+    frame: Frame
+    model: Model | None = None
+    tensor: np.ndarray | None = None
+    geometry: Geometry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """Raw outputs of one frame on their way to decoding on the publish thread."""
+
+    frame: Frame
+    model: Model
+    raw: list[np.ndarray]
+    geometry: Geometry
+    inference_ms: float
 
 
 class LatestSlot:
@@ -28,11 +55,11 @@ class LatestSlot:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._frame: Job | None = None
         self.overwritten = 0
         self.closed = False
 
-    def put(self, frame: Frame, stop: threading.Event) -> None:
+    def put(self, frame: Job, stop: threading.Event) -> None:
         """Replace whatever is waiting."""
         with self._cond:
             if self._frame is not None:
@@ -40,7 +67,7 @@ class LatestSlot:
             self._frame = frame
             self._cond.notify()
 
-    def get(self, timeout: float) -> Frame | None:
+    def get(self, timeout: float) -> Job | None:
         """The newest frame, or None after timeout or when closed and empty."""
         with self._cond:
             if self._frame is None and not self.closed:
@@ -59,11 +86,11 @@ class OrderedQueue:
     """Every frame, in order, with back-pressure on the producer (for analysis of files)."""
 
     def __init__(self, size: int = 8) -> None:
-        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=size + 1)  # + 1: room for the end marker
         self.overwritten = 0
         self.closed = False
 
-    def put(self, frame: Frame, stop: threading.Event) -> None:
+    def put(self, frame: Job, stop: threading.Event) -> None:
         """Block until there is room, honouring stop."""
         while not stop.is_set():
             try:
@@ -72,16 +99,21 @@ class OrderedQueue:
             except queue.Full:
                 continue
 
-    def get(self, timeout: float) -> Frame | None:
-        """The next frame, or None after timeout."""
+    def get(self, timeout: float) -> Job | None:
+        """The next job, or None after timeout or at the end."""
+        if self.closed and self._queue.empty():
+            return None
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def close(self) -> None:
-        """No more frames will come."""
+        """No more frames will come; a consumer waiting in get() wakes at once."""
         self.closed = True
+        # End marker (get() returns it as "nothing"); when full, the consumer has frames left and sees `closed` after.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -127,7 +159,7 @@ class Pipeline:
         self.reopened = 0
         self._last_frame = time.monotonic()
         self.handoff: LatestSlot | OrderedQueue = LatestSlot() if source.live else OrderedQueue()
-        self.results: queue.Queue[Record | None] = queue.Queue(maxsize=256)
+        self.results: queue.Queue[Ran | None] = queue.Queue(maxsize=RESULTS_QUEUE)
         self.fatal: VisionEdgeError | None = None
         self._threads: list[threading.Thread] = []
         self._capture_thread = threading.Thread()
@@ -185,13 +217,16 @@ class Pipeline:
         return True
 
     def _capture(self, stop: threading.Event) -> None:
+        ordered = isinstance(self.handoff, OrderedQueue)
         try:
             for frame in self.source.frames(stop):
                 if stop.is_set():
                     return
                 self._last_frame = time.monotonic()
                 self.stats.captured += 1
-                self.handoff.put(frame, stop)
+                # Every queued frame will be analysed, so preprocess it here, overlapping the previous inference;
+                # a latest-frame hand-off would throw most of that work away, so there inference prepares.
+                self.handoff.put(self._prepare(frame) if ordered else Job(frame), stop)
         except VisionEdgeError as err:
             self.fatal = err
             self.stats.last_error = str(err)
@@ -199,48 +234,64 @@ class Pipeline:
         if not stop.is_set():
             self.handoff.close()
 
+    def _prepare(self, frame: Frame) -> Job:
+        model = self.model
+        try:
+            tensor, geometry = model.prepare(frame.image)
+        except Exception:  # noqa: BLE001 - the inference thread prepares it again and reports the error
+            return Job(frame)
+        return Job(frame, model, tensor, geometry)
+
     def _infer(self, stop: threading.Event) -> None:
         period = 1.0 / self.fps if self.fps else 0.0
         next_due = 0.0
         try:
             while not stop.is_set():
-                frame = self.handoff.get(POLL_S)
-                if frame is None:
-                    if self.handoff.closed and self.handoff.get(0) is None:
+                job = self.handoff.get(POLL_S)
+                if job is None:
+                    if not self.handoff.closed:
+                        continue
+                    job = self.handoff.get(0)  # a frame put just before close is still analysed
+                    if job is None:
                         return
-                    continue
                 now = time.monotonic()
                 if period and now < next_due:
                     self._rate_skipped += 1
                     continue
                 next_due = max(next_due + period, now) if period else 0.0
-                self._infer_one(frame, stop)
+                self._infer_one(job, stop)
         finally:
             self._put_result(None, stop, force=True)
 
-    def _infer_one(self, frame: Frame, stop: threading.Event) -> None:
-        model = self.model
+    def _infer_one(self, job: Job, stop: threading.Event) -> None:
+        model, frame = self.model, job.frame
         self.stats.frame_age_s = max(time.time() - frame.timestamp, 0.0)
         try:
-            inference = model.infer(frame.image)
+            if job.model is model and job.tensor is not None and job.geometry is not None:
+                tensor, geometry = job.tensor, job.geometry
+            else:  # live hand-off, or the model was swapped after the frame was prepared
+                tensor, geometry = model.prepare(frame.image)
+            raw, elapsed = model.run(tensor)
         except Exception as err:  # noqa: BLE001 - a model failing on one frame must not stop the pipeline
-            self.stats.errors += 1
-            self.stats.last_error = f"inference failed on frame {frame.index}: {err}"
-            log.warning("%s", self.stats.last_error)
-            if self.on_inference_error is not None:
-                self.on_inference_error(model, err)
+            self._inference_failed(model, frame, err)
             return
-        self.latest = (frame, inference)
         stats = self.stats
         stats.inferred += 1
-        stats.inference_ms_total += inference.inference_ms
+        stats.inference_ms_total += elapsed
         now = time.monotonic()
         self._recent.append(now)
         span = now - self._recent[0]
         stats.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
-        self._put_result(to_record(frame, inference), stop)
+        self._put_result(Ran(frame, model, raw, geometry, elapsed), stop)
 
-    def _put_result(self, record: Record | None, stop: threading.Event, force: bool = False) -> None:
+    def _inference_failed(self, model: Model, frame: Frame, err: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"inference failed on frame {frame.index}: {err}"
+        log.warning("%s", self.stats.last_error)
+        if self.on_inference_error is not None:
+            self.on_inference_error(model, err)
+
+    def _put_result(self, record: Ran | None, stop: threading.Event, force: bool = False) -> None:
         while True:
             try:
                 self.results.put(record, timeout=POLL_S)
@@ -252,9 +303,16 @@ class Pipeline:
     def _publish(self, done: threading.Event) -> None:
         try:
             while True:
-                record = self.results.get()
-                if record is None:
+                ran = self.results.get()
+                if ran is None:
                     return
+                try:  # decoding here overlaps it with the next frame's inference
+                    inference = ran.model.finish(ran.raw, ran.geometry, ran.inference_ms)
+                except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
+                    self._inference_failed(ran.model, ran.frame, err)
+                    continue
+                self.latest = (ran.frame, inference)
+                record = to_record(ran.frame, inference)
                 self.stats.label_counts.update(record.get("counts", {}))
                 for sink in self.sinks:
                     sink.publish(record)

@@ -131,12 +131,15 @@ class YoloxDecoder:
 
     def __call__(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> tuple[Detection, ...]:
         """Decode every cell at once."""
-        pred = outputs[self.output].reshape(-1, 5 + len(self.labels)).astype(np.float32)
+        pred = np.asarray(outputs[self.output], dtype=np.float32).reshape(-1, 5 + len(self.labels))
         if pred.shape[0] != self.grid.shape[0]:
             raise ModelError(
                 f"yolox output has {pred.shape[0]} cells; strides and input size give {self.grid.shape[0]}"
             )
-        cxcywh = np.concatenate([(pred[:, :2] + self.grid) * self.stride, np.exp(pred[:, 2:4]) * self.stride], axis=1)
+        # score = obj * cls <= obj: only cells whose objectness clears the threshold can give a detection.
+        rows = np.nonzero(pred[:, 4] > t.confidence)[0]
+        pred, grid, stride = pred[rows], self.grid[rows], self.stride[rows]
+        cxcywh = np.concatenate([(pred[:, :2] + grid) * stride, np.exp(pred[:, 2:4]) * stride], axis=1)
         scores = pred[:, 4:5] * pred[:, 5:]
         return detections_from_scores(cxcywh, scores, self.labels, geometry, t, self.multi_label)
 

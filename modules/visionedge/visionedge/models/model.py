@@ -17,7 +17,7 @@ from visionedge.errors import ModelError
 from visionedge.frame import Inference
 from visionedge.models.decoders import DECODERS, Thresholds
 from visionedge.models.manifest import ModelManifest
-from visionedge.models.preprocess import Preprocessor
+from visionedge.models.preprocess import Geometry, Preprocessor
 from visionedge.models.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -154,26 +154,34 @@ class Model:
     def smoke_test(self) -> None:
         """Run a mid-grey probe: outputs must be finite and decodable; doubles as the warm-up inference."""
         probe = np.full((self.signature.height, self.signature.width, 3), 127, dtype=np.uint8)
-        tensor, geometry = self.preprocess(probe)
-        raw = self._run(tensor, "a probe input")
-        self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
+        tensor, geometry = self.prepare(probe)
+        raw, elapsed = self.run(tensor)
+        self.finish(raw, geometry, elapsed, "a probe input")
 
-    def _run(self, tensor: np.ndarray, what: str) -> list[np.ndarray]:
-        """session.run, refusing NaN/inf outputs: decoders would silently read them as 'nothing seen'."""
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """Stage 1, any thread: a BGR frame to this model's input tensor and the geometry to map boxes back."""
+        return self.preprocess(image)
+
+    def run(self, tensor: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """Stage 2, the inference thread: raw outputs and the milliseconds session.run took."""
+        start = time.perf_counter()
         raw: list[np.ndarray] = self.session.run(None, {self.signature.input_name: tensor})
+        return raw, (time.perf_counter() - start) * 1000.0
+
+    def finish(self, raw: list[np.ndarray], geometry: Geometry, elapsed_ms: float,
+               what: str = "this frame") -> Inference:
+        """Stage 3, any thread: refuse NaN/inf outputs (decoders would read them as 'nothing seen'), then decode."""
         for name, value in zip(self.output_names, raw, strict=True):
             if not np.isfinite(value).all():
                 raise ModelError(f"model output {name!r} is not finite (NaN or inf) on {what}")
-        return raw
-
-    def infer(self, image: np.ndarray) -> Inference:
-        """Labels for one BGR frame."""
-        tensor, geometry = self.preprocess(image)
-        start = time.perf_counter()
-        raw = self._run(tensor, "this frame")
-        elapsed = (time.perf_counter() - start) * 1000.0
         items = self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
         m = self.manifest
         if m.task == "classify":
-            return Inference(m.name, m.version, m.task, elapsed, classifications=items)  # type: ignore[arg-type]
-        return Inference(m.name, m.version, m.task, elapsed, detections=items)  # type: ignore[arg-type]
+            return Inference(m.name, m.version, m.task, elapsed_ms, classifications=items)  # type: ignore[arg-type]
+        return Inference(m.name, m.version, m.task, elapsed_ms, detections=items)  # type: ignore[arg-type]
+
+    def infer(self, image: np.ndarray) -> Inference:
+        """Labels for one BGR frame: the three stages on this thread."""
+        tensor, geometry = self.prepare(image)
+        raw, elapsed = self.run(tensor)
+        return self.finish(raw, geometry, elapsed)

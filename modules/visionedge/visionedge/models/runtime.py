@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,20 @@ def choose_providers(settings: RuntimeSettings, available: list[str] | None = No
     return chosen
 
 
+def default_intra_op_threads() -> int:
+    """All usable cores but one: capture, preprocessing and decoding need a core, and an intra-op thread that loses
+    its core to them stalls every parallel operator until it is scheduled again."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable - 1)
+
+
 def create_session(path: Path, settings: RuntimeSettings) -> tuple[ort.InferenceSession, list[str]]:
     """Load a model; raise a one-line ModelError for files that are not usable ONNX."""
     requested = settings.resolved_providers()
     chosen = choose_providers(settings)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = settings.intra_op_threads
+    options.intra_op_num_threads = settings.intra_op_threads or default_intra_op_threads()
     options.inter_op_num_threads = settings.inter_op_threads
     options.log_severity_level = 3
     # Spinning threads would steal the cores that capture and decoding need between inferences.
