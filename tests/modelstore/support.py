@@ -7,7 +7,6 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,6 @@ from visionedge.sources import VideoFileSource
 
 RUNTIME = RuntimeSettings(providers=["cpu"], intra_op_threads=1)
 SLOW_CHUNK = 16 * 1024
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
 
 
 class ModelServer:

@@ -16,8 +16,10 @@ from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelManager, ModelStore
 
+from tests.core.support import wait_until
+
 from .conftest import Refs
-from .support import RUNTIME, ModelServer, wait_until
+from .support import RUNTIME, ModelServer
 
 CHILD = Path(__file__).with_name("crash_child.py")
 SQUEEZENET = "squeezenet@1.1-winml-fp16"

@@ -7,8 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from tests.core.support import wait_until
+
 from .conftest import MakeHarness, Refs
-from .support import wait_until
 
 SQUEEZENET = "squeezenet@1.1-winml-fp16"
 

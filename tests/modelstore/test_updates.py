@@ -11,8 +11,10 @@ from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelManager, ModelStore
 
+from tests.core.support import wait_until
+
 from .conftest import MakeHarness, Refs
-from .support import RUNTIME, ModelServer, wait_until
+from .support import RUNTIME, ModelServer
 
 SQUEEZENET = "squeezenet@1.1-winml-fp16"
 SQUEEZENET_NAMED = {"name": "squeezenet", "version": "1.1-winml-fp16"}

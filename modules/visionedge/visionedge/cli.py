@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="built-in models and whether they are cached")
     fetch = msub.add_parser("fetch", help="download (or copy from a mirror) and verify models")
-    fetch.add_argument("names", nargs="*", help="model names (default: all with a source)")
+    fetch.add_argument("names", nargs="*", help="model names (default: every model with a URL or a mirror copy)")
     fetch.add_argument("--mirror", type=Path, action="append", help="local folder searched first; repeatable")
     fetch.add_argument("--media", action="store_true", help="also fetch the sample video and test images")
     return parser
@@ -181,7 +181,8 @@ def cmd_models(args: argparse.Namespace, config: ModuleConfig) -> int:
         return 0
     if args.mirror:
         fetcher.mirrors = list(args.mirror) + fetcher.mirrors
-    names = args.names or [n for n in builtin_names() if all(a.url for a in assets_for(builtin_manifest(n)))]
+    names = args.names or [n for n in builtin_names()
+                           if all(a.url or fetcher.in_mirror(a) for a in assets_for(builtin_manifest(n)))]
     failures = _fetch_all(fetcher, names, args.media)
     return 1 if failures else 0
 

@@ -46,6 +46,10 @@ class Fetcher:
         """Where an asset lives in the cache."""
         return self.cache_dir / asset.kind / asset.name
 
+    def in_mirror(self, asset: Asset) -> bool:
+        """Whether some mirror folder holds a copy (verified only when it is fetched)."""
+        return any((mirror / asset.name).is_file() for mirror in self.mirrors)
+
     def ensure(self, asset: Asset) -> Path:
         """The verified cached file, fetching it when absent or damaged."""
         target = self.path(asset)
