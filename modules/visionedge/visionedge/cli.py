@@ -14,13 +14,13 @@ from typing import Any
 
 from visionedge import __version__
 from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
-from visionedge.config import ModuleConfig, SourceSettings, load_config
+from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import VisionEdgeError
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
 from visionedge.pipeline import Pipeline, PipelineStats
-from visionedge.sinks import Sink, jsonl_sink, parse_sink, stdout_sink
+from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
 from visionedge.sources import open_source
 
 log = logging.getLogger("visionedge")
@@ -94,7 +94,6 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
         desired["source"]["loop"] = False
     from pydantic import ValidationError
 
-    from visionedge.config import describe_validation_error
 
     try:
         return ModuleConfig.model_validate({"desired": desired, "local": local})
@@ -117,7 +116,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     source = open_source(SourceSettings(uri=args.path, id=Path(args.path).stem[:64] or "file"),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
-    sink: Sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
+    sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -125,6 +124,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
     pipeline = Pipeline(source, model, [sink], on_record=(lambda _r: progress.update(1)) if progress else None)
     stop = threading.Event()
+    sink.on_broken = stop.set
     install_stop_handlers(stop)
     try:
         stats = pipeline.run(stop)
@@ -150,7 +150,9 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     settings = config.desired.source
     source = open_source(settings, resolve_sample=lambda: sample_video(fetcher))
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
-    sinks: list[Sink] = [parse_sink(s) for s in (args.sink or ["stdout"])]
+    sinks = [parse_sink(s) for s in (args.sink or ["stdout"])]
+    for sink in sinks:
+        sink.on_broken = stop.set
     pipeline = Pipeline(source, model, sinks, fps=settings.fps, watchdog_s=settings.watchdog_s)
     if args.duration:
         threading.Timer(args.duration, stop.set).start()

@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,7 @@ Record = dict[str, Any]
 class Pipeline:
     """source -> frame -> model -> record -> sinks; the model can be swapped between two frames."""
 
-    def __init__(self, source: Source, model: Model, sinks: list[Sink], *, fps: float | None = None,
+    def __init__(self, source: Source, model: Model, sinks: Sequence[Sink], *, fps: float | None = None,
                  on_record: Callable[[Record], None] | None = None,
                  on_inference_error: Callable[[Model, Exception], None] | None = None,
                  watchdog_s: float | None = None) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -29,17 +31,29 @@ class JsonLinesSink:
         self.stream = stream
         self.name = name
         self.owns = owns
+        self.on_broken: Callable[[], None] | None = None
+        """Called once when the reader went away (`visionedge run | head`), e.g. to stop the pipeline."""
+        self.broken = False
 
     def publish(self, record: dict[str, Any]) -> None:
-        """Write one line."""
-        self.stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self.stream.flush()
+        """Write one line; a closed pipe ends the output quietly instead of raising on every record."""
+        if self.broken:
+            return
+        try:
+            self.stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self.broken = True
+            # Point stdout at /dev/null so the interpreter's own flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            if self.on_broken is not None:
+                self.on_broken()
 
     def close(self) -> None:
         """Close the file (never stdout)."""
         if self.owns:
             self.stream.close()
-        else:
+        elif not self.broken:
             self.stream.flush()
 
 
