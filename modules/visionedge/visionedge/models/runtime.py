@@ -57,5 +57,6 @@ def create_session(path: Path, settings: RuntimeSettings) -> tuple[ort.Inference
             f"require_accelerator is set but only the CPU is in effect (requested {', '.join(requested)}; "
             f"this onnxruntime offers {', '.join(ort.get_available_providers())})"
         )
-    log.info("model %s: providers requested=%s in effect=%s", path.name, requested, in_effect)
+    log.info("model %s: providers requested=%s available=%s in effect=%s", path.name, requested,
+             ort.get_available_providers(), in_effect)
     return session, in_effect
