@@ -23,13 +23,5 @@ class SourceError(VisionEdgeError):
     """A frame source cannot be opened or stopped delivering."""
 
 
-class SourceConnectionError(SourceError):
-    """A live source could not be reached; callers may retry."""
-
-
-class EndOfStream(SourceError):
-    """A finite source (file, folder) has no more frames."""
-
-
 class AcceleratorError(VisionEdgeError):
     """An accelerator was required but only the CPU is available."""

@@ -360,6 +360,7 @@ class EdgeModule:
                 "uri": redact_url(settings.source.uri) if "://" in settings.source.uri else settings.source.uri,
                 "state": source.state.value if source else "none",
                 "reason": source.reason if source else "",
+                "reopened_by_watchdog": pipeline.reopened if pipeline else 0,
             },
             "fps": round(stats.fps, 2) if stats else 0.0,
             "frames": stats.inferred if stats else 0,

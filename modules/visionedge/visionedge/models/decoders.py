@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +87,6 @@ def detections_from_scores(
         for k, s, b in zip(classes[keep], conf[keep], out, strict=True)
     )
 
-
-Decoder = Callable[[dict[str, np.ndarray], Geometry, Thresholds], tuple[Classification, ...] | tuple[Detection, ...]]
 
 
 class ClassificationDecoder:
