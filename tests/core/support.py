@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -71,7 +72,6 @@ class MjpegCamera:
         self.unauthorised = 0
         self._running = threading.Event()
         self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def url(self, path: str = "/video", userinfo: str = "") -> str:
         """The stream URL, optionally with user:password@ in it."""
@@ -112,13 +112,9 @@ class MjpegCamera:
                     return
                 self.close_connection = True
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
         self._running.set()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="mjpeg-camera",
-                                        daemon=True)
-        self._thread.start()
+        self._httpd = serve(Handler, "mjpeg-camera", self.port)
+        self.port = self._httpd.server_address[1]
         return self
 
     def stop(self) -> None:
@@ -140,6 +136,17 @@ class Route:
     stall_after: int | None = None
     """Send this many body bytes, then go silent until the server closes."""
     stall_before_headers: bool = False
+
+
+def serve(handler: type[http.server.BaseHTTPRequestHandler], name: str, port: int = 0,
+          tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
+    """A threaded HTTP(S) server on 127.0.0.1 answering on a daemon thread; call shutdown() and server_close()."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), name=name, daemon=True).start()
+    return httpd
 
 
 class FileServer:
@@ -179,12 +186,8 @@ class FileServer:
                     return
                 self.close_connection = True
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = serve(Handler, "file-server")
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="file-server",
-                                        daemon=True)
-        self._thread.start()
 
     def url(self, path: str) -> str:
         """http://127.0.0.1:PORT/path."""

@@ -22,6 +22,8 @@ from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
 from visionedge.sources import VideoFileSource
 
+from tests.core.support import serve
+
 RUNTIME = RuntimeSettings(providers=["cpu"], intra_op_threads=1)
 SLOW_CHUNK = 16 * 1024
 
@@ -87,15 +89,10 @@ class ModelServer:
                     return
                 self.close_connection = True
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certs.server_cert, certs.server_key)
-        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd = serve(Handler, "model-server", tls=context)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="model-server",
-                                        daemon=True)
-        self._thread.start()
 
     def url(self, name: str, kind: str = "files", host: str = "localhost", scheme: str = "https") -> str:
         """e.g. https://localhost:PORT/files/yolox_nano.onnx or .../slow/200000/yolox_nano.onnx."""
