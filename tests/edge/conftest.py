@@ -83,7 +83,7 @@ def start_module(tmp_path: Path, shared_cache: Path) -> Iterator[StartModule]:
     started: list[ModuleProcess] = []
 
     def start(hub: DevHub, *, wrong_key: bool = False, data_dir: Path | None = None,
-              local: dict[str, Any] | None = None) -> ModuleProcess:
+              local: dict[str, Any] | None = None, mirrors: list[Path] | None = None) -> ModuleProcess:
         data = data_dir or tmp_path / "data"
         port = free_port()
         config = {"local": {"data_dir": str(data), "cache_dir": str(shared_cache), "metrics_port": port,
@@ -91,9 +91,9 @@ def start_module(tmp_path: Path, shared_cache: Path) -> Iterator[StartModule]:
                             **(local or {})}}
         config_path = tmp_path / f"config-{len(started)}.yaml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        mirrors = os.pathsep.join(str(p) for p in mirrors_from_env())
+        mirror = os.pathsep.join(str(p) for p in (mirrors_from_env() if mirrors is None else mirrors))
         env = {**os.environ, **hub.env(wrong_key=wrong_key), "VISIONEDGE_CONFIG": str(config_path),
-               "VISIONEDGE_MIRROR": mirrors, "PYTHONUNBUFFERED": "1"}
+               "VISIONEDGE_MIRROR": mirror, "PYTHONUNBUFFERED": "1"}
         env.pop("VISIONEDGE_DATA_DIR", None)
         log_path = tmp_path / f"module-{len(started)}.log"
         with log_path.open("wb") as log_file:

@@ -187,3 +187,22 @@ def test_metrics_scrape_shows_values_moving_and_health_is_ready(hub: DevHub, sta
     code, body = scrape(module.metrics_port, "/healthz")
     assert code == 200
     assert json.loads(body)["ready"] is True
+
+
+def test_device_that_boots_with_no_model_at_all_starts_analysing_once_one_can_be_fetched(
+    hub: DevHub, start_module: StartModule, tmp_path: Path
+) -> None:
+    """Offline first boot with an empty cache: the module runs, says why in status, and recovers by itself."""
+    from visionedge.models.fetch import mirrors_from_env
+
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    start_module(hub, local={"cache_dir": str(tmp_path / "empty-cache")}, mirrors=[empty])
+    doc = hub.emulator.wait_for_reported(lambda r: "status" in r, timeout=60)
+    assert doc["status"].get("model") is None  # null: reported properties drop it
+    assert "cannot download" in doc["status"]["last_error"]
+    for name in ("squeezenet1.1_fp16.onnx", "imagenet_labels.txt", "vtest.avi"):
+        source = next(d / name for d in mirrors_from_env() if (d / name).is_file())
+        (empty / name).write_bytes(source.read_bytes())
+    status = wait_running(hub)
+    assert status["model"] == {"name": "squeezenet", "version": "1.1-winml-fp16"}

@@ -106,6 +106,7 @@ class EdgeModule:
                 elif isinstance(item, MethodCall):
                     self.handle_method(item)
                 if time.monotonic() >= next_status:
+                    self._recover()
                     self.reporter.report({"status": self.status()})
                     next_status = time.monotonic() + self.config.local.status_interval_s
         finally:
@@ -220,6 +221,19 @@ class EdgeModule:
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
         )
         self.manager.start()
+
+    def _recover(self) -> None:
+        """A device that booted without a usable model or source (offline, empty cache) keeps trying both."""
+        settings = self.state.settings
+        if self.manager is None:
+            self._start_model(settings)
+        if self.model is not None and self.pipeline is None:
+            try:
+                self._start_pipeline(settings)
+            except VisionEdgeError as err:
+                self.last_error = f"source: {err}"
+                return
+            log.info("model and source are available now: the pipeline runs")
 
     def _start_telemetry(self, settings: DesiredProperties) -> None:
         config = self.config.model_copy(update={"desired": settings})
