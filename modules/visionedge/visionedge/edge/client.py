@@ -49,9 +49,10 @@ class MethodCall:
 
 @dataclass(frozen=True, slots=True)
 class DesiredPatch:
-    """A desired-properties patch (or the whole document after a reconnect)."""
+    """A desired-properties patch, or the whole desired document (`full`) read with the twin at connect."""
 
     patch: dict[str, Any]
+    full: bool = False
 
 
 ControlItem = MethodCall | DesiredPatch

@@ -102,7 +102,7 @@ class EdgeModule:
                 except queue.Empty:
                     item = None
                 if isinstance(item, DesiredPatch):
-                    self.apply_desired(item.patch, full=False)
+                    self.apply_desired(item.patch, full=item.full)
                 elif isinstance(item, MethodCall):
                     self.handle_method(item)
                 if time.monotonic() >= next_status:
@@ -135,7 +135,7 @@ class EdgeModule:
                 self.client.connect()
                 twin = self.client.get_twin()
                 desired = twin.get("desired", {})
-                self.client.control.put(DesiredPatch({**desired, "$full": True}))
+                self.client.control.put(DesiredPatch(desired, full=True))
                 return
             except HubCredentialsRejected as err:
                 self.fatal = err
@@ -153,7 +153,6 @@ class EdgeModule:
 
     def apply_desired(self, patch: dict[str, Any], full: bool) -> None:
         """Validate and apply; each section that fails keeps its last good value and says why."""
-        full = full or bool(patch.pop("$full", False))
         version = int(patch.get("$version", self.state.version))
         before = self.state.settings
         outcome = self.state.apply(patch, version, full=full)
