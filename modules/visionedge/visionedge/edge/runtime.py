@@ -161,7 +161,7 @@ class EdgeModule:
             self.manager.request(self.state.document.get("model", {}), version)
         for key in sorted(outcome.changed - {"model"}):
             try:
-                self._apply_section(key, outcome.settings, before)
+                self._apply_section(key, outcome.settings)
             except VisionEdgeError as err:
                 self.state.revert(key, before)
                 reason = f"rejected: {err}; keeping the previous value"
@@ -171,7 +171,7 @@ class EdgeModule:
         reported["status"] = self.status()
         self.reporter.report(reported)
 
-    def _apply_section(self, key: str, settings: DesiredProperties, before: DesiredProperties) -> None:
+    def _apply_section(self, key: str, settings: DesiredProperties) -> None:
         manager = self.manager
         if key == "inference":
             if self.model is not None:
