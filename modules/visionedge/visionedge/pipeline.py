@@ -128,7 +128,6 @@ class PipelineStats:
     errors: int = 0
     last_error: str = ""
     label_counts: Counter[str] = field(default_factory=Counter)
-    inference_ms_total: float = 0.0
     fps: float = 0.0
     frame_age_s: float = 0.0
     """How old the last frame was when inference started: latency that a latest-frame source keeps bounded."""
@@ -277,7 +276,6 @@ class Pipeline:
             return
         stats = self.stats
         stats.inferred += 1
-        stats.inference_ms_total += elapsed
         now = time.monotonic()
         self._recent.append(now)
         span = now - self._recent[0]

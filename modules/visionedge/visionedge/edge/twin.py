@@ -50,7 +50,6 @@ class DesiredState:
                  deferred: frozenset[str] = frozenset()) -> None:
         self.deferred = deferred
         """Sections validated and acknowledged by whoever applies them (the model manager: 202, then 200/400/500)."""
-        self.defaults = defaults
         self.settings = defaults
         self.document: dict[str, Any] = {}
         self.version = 0
