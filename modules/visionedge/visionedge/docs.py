@@ -1,4 +1,4 @@
-"""Configuration reference generated from the validated models, so the README cannot drift from the code."""
+"""Configuration reference generated from the validated models, so docs/configuration.md cannot drift from the code."""
 
 from __future__ import annotations
 
