@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from visionedge import __version__
 from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
+from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import VisionEdgeError
 from visionedge.logs import setup_logging
@@ -50,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sink", action="append", help="stdout (default) or jsonl:PATH; repeatable")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--no-loop", action="store_true", help="stop at the end of a video file")
+
+    compare = sub.add_parser("compare", help="run two models over the same frames and say how far they agree")
+    compare.add_argument("path", help="image, folder or video file")
+    compare.add_argument("--model", required=True, help="the model in use: built-in name or .onnx/.yaml path")
+    compare.add_argument("--against", required=True, help="the candidate: built-in name or .onnx/.yaml path")
+    compare.add_argument("--manifest", type=Path, help="manifest for --model given as .onnx")
+    compare.add_argument("--against-manifest", type=Path, help="manifest for --against given as .onnx")
+    compare.add_argument("--every", type=int, default=1, help="compare every Nth frame (default 1)")
+    compare.add_argument("--max-frames", type=int, help="stop after comparing this many frames")
+    compare.add_argument("--worst", type=int, default=5, help="frames shown where the two disagree most (default 5)")
+    compare.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    compare.add_argument("--jsonl", type=Path, help="also write one comparison record per frame here")
 
     models = sub.add_parser("models", help="list or fetch models")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -169,6 +184,69 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
+    """Both models over the same frames of a file or folder, compared exactly like the device's shadow phase."""
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1) or args.worst < 0:
+        raise VisionEdgeError("--every and --max-frames must be at least 1 and --worst at least 0")
+    fetcher = make_fetcher(config)
+    source = open_source(SourceSettings(uri=args.path, id=Path(args.path).stem[:64] or "file"),
+                         resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
+    active = load_model(args.model, config, fetcher, args.manifest)
+    candidate = load_model(args.against, config, fetcher, args.against_manifest)
+    names = getattr(source, "paths", None)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    out = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None
+    try:
+        def write(result: FrameComparison) -> None:
+            if out is not None:
+                out.write(json.dumps(result.as_dict(), separators=(",", ":")) + "\n")
+
+        frames = (replace(f, source_id=names[f.index].name) if names else f for f in source.frames(stop))
+        comparison = compare_frames(active, candidate, frames, every=args.every, limit=args.max_frames,
+                                    on_frame=write)
+    finally:
+        if out is not None:
+            out.close()
+    figures = comparison.figures()
+    if figures.frames == 0:
+        raise VisionEdgeError(f"no frames compared from {args.path}")
+    shown = replace(figures, worst=figures.worst[:args.worst])
+    sys.stdout.write(json.dumps(shown.as_dict(), indent=2) + "\n" if args.json else format_figures(shown))
+    return 0
+
+
+def format_figures(figures: Figures) -> str:
+    """The comparison as a short text report for a terminal."""
+    a, c = figures.active, figures.candidate
+    lines = [f"active     {a.name} {a.version} ({a.task})", f"candidate  {c.name} {c.version} ({c.task})",
+             f"frames     {figures.frames}"]
+    if figures.agreement is None:
+        lines.append(f"agreement  undefined: {figures.undefined}")
+    elif a.task == "detect":
+        lines.append(f"agreement  F1 {figures.agreement:.4f} (same label, IoU >= 0.5, mean over frames)")
+    else:
+        lines.append(f"agreement  top-1 {figures.agreement:.4f}, top-5 overlap {figures.top5_overlap or 0:.4f}")
+    if figures.count_drift:
+        drift = ", ".join(f"{label} {n_a} -> {n_c}" for label, (n_a, n_c) in list(figures.count_drift.items())[:8])
+        lines.append(f"counts     {drift}")
+    lines.append(f"confidence mean top {_fmt(figures.active_confidence)} -> {_fmt(figures.candidate_confidence)}")
+    for q, x, y, ratio in (("p50", figures.active_p50_ms, figures.candidate_p50_ms, figures.latency_ratio_p50),
+                           ("p95", figures.active_p95_ms, figures.candidate_p95_ms, figures.latency_ratio)):
+        lines.append(f"latency    {q} {_fmt(x, 1)} ms -> {_fmt(y, 1)} ms ({_fmt(ratio, 2)}x)")
+    if figures.worst:
+        lines.append("disagree most:")
+        for f in figures.worst:
+            overlap = f", top-5 {f.overlap:.2f}" if f.overlap is not None else ""
+            lines.append(f"  frame {f.frame} ({f.source_id}) agreement {_fmt(f.agreement, 2)}{overlap}: "
+                         f"{'; '.join(f.active_labels) or '-'} | {'; '.join(f.candidate_labels) or '-'}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def cmd_models(args: argparse.Namespace, config: ModuleConfig) -> int:
     """List built-ins, or fetch them (mirror first) with verification."""
     fetcher = make_fetcher(config)
@@ -210,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = apply_overrides(load_config(args.config), args)
         setup_logging(config.local.log_level, config.local.log_format)
-        handlers = {"analyze": cmd_analyze, "run": cmd_run, "models": cmd_models}
+        handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models}
         return handlers[args.command](args, config)
     except VisionEdgeError as err:
         sys.stderr.write(f"visionedge: error: {err}\n")

@@ -1,0 +1,308 @@
+"""How far a candidate model agrees with the active one on the same frames: defined once, for the device's shadow
+phase, `visionedge compare` and reports.
+
+Classifiers: top-1 agreement and top-5 overlap. Detectors: per-frame F1 of the candidate against the active model
+(same label, IoU >= 0.5, greedy by candidate confidence), averaged over frames, plus per-label count drift. Both:
+mean top confidence of each model and the latency ratio (candidate p50/p95 over active p50/p95). When the tasks or
+label sets differ, agreement is undefined (None) and `undefined_reason` says why; no number is invented.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from visionedge.frame import Detection, Frame, Inference
+
+if TYPE_CHECKING:
+    from visionedge.models.model import Model
+
+IOU_MATCH = 0.5
+TOP_K = 5
+WORST_KEPT = 10
+"""Frames with the lowest agreement kept for display; the heap stays this small on the device."""
+SHOWN_LABELS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What the comparison needs to know about one model: identity, task and its label set."""
+
+    name: str
+    version: str
+    task: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: Model) -> Subject:
+        """From a loaded model."""
+        return cls(model.name, model.version, model.manifest.task, tuple(model.labels))
+
+    def identity(self) -> dict[str, str]:
+        """{"name", "version"}, the shape reported properties use."""
+        return {"name": self.name, "version": self.version}
+
+
+def undefined_reason(active: Subject, candidate: Subject) -> str:
+    """Why agreement between these two models means nothing, or "" when it is defined."""
+    if active.task != candidate.task:
+        return f"tasks differ ({active.task} -> {candidate.task})"
+    a, c = set(active.labels), set(candidate.labels)
+    if a != c:
+        return (f"label sets differ ({len(a)} -> {len(c)} labels, {len(a & c)} shared)")
+    return ""
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detection_f1(active: tuple[Detection, ...], candidate: tuple[Detection, ...]) -> float:
+    """F1 of candidate detections against the active ones: greedy in candidate confidence order, each active box
+    matched at most once, same label and IoU >= 0.5. Two empty frames agree fully."""
+    if not active and not candidate:
+        return 1.0
+    unmatched = list(active)
+    matched = 0
+    for det in sorted(candidate, key=lambda d: -d.confidence):
+        best, best_iou = -1, IOU_MATCH
+        for i, ref in enumerate(unmatched):
+            if ref.label == det.label:
+                overlap = iou(ref.box, det.box)
+                if overlap >= best_iou:
+                    best, best_iou = i, overlap
+        if best >= 0:
+            unmatched.pop(best)
+            matched += 1
+    return 2.0 * matched / (len(active) + len(candidate))
+
+
+def top_confidence(inference: Inference) -> float | None:
+    """The most confident item of a result, or None when it asserts nothing."""
+    items = inference.detections if inference.task == "detect" else inference.classifications
+    return max((i.confidence for i in items), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameComparison:
+    """One frame seen by both models."""
+
+    frame: int
+    source_id: str
+    agreement: float | None
+    """1/0 top-1 match (classifiers) or F1 (detectors); None when undefined."""
+    overlap: float | None
+    """Top-5 overlap (classifiers only)."""
+    active_labels: tuple[str, ...]
+    candidate_labels: tuple[str, ...]
+    active_ms: float
+    candidate_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for --jsonl and the worst-frames list."""
+        return {
+            "frame": self.frame,
+            "source_id": self.source_id,
+            "agreement": _round(self.agreement),
+            "top5_overlap": _round(self.overlap),
+            "active": list(self.active_labels),
+            "candidate": list(self.candidate_labels),
+            "active_ms": round(self.active_ms, 3),
+            "candidate_ms": round(self.candidate_ms, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The comparison so far: what gates decide on and what every view (twin, metrics, CLI, report) shows."""
+
+    active: Subject
+    candidate: Subject
+    frames: int
+    agreement: float | None
+    """Classifiers: top-1 agreement; detectors: mean per-frame F1. None when undefined or no frames."""
+    undefined: str
+    """Why agreement is undefined ("" when defined)."""
+    top5_overlap: float | None
+    count_drift: dict[str, tuple[int, int]]
+    """Detectors: label -> (active total, candidate total), largest absolute change first."""
+    active_confidence: float | None
+    candidate_confidence: float | None
+    active_p50_ms: float | None
+    active_p95_ms: float | None
+    candidate_p50_ms: float | None
+    candidate_p95_ms: float | None
+    worst: tuple[FrameComparison, ...] = field(default=())
+    """Frames where the two disagree at all, worst first (at most WORST_KEPT)."""
+
+    @property
+    def latency_ratio_p50(self) -> float | None:
+        """Candidate p50 over active p50."""
+        return _ratio(self.candidate_p50_ms, self.active_p50_ms)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """Candidate p95 over active p95: the figure the latency gate and modelHealth use."""
+        return _ratio(self.candidate_p95_ms, self.active_p95_ms)
+
+    def describe(self) -> str:
+        """One line: "agreement 0.98 over 150 frames (top-5 overlap 0.97); latency p95 1.1x"."""
+        if self.agreement is not None:
+            what = "F1" if self.active.task == "detect" else "agreement"
+            head = f"{what} {self.agreement:.2f} over {self.frames} frames"
+            if self.top5_overlap is not None:
+                head += f" (top-5 overlap {self.top5_overlap:.2f})"
+        elif self.undefined:
+            head = f"agreement undefined: {self.undefined}; {self.frames} frames"
+        else:
+            head = f"no agreement yet; {self.frames} frames"
+        ratio = self.latency_ratio
+        return head + (f"; latency p95 {ratio:.1f}x" if ratio is not None else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, the same keys for `visionedge compare --json`, metrics and reports."""
+        return {
+            "active": self.active.identity(),
+            "candidate": self.candidate.identity(),
+            "task": self.active.task if self.active.task == self.candidate.task else
+            f"{self.active.task}->{self.candidate.task}",
+            "frames": self.frames,
+            "agreement": _round(self.agreement),
+            "agreement_undefined": self.undefined or None,
+            "top5_overlap": _round(self.top5_overlap),
+            "count_drift": {label: {"active": a, "candidate": c} for label, (a, c) in self.count_drift.items()},
+            "confidence": {"active": _round(self.active_confidence), "candidate": _round(self.candidate_confidence)},
+            "latency_ms": {"active": {"p50": _round(self.active_p50_ms), "p95": _round(self.active_p95_ms)},
+                           "candidate": {"p50": _round(self.candidate_p50_ms), "p95": _round(self.candidate_p95_ms)}},
+            "latency_ratio": {"p50": _round(self.latency_ratio_p50), "p95": _round(self.latency_ratio)},
+            "worst_frames": [f.as_dict() for f in self.worst],
+        }
+
+
+class Comparison:
+    """Accumulates frames seen by both models; add() from one thread, figures() from any."""
+
+    def __init__(self, active: Subject, candidate: Subject, *, worst_kept: int = WORST_KEPT) -> None:
+        self.active = active
+        self.candidate = candidate
+        self.undefined = undefined_reason(active, candidate)
+        self._worst_kept = worst_kept
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._agreement_sum = 0.0
+        self._overlap_sum = 0.0
+        self._counts: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
+        self._confidence: tuple[list[float], list[float]] = ([], [])
+        self._latency: tuple[list[float], list[float]] = ([], [])
+        self._worst: list[tuple[float, int, FrameComparison]] = []
+
+    @property
+    def frames(self) -> int:
+        """Frames compared so far."""
+        return self._frames
+
+    def add(self, active: Inference, candidate: Inference, frame: int = 0, source_id: str = "") -> FrameComparison:
+        """Compare the two results for one frame and fold them into the figures."""
+        agreement = overlap = None
+        if not self.undefined:
+            if active.task == "detect":
+                agreement = detection_f1(active.detections, candidate.detections)
+            else:
+                a, c = active.labels(), candidate.labels()
+                agreement = 1.0 if a[:1] == c[:1] else 0.0
+                k = min(TOP_K, len(a), len(c))
+                overlap = len(set(a[:k]) & set(c[:k])) / k if k else float(len(a) == len(c))
+        result = FrameComparison(frame, source_id, agreement, overlap, tuple(active.labels()[:SHOWN_LABELS]),
+                                 tuple(candidate.labels()[:SHOWN_LABELS]), active.inference_ms,
+                                 candidate.inference_ms)
+        with self._lock:
+            self._frames += 1
+            if agreement is not None:
+                self._agreement_sum += agreement
+            if agreement is not None and (agreement < 1.0 or (overlap is not None and overlap < 1.0)):
+                # A min-heap on -agreement: its root is the most agreeing frame kept, the one a worse frame evicts.
+                key = -(agreement + (overlap or 0.0))
+                entry = (key, -self._frames, result)
+                if len(self._worst) < self._worst_kept:
+                    heapq.heappush(self._worst, entry)
+                elif key > self._worst[0][0]:
+                    heapq.heapreplace(self._worst, entry)
+            if overlap is not None:
+                self._overlap_sum += overlap
+            if active.task == "detect":
+                self._counts[0].update(active.labels())
+            if candidate.task == "detect":
+                self._counts[1].update(candidate.labels())
+            for side, inference in enumerate((active, candidate)):
+                top = top_confidence(inference)
+                if top is not None:
+                    self._confidence[side].append(top)
+                self._latency[side].append(inference.inference_ms)
+        return result
+
+    def figures(self) -> Figures:
+        """The figures over every frame added so far."""
+        with self._lock:
+            n = self._frames
+            defined = n > 0 and not self.undefined
+            classify = self.active.task == "classify"
+            drift = {}
+            if self.active.task == "detect" and self.candidate.task == "detect":
+                labels = set(self._counts[0]) | set(self._counts[1])
+                ordered = sorted(labels, key=lambda lb: (-abs(self._counts[1][lb] - self._counts[0][lb]), lb))
+                drift = {lb: (self._counts[0][lb], self._counts[1][lb]) for lb in ordered}
+            worst = tuple(entry[2] for entry in sorted(self._worst, key=lambda e: (-e[0], -e[1])))
+            return Figures(
+                self.active, self.candidate, n,
+                self._agreement_sum / n if defined else None, self.undefined,
+                self._overlap_sum / n if defined and classify else None, drift,
+                _mean(self._confidence[0]), _mean(self._confidence[1]),
+                _percentile(self._latency[0], 50), _percentile(self._latency[0], 95),
+                _percentile(self._latency[1], 50), _percentile(self._latency[1], 95),
+                worst,
+            )
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def compare_frames(active: Model, candidate: Model, frames: Iterable[Frame], *, every: int = 1,
+                   limit: int | None = None, on_frame: Callable[[FrameComparison], None] | None = None) -> Comparison:
+    """Run both models over every `every`-th frame (up to `limit` compared) and compare them: the offline path."""
+    comparison = Comparison(Subject.of(active), Subject.of(candidate))
+    for n, frame in enumerate(frames):
+        if limit is not None and comparison.frames >= limit:
+            break
+        if n % every:
+            continue
+        result = comparison.add(active.infer(frame.image), candidate.infer(frame.image), frame.index,
+                                frame.source_id)
+        if on_frame is not None:
+            on_frame(result)
+    return comparison
