@@ -14,6 +14,7 @@ import pytest
 from visionedge.devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
+from tests.telemetry.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -187,6 +188,31 @@ def test_metrics_scrape_shows_values_moving_and_health_is_ready(hub: DevHub, sta
     code, body = scrape(module.metrics_port, "/healthz")
     assert code == 200
     assert json.loads(body)["ready"] is True
+
+
+def test_metrics_show_the_backlog_while_the_link_is_down_and_messages_sent_once_it_is_back(
+    hub: DevHub, start_module: StartModule
+) -> None:
+    """What operators alert on: with the hub cut off the outbox depth and its oldest age grow; back, sending resumes."""
+    module = start_module(hub)
+    wait_running(hub)
+    hub.emulator.wait_for_telemetry(lambda m: m.output == "results", timeout=60, count=2)
+    wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_messages_sent_total") > 0, timeout=30,
+               what="messages_sent counting what reached the hub")
+    hub.front.set_down(True)
+    hub.front.drop()
+    wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_outbox_oldest_age_seconds") >= 1.0,
+               timeout=30, what="a backlog at least a second old")
+    _, down = scrape(module.metrics_port)
+    assert metric(down, "visionedge_outbox_depth") > 0
+    assert metric(down, "visionedge_outbox_oldest_age_seconds") >= 1.0
+    assert metric(down, "visionedge_telemetry_dropped_total") == 0
+    sent_while_down = metric(down, "visionedge_messages_sent_total")
+    hub.front.set_down(False)
+    wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_messages_sent_total") > sent_while_down,
+               timeout=60, what="messages_sent rising after the link came back")
+    wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_outbox_depth") == 0, timeout=60,
+               what="the backlog drained")
 
 
 def test_device_that_boots_with_no_model_at_all_starts_analysing_once_one_can_be_fetched(

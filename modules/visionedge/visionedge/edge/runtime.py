@@ -14,7 +14,7 @@ from typing import Any
 from visionedge import __version__
 from visionedge.acks import ack
 from visionedge.app import make_fetcher, sample_video
-from visionedge.config import DesiredProperties, ModuleConfig
+from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.edge.client import (
     ControlItem,
     DesiredPatch,
@@ -27,7 +27,7 @@ from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
-from visionedge.metrics import Metrics, Snapshot
+from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
@@ -35,6 +35,14 @@ from visionedge.result import iso_utc
 from visionedge.sinks import Sink
 from visionedge.snapshot import save_snapshot
 from visionedge.sources import Source, SourceState, open_source
+from visionedge.state import (
+    ModelSnapshot,
+    ModelUpdateSnapshot,
+    ModuleSnapshot,
+    SourceSnapshot,
+    heartbeat_view,
+    status_view,
+)
 from visionedge.telemetry.sink import TelemetrySink
 from visionedge.urls import redact_url
 
@@ -73,7 +81,7 @@ class EdgeModule:
             "module": os.environ.get("IOTEDGE_MODULEID", ""),
             "instance_number": self.instance_id,
         }
-        self.metrics = Metrics(identity, self.metrics_snapshot, self.health)
+        self.metrics = Metrics(identity, self.snapshot)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -237,16 +245,10 @@ class EdgeModule:
     def _start_telemetry(self, settings: DesiredProperties) -> None:
         config = self.config.model_copy(update={"desired": settings})
         device = os.environ.get("IOTEDGE_DEVICEID", "visionedge")
-        self.telemetry = TelemetrySink.from_config(config, HubTransport(self.client),
-                                                   heartbeat_fields=self._heartbeat_fields, client_id=f"{device}-local")
+        self.telemetry = TelemetrySink.from_config(config, HubTransport(self.client), client_id=f"{device}-local",
+                                                   heartbeat_fields=lambda: heartbeat_view(self.snapshot()))
         self.telemetry.start()
         self.sinks = [self.telemetry]
-
-    def _heartbeat_fields(self) -> dict[str, Any]:
-        pipeline = self.pipeline
-        return {"fps": round(pipeline.stats.fps, 2) if pipeline else 0.0,
-                "source_state": self.source.state.value if self.source else "none",
-                "model": {"name": self.model.name, "version": self.model.version} if self.model else None}
 
     def _on_source_state(self, source_id: str, state: SourceState, reason: str) -> None:
         """Source state changes become events on the `events` output (and the next status refresh)."""
@@ -328,79 +330,45 @@ class EdgeModule:
                      "model": {"name": inference.model_name, "version": inference.model_version},
                      "labels": inference.labels()}
 
-    def metrics_snapshot(self) -> Snapshot:
-        """Live values for a Prometheus scrape."""
-        pipeline, source, model = self.pipeline, self.source, self.model
-        stats = pipeline.stats if pipeline is not None else None
-        return Snapshot(
-            fps=stats.fps if stats else 0.0,
-            frames_captured=stats.captured if stats else 0,
-            frames_analyzed=stats.inferred if stats else 0,
-            frames_dropped=pipeline.skipped() if pipeline else 0,
-            inference_errors=stats.errors if stats else 0,
-            frame_age_s=stats.frame_age_s if stats else 0.0,
-            source_id=self.state.settings.source.id,
-            source_state=source.state.value if source else SourceState.FAILED.value,
-            model_name=model.name if model else "",
-            model_version=model.version if model else "",
-            providers=list(model.providers) if model else [],
+    def snapshot(self) -> ModuleSnapshot:
+        """The one place the module's state is read from the live objects; every view is a function of it."""
+        model, manager, telemetry = self.model, self.manager, self.telemetry
+        update = manager.status() if manager is not None else None
+        return ModuleSnapshot(
+            module_version=__version__,
+            instance=self.instance_id,
+            started_at=self.started_at,
+            desired_version=self.state.version,
+            last_error=self.last_error,
             hub_connected=self.client.connected.is_set(),
+            sources=(_source_snapshot(self.state.settings.source, self.source, self.pipeline),),
+            model=ModelSnapshot(model.name, model.version, tuple(model.providers)) if model else None,
+            model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
+            telemetry=telemetry.stats() if telemetry is not None else None,
         )
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when a model is loaded and the source streams, or retries as its reconnect policy allows."""
-        source = self.source
-        state = source.state if source else SourceState.FAILED
-        ready = self.model is not None and state in (SourceState.STREAMING, SourceState.RETRYING)
-        return ready, {"model": self.model is not None, "source_state": state.value,
-                       "hub_connected": self.client.connected.is_set()}
 
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""
-        pipeline = self.pipeline
-        stats = pipeline.stats if pipeline is not None else None
-        source = self.source
-        settings = self.state.settings
-        return {
-            "state": state,
-            "module_version": __version__,
-            "instance": self.instance_id,
-            "started_at": iso_utc(self.started_at),
-            "model": {"name": self.model.name, "version": self.model.version} if self.model else None,
-            "providers": self.model.providers if self.model else [],
-            "source": {
-                "id": settings.source.id,
-                "uri": redact_url(settings.source.uri) if "://" in settings.source.uri else settings.source.uri,
-                "state": source.state.value if source else "none",
-                "reason": source.reason if source else "",
-                "reopened_by_watchdog": pipeline.reopened if pipeline else 0,
-            },
-            "fps": round(stats.fps, 2) if stats else 0.0,
-            "frames": stats.inferred if stats else 0,
-            "skipped": pipeline.skipped() if pipeline else 0,
-            "last_error": (stats.last_error if stats and stats.last_error else "") or self.last_error,
-            "desired_version": self.state.version,
-            "model_update": self.manager.status() if self.manager else None,
-            "telemetry": self._telemetry_status(),
-        }
+        return status_view(self.snapshot(), state)
 
-    def _telemetry_status(self) -> dict[str, Any] | None:
-        if self.telemetry is None:
-            return None
-        stats = self.telemetry.stats()
-        outbox = stats.outbox
-        sender = stats.sender
-        return {
-            "outbox": {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1),
-                       "dropped": outbox.dropped, "compacted": outbox.compacted},
-            "messages_sent": sender.sent_messages if sender else 0,
-            "events_sent": sender.sent_events if sender else 0,
-            "link": sender.link if sender else "none",
-            "budget": {"limit": sender.budget.limit, "messages_today": sender.budget.messages_sent_today,
-                       "units_today": sender.budget.units_used_today,
-                       "remaining": sender.budget.budget_remaining} if sender else None,
-            "lost": stats.lost,
-        }
+
+def _source_snapshot(settings: SourceSettings, source: Source | None, pipeline: Pipeline | None) -> SourceSnapshot:
+    """The configured source, its state and the pipeline's counters for it."""
+    uri = redact_url(settings.uri) if "://" in settings.uri else settings.uri
+    stats = pipeline.stats if pipeline is not None else None
+    return SourceSnapshot(
+        id=settings.id, uri=uri,
+        state=source.state if source else None,
+        reason=source.reason if source else "",
+        fps=stats.fps if stats else 0.0,
+        captured=stats.captured if stats else 0,
+        analyzed=stats.inferred if stats else 0,
+        dropped=pipeline.skipped() if pipeline else 0,
+        errors=stats.errors if stats else 0,
+        frame_age_s=stats.frame_age_s if stats else 0.0,
+        reopened=pipeline.reopened if pipeline else 0,
+        last_error=stats.last_error if stats else "",
+    )
 
 
 def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float | None = None) -> int:

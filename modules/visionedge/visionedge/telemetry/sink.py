@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
-from visionedge.telemetry.budget import UNIT_BYTES, DailyBudget, heartbeat_reserve
+from visionedge.telemetry.budget import UNIT_BYTES, BudgetStats, DailyBudget, heartbeat_reserve
 from visionedge.telemetry.events import Event, Sequencer
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox, OutboxStats
@@ -43,6 +43,7 @@ class TelemetryStats:
     local_dropped: int
     lost: int
     """Events that could not be stored (disk full, I/O error): the only loss the counters in the outbox miss."""
+    budget: BudgetStats
 
 
 class TelemetrySink:
@@ -181,6 +182,7 @@ class TelemetrySink:
             local_published=0 if local is None else local.published,
             local_dropped=0 if local is None else local.dropped,
             lost=self._lost,
+            budget=self.budget.stats(),
         )
 
     def close(self, drain_s: float = 1.0) -> None:
@@ -236,17 +238,25 @@ class TelemetrySink:
             "compacted_total": stats.compacted, "outbox_depth": stats.depth}, now)
 
     def _heartbeat_fields(self) -> dict[str, Any]:
-        """The caller's fields (fps, ...) plus outbox depth, losses, link and budget."""
-        fields: dict[str, Any] = dict(self._user_fields()) if self._user_fields is not None else {}
-        outbox = self.outbox.stats()
-        fields["outbox"] = {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1),
-                            "bytes": outbox.bytes, "dropped": outbox.dropped, "compacted": outbox.compacted}
-        fields["link"] = "none" if self.sender is None else self.sender.stats().link
-        budget = self.budget.stats()
-        fields["budget"] = {k: v for k, v in asdict(budget).items() if k != "day"}
-        if self.local is not None:
-            fields["local_mqtt"] = "online" if self.local.connected else "offline"
+        """The telemetry path's own fields, then the caller's (the module's, which carry them too)."""
+        fields = heartbeat_telemetry(self.stats())
+        if self._user_fields is not None:
+            fields.update(self._user_fields())
         return fields
+
+
+def heartbeat_telemetry(stats: TelemetryStats) -> dict[str, Any]:
+    """Outbox depth and losses, link, budget and local MQTT, as every heartbeat carries them."""
+    outbox = stats.outbox
+    fields: dict[str, Any] = {
+        "outbox": {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1), "bytes": outbox.bytes,
+                   "dropped": outbox.dropped, "compacted": outbox.compacted},
+        "link": "none" if stats.sender is None else stats.sender.link,
+        "budget": {k: v for k, v in asdict(stats.budget).items() if k != "day"},
+    }
+    if stats.local_connected is not None:
+        fields["local_mqtt"] = "online" if stats.local_connected else "offline"
+    return fields
 
 
 def local_publisher(settings: LocalMqttSettings, local: LocalSettings,

@@ -1,0 +1,144 @@
+"""One typed snapshot of the module; status, health, heartbeat, getStatus and the metrics are pure views of it.
+
+`EdgeModule.snapshot()` is the only code that reads the live objects. To show a new piece of state everywhere, add a
+field here, fill it in that one function, and read it in the views below that should show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from visionedge.result import iso_utc
+from visionedge.sources import SourceState
+from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSnapshot:
+    """One source as configured (uri already redacted), its state, and the pipeline's counters for it."""
+
+    id: str
+    uri: str
+    state: SourceState | None
+    """None while no source object exists (it could not be opened, or was never asked for)."""
+    reason: str = ""
+    fps: float = 0.0
+    captured: int = 0
+    analyzed: int = 0
+    dropped: int = 0
+    errors: int = 0
+    frame_age_s: float = 0.0
+    reopened: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    """The model serving now and the execution providers in effect."""
+
+    name: str
+    version: str
+    providers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdateSnapshot:
+    """Where the model manager is (idle, downloading, validating, watching, ...) and its reported details."""
+
+    phase: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleSnapshot:
+    """Everything any view of the module shows, read at one moment."""
+
+    module_version: str
+    instance: str
+    started_at: float
+    desired_version: int
+    last_error: str
+    hub_connected: bool
+    sources: tuple[SourceSnapshot, ...]
+    model: ModelSnapshot | None
+    model_update: ModelUpdateSnapshot | None
+    telemetry: TelemetryStats | None
+    """Outbox, link (sender), budget and local MQTT; None before telemetry started."""
+
+    @property
+    def source(self) -> SourceSnapshot:
+        """The (first) source: the module runs one pipeline today."""
+        return self.sources[0]
+
+    @property
+    def telemetry_dropped(self) -> int:
+        """Events the outbox compacted or dropped, plus those it could not store: what an operator alerts on."""
+        t = self.telemetry
+        return 0 if t is None else t.outbox.dropped + t.outbox.compacted + t.lost
+
+
+def _model(s: ModuleSnapshot) -> dict[str, str] | None:
+    return {"name": s.model.name, "version": s.model.version} if s.model else None
+
+
+def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
+    """The reported `status` block, also the answer to getStatus."""
+    source = s.source
+    return {
+        "state": state,
+        "module_version": s.module_version,
+        "instance": s.instance,
+        "started_at": iso_utc(s.started_at),
+        "model": _model(s),
+        "providers": list(s.model.providers) if s.model else [],
+        "source": {
+            "id": source.id,
+            "uri": source.uri,
+            "state": source.state.value if source.state else "none",
+            "reason": source.reason,
+            "reopened_by_watchdog": source.reopened,
+        },
+        "fps": round(source.fps, 2),
+        "frames": source.analyzed,
+        "skipped": source.dropped,
+        "last_error": source.last_error or s.last_error,
+        "desired_version": s.desired_version,
+        "model_update": dict(s.model_update.detail) if s.model_update else None,
+        "telemetry": _telemetry_status(s.telemetry),
+    }
+
+
+def _telemetry_status(t: TelemetryStats | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    outbox, sender = t.outbox, t.sender
+    return {
+        "outbox": {"depth": outbox.depth, "oldest_age_s": round(outbox.oldest_age_s, 1),
+                   "dropped": outbox.dropped, "compacted": outbox.compacted},
+        "messages_sent": sender.sent_messages if sender else 0,
+        "events_sent": sender.sent_events if sender else 0,
+        "link": sender.link if sender else "none",
+        "budget": {"limit": sender.budget.limit, "messages_today": sender.budget.messages_sent_today,
+                   "units_today": sender.budget.units_used_today,
+                   "remaining": sender.budget.budget_remaining} if sender else None,
+        "lost": t.lost,
+    }
+
+
+def health_view(s: ModuleSnapshot) -> tuple[bool, dict[str, Any]]:
+    """Ready when a model is loaded and the source streams, or retries as its reconnect policy allows."""
+    state = s.source.state or SourceState.FAILED
+    ready = s.model is not None and state in (SourceState.STREAMING, SourceState.RETRYING)
+    return ready, {"model": s.model is not None, "source_state": state.value, "hub_connected": s.hub_connected}
+
+
+def heartbeat_view(s: ModuleSnapshot) -> dict[str, Any]:
+    """The heartbeat's fields: rate, source state, model, and the telemetry path's outbox, link and budget."""
+    fields: dict[str, Any] = {"fps": round(s.source.fps, 2),
+                              "source_state": s.source.state.value if s.source.state else "none",
+                              "model": _model(s)}
+    if s.telemetry is not None:
+        fields.update(heartbeat_telemetry(s.telemetry))
+    return fields
