@@ -175,3 +175,26 @@ def test_a_fatal_error_stops_the_sender_and_is_reported(tmp_path: Path) -> None:
     stats = sender.stats()
     assert (stats.fatal, stats.link, stats.sent_events) == ("IoT Hub rejected the module's credentials", "down", 0)
     assert outbox.stats().depth == 1
+
+
+def test_link_up_cuts_the_backoff_short_and_live_events_go_first(tmp_path: Path, broker: Mosquitto) -> None:
+    """Backing off for ~10 s, the sender retries as soon as it hears the link is back, and sends live events first."""
+    rig = Rig(tmp_path / "data", broker, options=SenderOptions(backoff_initial_s=20, backoff_max_s=20,
+                                                               send_timeout_s=0.5, linger_s=0.3))
+    try:
+        broker.stop()
+        wait_until(lambda: not rig.transport.client.is_connected(), what="transport disconnected")
+        rig.put(5)
+        rig.sender.start()
+        wait_until(lambda: rig.sender.stats().failed_attempts > 0, what="a failed attempt")
+        broker.start()
+        wait_until(rig.transport.client.is_connected, what="transport reconnected")
+        started = time.monotonic()
+        rig.sender.link_up()
+        time.sleep(0.1)
+        rig.put(1)
+        wait_until(lambda: len(rig.delivered()) == 6, timeout=5, what="all six events")
+        assert time.monotonic() - started < 3
+        assert rig.recorder.events()[0][1]["seq"] == 6
+    finally:
+        rig.close()

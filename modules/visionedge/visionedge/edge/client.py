@@ -67,6 +67,8 @@ class HubClient:
         self.control: queue.Queue[ControlItem] = queue.Queue()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hub-call")
         self.connected = threading.Event()
+        self.on_connected: list[Callable[[], None]] = []
+        """Called (on an SDK or connect thread) each time the link comes up, e.g. to wake the telemetry sender."""
         self.closing = False
         self._handlers_set = False
 
@@ -90,8 +92,8 @@ class HubClient:
 
     def _on_connection_state(self) -> None:
         if self.sdk.connected:
-            self.connected.set()
             log.info("connected to IoT Hub/edgeHub")
+            self._set_connected()
         else:
             self.connected.clear()
             if self.closing:
@@ -127,7 +129,13 @@ class HubClient:
             # Assigning a handler subscribes on the wire and blocks without a timeout, so it runs bounded here.
             self.call("subscribe", self._set_handlers)
             self._handlers_set = True
+        self._set_connected()
+
+    def _set_connected(self) -> None:
+        """Mark the link up and tell the listeners."""
         self.connected.set()
+        for listener in list(self.on_connected):
+            listener()
 
     def _set_handlers(self) -> None:
         self.sdk.on_connection_state_change = self._on_connection_state

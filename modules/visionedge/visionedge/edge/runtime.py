@@ -49,6 +49,9 @@ from visionedge.urls import redact_url
 log = logging.getLogger(__name__)
 
 EXIT_CREDENTIALS = 3
+CONNECT_RETRY_MAX_S = 10.0
+"""Longest spacing of connect attempts while offline, so a module is back within ~10 s of the hub, however long
+the outage was."""
 
 
 class EdgeModule:
@@ -155,7 +158,7 @@ class EdgeModule:
                 log.warning("%s; retrying in %.0f s (results keep flowing to the outbox)", self.last_error, delay)
             if stop.wait(delay * random.uniform(0.8, 1.2)):
                 return
-            delay = min(delay * 2, 60.0)
+            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 
     # ---- settings --------------------------------------------------------------------------------------------
 
@@ -247,6 +250,7 @@ class EdgeModule:
         device = os.environ.get("IOTEDGE_DEVICEID", "visionedge")
         self.telemetry = TelemetrySink.from_config(config, HubTransport(self.client), client_id=f"{device}-local",
                                                    heartbeat_fields=lambda: heartbeat_view(self.snapshot()))
+        self.client.on_connected.append(self.telemetry.link_up)
         self.telemetry.start()
         self.sinks = [self.telemetry]
 

@@ -5,9 +5,10 @@ cut (NORMAL in WAL mode survives kill -9 but may lose the last commits on power 
 The cost, one fsync per `put`, is small because the policy lets through at most a few events per second.
 
 Order (`next_batch`): oldest first by insertion, which is in seq order per source. With `live_first`, events put
-after the last `mark_link_up()` (the sender calls it when the link comes back; opening the outbox marks too, so a
-previous run's events are backlog) go first, oldest first; then the backlog drains oldest first. Per source, seq
-order therefore holds within the live part and within the backlog, not across them: consumers order by seq.
+after the last `mark_link_up()` (the sender calls it before each retry after a failed send; opening the outbox
+marks too, so a previous run's events are backlog) go first, oldest first; then the backlog drains oldest first.
+Per source, seq order therefore holds within the live part and within the backlog, not across them: consumers
+order by seq.
 
 Bounds: `bytes` counts stored JSON bodies plus ~96 B per row; SQLite pages and indexes make the file somewhat
 larger, and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 %

@@ -1,8 +1,12 @@
 """The sender thread: drains the outbox through a Transport, at least once, within the daily budget.
 
 An event is acknowledged (deleted from the outbox) only after `Transport.send` returned, so a crash or a lost link
-can repeat a message but never lose one; a repeat carries the same message_id. Transient errors are retried with
-capped exponential backoff and jitter, holding the same message; a fatal error stops the thread and is reported.
+can repeat a message but never lose one; a repeat carries the same event message_ids. After a transient error the
+sender backs off (capped exponential, with jitter), cut short by `link_up()` when the caller learns that the link is
+back; the backoff then starts again from its shortest step. Each retry first turns everything stored so far into
+backlog and lingers briefly, so that with `live_first` the first message after an outage carries a live event when
+one is made meanwhile; while a backlog drains, a round ends after ROUND_S when live events wait, so they go next.
+A fatal error stops the thread and is reported.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.25
 """Longest wait between looks at the stop event and the outbox, so stop is honoured quickly."""
+ROUND_S = 1.0
+"""While a backlog drains, live events wait at most about this long (plus one message) before they go."""
 
 
 class TransientSendError(VisionEdgeError):
@@ -53,7 +60,7 @@ class SenderOptions:
     batch_limit: int = 200
     send_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 10.0
     linger_s: float = 0.5
     """After new events arrive, wait this long so that more can share a 4 KB batch."""
     budget_poll_s: float = 5.0
@@ -86,6 +93,9 @@ class Sender:
         self.options = options or SenderOptions()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._retry = False
+        self._attempt = 0
         self._thread: threading.Thread | None = None
         self._link: Literal["up", "down"] = "down"
         self._sent_events = 0
@@ -104,10 +114,16 @@ class Sender:
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the thread to stop and wait up to `timeout`; a send in flight may outlive it (the thread is a daemon)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("telemetry sender still inside a send after %.1f s; leaving it", timeout)
+
+    def link_up(self) -> None:
+        """The link is back (the hub client connected): retry now, from the shortest backoff step."""
+        self._attempt = 0
+        self._wake.set()
 
     def update(self, *, live_first: bool, batch: bool) -> None:
         """Twin changes that apply from the next batch on."""
@@ -127,7 +143,9 @@ class Sender:
         """The thread: send rounds until stopped, closed or told no retry can help."""
         try:
             while not self._stop.is_set():
-                if not self._round():
+                if self._retry:
+                    self._await_retry()
+                elif not self._round():
                     self._idle()
         except FatalSendError as err:
             self._fatal = self._last_error = str(err)
@@ -149,6 +167,19 @@ class Sender:
                     self._stop.wait(self.options.linger_s)
                 return
 
+    def _await_retry(self) -> None:
+        """Back off (cut short by `link_up`), then make everything stored so far backlog and linger for live events."""
+        delay = self._backoff(self._attempt)
+        self._attempt += 1
+        self._wake.wait(delay)
+        self._wake.clear()
+        if self._stop.is_set():
+            return
+        self.outbox.mark_link_up()
+        if self.live_first and self.options.linger_s > 0:
+            self._stop.wait(self.options.linger_s)
+        self._retry = False
+
     def _round(self) -> bool:
         """Send one batch from the outbox; False when there was nothing to send (or the budget forbade it)."""
         heartbeats_only = not self.budget.allows(1, heartbeat=False)
@@ -158,6 +189,7 @@ class Sender:
                                        kinds=("heartbeat",) if heartbeats_only else None)
         if not items:
             return False
+        started = time.monotonic()
         messages, oversize = pack(items, batch=self.batch, unit_bytes=self.budget.unit_bytes)
         if oversize:
             self.outbox.discard([i.row_id for i in oversize], "bigger than IoT Hub's 256 KB message limit")
@@ -169,30 +201,27 @@ class Sender:
             self.outbox.ack(message.row_ids, meta=self.budget.charge(message.units))
             self._sent_events += message.events
             self._sent_messages += 1
+            if self.live_first and time.monotonic() - started > ROUND_S and self.outbox.wait(0):
+                return True
         return True
 
     def _deliver(self, message: Message) -> bool:
-        """Send until it succeeds (True) or stop is set (False); FatalSendError propagates."""
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                self.transport.send(message.output, message.payload, message.message_id, message.properties,
-                                    self.options.send_timeout_s)
-            except TransientSendError as err:
-                self._failed += 1
-                self._last_error = str(err)
-                if self._link == "up" or not self._warned:
-                    log.warning("telemetry link down: %s; events wait in the outbox", err)
-                self._link, self._warned = "down", True
-                self._stop.wait(self._backoff(attempt))
-                attempt += 1
-                continue
-            if self._link == "down":
-                log.info("telemetry link up after %d failed attempt(s)", attempt)
-                self._link = "up"
-                self.outbox.mark_link_up()
-            return True
-        return False
+        """One attempt: True when delivered; False on a transient error (a retry follows); FatalSendError propagates."""
+        try:
+            self.transport.send(message.output, message.payload, message.message_id, message.properties,
+                                self.options.send_timeout_s)
+        except TransientSendError as err:
+            self._failed += 1
+            self._last_error = str(err)
+            if self._link == "up" or not self._warned:
+                log.warning("telemetry link down: %s; events wait in the outbox", err)
+            self._link, self._warned, self._retry = "down", True, True
+            return False
+        if self._link == "down":
+            log.info("telemetry link up again (%d failed attempts in all)", self._failed)
+            self._link = "up"
+        self._attempt = 0
+        return True
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff, capped, with jitter in [50 %, 100 %] so many devices do not retry in step."""

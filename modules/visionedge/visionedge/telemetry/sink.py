@@ -148,6 +148,11 @@ class TelemetrySink:
                 self.outbox.update(outbox_settings or self.outbox.settings,
                                    compact_window_s=self.policy.settings.aggregate_window_s)
 
+    def link_up(self) -> None:
+        """The hub link is back: the sender retries at once instead of finishing its backoff."""
+        if self.sender is not None:
+            self.sender.link_up()
+
     def replace_local(self, settings: LocalMqttSettings, local: LocalSettings) -> None:
         """Apply a twin change of local_mqtt: reconnect with the new settings (or stop) unless nothing changed.
 

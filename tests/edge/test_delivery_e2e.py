@@ -1,0 +1,59 @@
+"""Delivery after a hub outage, through the real module, SDK and DevHub: live events first, then a prompt drain."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+from visionedge.devhub.emulator import Telemetry
+from visionedge.devhub.hub import DevHub
+
+from tests.edge.conftest import StartModule
+from tests.edge.test_offline_e2e import assert_complete, delivered, wait_drained
+
+pytestmark = pytest.mark.timeout(180)
+
+SDK_RETRY_S = 5.0
+"""The module client's connection_retry_interval: after the hub returns, the SDK connects within this."""
+
+
+def unpacked(message: Telemetry) -> list[dict[str, Any]]:
+    """The events one message carried."""
+    body = message.json
+    if not isinstance(body, dict):
+        return []
+    return list(body["events"]) if body.get("type") == "batch" else [body]
+
+
+def made_at(event: dict[str, Any]) -> float:
+    """When the module made a result event (its frame's wall-clock time)."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_after_an_outage_the_first_message_carries_a_live_event_and_the_backlog_follows(
+    hub: DevHub, start_module: StartModule
+) -> None:
+    """Hub down 10 s: the first result message after it returns holds an event made after that, sent within a
+    few seconds; live events made during the drain wait at most ~2 s; every event arrives."""
+    hub.set_desired({"telemetry": {"policy": "every-frame", "batch": True}})
+    start_module(hub)
+    hub.emulator.wait_for_telemetry(lambda m: m.output == "results", timeout=60, count=3)
+    hub.front.set_down(True)
+    hub.front.drop()
+    time.sleep(10)
+    seen = hub.emulator.last_seq
+    back = time.time()
+    hub.front.set_down(False)
+    first, = hub.emulator.wait_for_telemetry(lambda m: m.seq > seen and m.output == "results",
+                                             timeout=SDK_RETRY_S + 10)
+    assert first.received_at - back < SDK_RETRY_S + 2.5, "the first message came too late after the hub returned"
+    assert max(made_at(e) for e in unpacked(first)) >= back, "the first message after the outage was all backlog"
+    drained = wait_drained(hub, timeout=60)
+    assert drained["telemetry"]["outbox"]["dropped"] == 0
+    assert_complete(delivered(hub))
+    waits = [m.received_at - made_at(e) for m in hub.emulator.telemetry() if m.output == "results"
+             for e in unpacked(m) if made_at(e) > first.received_at]
+    assert waits
+    assert max(waits) < 3.0, f"live events waited up to {max(waits):.1f} s during the drain"
