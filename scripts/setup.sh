@@ -31,7 +31,7 @@ as_root() {
 apt_install() {
     command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* with your package manager"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@" >/dev/null
 }
 
 need_system_command() {

@@ -11,6 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup_venv
 need_system_command mosquitto mosquitto
 need_system_command openssl openssl
+need_system_command chromium chromium  # the offline report is opened in a real browser
 fetch_assets squeezenet squeezenet-fp32 yolox-nano yolov3-tiny
 
 cd "$ROOT"

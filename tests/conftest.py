@@ -8,6 +8,8 @@ VISIONEDGE_DATA_DIR and VISIONEDGE_MIRROR.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from visionedge.models.model import Model
 
 MediaPath = Callable[[str], Path]
 ModelFactory = Callable[..., Model]
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +94,27 @@ def model(fetcher: Fetcher) -> ModelFactory:
         return loaded[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def cli_env(data_dir: Path, mirror_dirs: list[Path]) -> dict[str, str]:
+    """The environment a CLI subprocess runs in: the session data dir and mirror, no stray config."""
+    env = dict(os.environ)
+    env.pop("VISIONEDGE_CONFIG", None)
+    env.pop("IOTEDGE_MODULEID", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_cli(cli_env: dict[str, str]) -> RunCli:
+    """`run_cli("analyze", path, ...)`: `python -m visionedge ARGS` to completion, text output captured."""
+
+    def run(*args: str | Path, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "visionedge", *map(str, args)],
+            capture_output=True, text=True, env=env or cli_env, timeout=timeout, check=False,
+        )
+
+    return run

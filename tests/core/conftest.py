@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,6 @@ from visionedge.result import result_schema
 
 from .support import FileServer
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
 MediaPath = Callable[[str], Path]
 
 
@@ -30,30 +26,6 @@ def expected_outputs(mirror_dirs: list[Path]) -> dict[str, Any]:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["models"]
             return data
     pytest.fail(f"expected_outputs.json is in none of the mirror folders {mirror_dirs}", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def cli_env(data_dir: Path, mirror_dirs: list[Path]) -> dict[str, str]:
-    """The environment a CLI subprocess runs in: the session data dir and mirror, no stray config."""
-    env = dict(os.environ)
-    env.pop("VISIONEDGE_CONFIG", None)
-    env.pop("IOTEDGE_MODULEID", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@pytest.fixture(scope="session")
-def run_cli(cli_env: dict[str, str]) -> RunCli:
-    """`run_cli("analyze", path, ...)`: `python -m visionedge ARGS` to completion, text output captured."""
-
-    def run(*args: str | Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "visionedge", *map(str, args)],
-            capture_output=True, text=True, env=env or cli_env, timeout=timeout, check=False,
-        )
-
-    return run
 
 
 @pytest.fixture(scope="session")

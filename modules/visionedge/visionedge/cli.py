@@ -18,11 +18,12 @@ from visionedge import __version__
 from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
-from visionedge.errors import VisionEdgeError
+from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
 from visionedge.pipeline import Pipeline, PipelineStats
+from visionedge.report import Outputs, ReportBuilder, check_inputs, report_from_files
 from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
 from visionedge.sources import open_source
 
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(analyze)
     analyze.add_argument("--jsonl", type=Path, help="write records here instead of stdout")
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
+    analyze.add_argument("--report", type=Path, help="also write an HTML report, with key-frame pictures, here")
+    _export_options(analyze)
+
+    report = sub.add_parser("report", help="an offline HTML report (and CSV/Parquet exports) from result JSONL files")
+    report.add_argument("inputs", nargs="+", type=Path, help="JSONL files written by analyze or run")
+    report.add_argument("-o", "--output", type=Path, help="the HTML report to write")
+    report.add_argument("--title", default="visionedge report", help="the report's heading")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _export_options(report)
 
     run = sub.add_parser("run", help="the long-running module (IoT Edge when IOTEDGE_* is set, else local)")
     run.add_argument("--source", help="file, folder, camera index, /dev/videoN, rtsp:// or http:// URL, or 'sample'")
@@ -82,6 +92,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int)
     p.add_argument("--confidence", type=float)
     p.add_argument("--providers", help="comma-separated execution providers in preference order")
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", type=Path, help="one row per detection or classification, as CSV (docs/report.md)")
+    p.add_argument("--parquet", type=Path, help="the same rows as Parquet (needs the 'parquet' extra)")
 
 
 def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleConfig:
@@ -137,7 +152,17 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
-    pipeline = Pipeline(source, model, [sink], on_record=(lambda _r: progress.update(1)) if progress else None)
+    outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
+    builder = ReportBuilder(outputs, (args.path,)) if outputs.any() else None
+
+    def on_record(record: dict[str, Any]) -> None:
+        if progress is not None:
+            progress.update(1)
+        if builder is not None:  # runs on the publish thread right after `latest` is set for this record
+            latest = pipeline.latest
+            builder.add_record(record, latest[0].image if latest is not None else None)
+
+    pipeline = Pipeline(source, model, [sink], on_record=on_record)
     stop = threading.Event()
     sink.on_broken = stop.set
     install_stop_handlers(stop)
@@ -150,6 +175,33 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     sys.stderr.write(summary_line(stats) + "\n")
     if pipeline.fatal is not None:
         raise pipeline.fatal
+    if builder is not None:
+        elapsed = stats.elapsed()
+        for path in builder.finish(tuple(model.providers), stats.inferred / elapsed if elapsed > 0 else None):
+            sys.stderr.write(f"wrote {path}\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, _config: ModuleConfig) -> int:
+    """Stream result files into a report and exports; bad lines are skipped, counted and named."""
+    outputs = Outputs(html=args.output, csv=args.csv, parquet=args.parquet, title=args.title)
+    if not outputs.any():
+        raise ConfigError("nothing to write: give -o REPORT.html, --csv FILE or --parquet FILE")
+    check_inputs(args.inputs)
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        total = sum(p.stat().st_size for p in args.inputs if p.is_file())
+        progress = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    try:
+        builder, written = report_from_files(args.inputs, outputs, progress.update if progress else None)
+    finally:
+        if progress is not None:
+            progress.close()
+    if builder.bad.count:
+        sys.stderr.write(f"visionedge: warning: {builder.bad.describe()}\n")
+    sys.stderr.write(f"{builder.stats.frames} records; wrote {', '.join(str(p) for p in written)}\n")
     return 0
 
 
@@ -288,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = apply_overrides(load_config(args.config), args)
         setup_logging(config.local.log_level, config.local.log_format)
-        handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models}
+        handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models,
+                    "report": cmd_report}
         return handlers[args.command](args, config)
     except VisionEdgeError as err:
         sys.stderr.write(f"visionedge: error: {err}\n")
