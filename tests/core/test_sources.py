@@ -93,7 +93,7 @@ def test_image_folder_is_read_in_name_order_skipping_undecodable_files(tmp_path,
     assert [r["classifications"][0]["label"] for r in sink.records] == [
         "tabby, tabby cat", "tench, Tinca tinca", "golden retriever"
     ]
-    assert f"skipping {folder / 'b_broken.jpg'}: not a decodable image" in caplog.messages
+    assert any(m.startswith(f"skipping {folder / 'b_broken.jpg'}: not a decodable image") for m in caplog.messages)
     assert source.state is SourceState.ENDED
 
 

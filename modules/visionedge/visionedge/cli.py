@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from visionedge import __version__
 from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
@@ -122,9 +125,6 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
         desired["source"]["fps"] = args.fps
     if getattr(args, "no_loop", False):
         desired["source"]["loop"] = False
-    from pydantic import ValidationError
-
-
     try:
         return ModuleConfig.model_validate({"desired": desired, "local": local})
     except ValidationError as err:
@@ -143,7 +143,10 @@ def summary_line(stats: PipelineStats) -> str:
 def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     """Every frame of a file or folder, in order, no drops."""
     fetcher = make_fetcher(config)
-    source = open_source(SourceSettings(uri=args.path, id=Path(args.path).stem[:64] or "file"),
+    if not args.path.strip():
+        raise ConfigError("analyze needs a path: an image, a folder or a video file")
+    source_id = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.path).stem)[:64] or "file"
+    source = open_source(SourceSettings(uri=args.path, id=source_id),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
@@ -340,11 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = apply_overrides(load_config(args.config), args)
         setup_logging(config.local.log_level, config.local.log_format)
+        data = config.local.data_dir
+        if data.exists() and not data.is_dir():
+            raise ConfigError(f"data dir {data} is a file, not a folder: pass --data-dir or set VISIONEDGE_DATA_DIR")
         handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models,
                     "report": cmd_report}
         return handlers[args.command](args, config)
     except VisionEdgeError as err:
         sys.stderr.write(f"visionedge: error: {err}\n")
+        return 1
+    except OSError as err:  # the disk or the file system refused (a data dir that is a file, a full disk)
+        where = f": {err.filename}" if err.filename else ""
+        sys.stderr.write(f"visionedge: error: {err.strerror or err}{where}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +56,20 @@ class ModelRef(Strict):
     manifest_url: str | None = Field(None, description="or a URL of a manifest YAML")
     labels_url: str | None = Field(None, description="URL of the labels file the manifest names")
     labels_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the labels file")
+
+    @field_validator("url", "manifest_url", "labels_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError as err:
+            raise ValueError(f"not a URL: {err}") from err
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError("must be an https:// URL with a host name")
+        return value
 
 
 class InferenceSettings(Strict):
@@ -188,9 +203,9 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line naming every bad field, e.g. 'source.fps: Input should be greater than 0'."""
     parts = []
     for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"])
+        loc = ".".join(str(p) if str(p).isprintable() else repr(p) for p in item["loc"])
         where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{where}: {' '.join(item['msg'].split())}")
     return "; ".join(parts)
 
 
@@ -202,14 +217,64 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "visionedge"
 
 
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_DEPTH = 32
+YAML_MAX_NODES = 100_000
+"""Bounds checked on parser events, before the composer recurses or aliases expand (no "billion laughs")."""
+
+
+class YamlTooBig(ValueError):
+    """A YAML document nests or expands beyond what any configuration needs."""
+
+
+def check_yaml_bounds(text: str) -> None:
+    """Walk the parser's events (no recursion, no expansion), counting nodes the way aliases would expand them."""
+    sizes: dict[str, int] = {}
+    open_nodes: list[tuple[int, str | None]] = []
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            total += sizes.get(str(event.anchor), 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= YAML_MAX_DEPTH:
+                raise YamlTooBig(f"nested deeper than {YAML_MAX_DEPTH} levels")
+            total += 1
+            open_nodes.append((total - 1, event.anchor))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            start, anchor = open_nodes.pop()
+            if anchor:
+                sizes[anchor] = total - start
+        if total > YAML_MAX_NODES:
+            raise YamlTooBig(f"expands to more than {YAML_MAX_NODES} values (aliases counted as copies)")
+
+
+def parse_yaml(text: str) -> Any:
+    """yaml.safe_load of a document proven small and shallow first; raises YamlTooBig or yaml.YAMLError."""
+    check_yaml_bounds(text)
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
-    """Parse a YAML file; unreadable files and bad YAML become one-line `error`s that name `what` and the path."""
+    """Parse a YAML file; unreadable, oversized or bad YAML becomes a one-line `error` naming `what` and the path."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(YAML_MAX_BYTES + 1)
     except OSError as err:
         raise error(f"cannot read {what} {path}: {err.strerror}") from err
+    if len(data) > YAML_MAX_BYTES:
+        raise error(f"{what} {path} is larger than {YAML_MAX_BYTES // 1024} KiB")
+    try:
+        return parse_yaml(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text (byte {err.start})") from err
+    except YamlTooBig as err:
+        raise error(f"{what} {path} {err}") from err
     except yaml.YAMLError as err:
-        raise error(f"{what} {path} is not valid YAML: {err}") from err
+        raise error(f"{what} {path} is not valid YAML: {' '.join(str(err).split())}") from err
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> ModuleConfig:

@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
-import numpy as np
 
 from visionedge.config import SourceSettings
 from visionedge.errors import SourceError
 from visionedge.frame import Frame
+from visionedge.images import read_image
 from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,6 @@ class Source:
             listener(self.source_id, state, reason)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"cannot decode image {path}: not an image file or unsupported format")
-    return image
-
-
 class ImageSource(Source):
     """One image file or every image in a folder, in name order."""
 
@@ -86,7 +79,7 @@ class ImageSource(Source):
             if not self.paths:
                 raise SourceError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         else:
-            _read_image(path)  # like a video, a lone file that cannot be decoded is refused when opened
+            read_image(path)  # like a video, a lone file that cannot be decoded is refused when opened
             self.paths = [path]
         self.total: int | None = len(self.paths)
 
@@ -97,11 +90,11 @@ class ImageSource(Source):
             if stop.is_set():
                 return
             try:
-                image = _read_image(path)
-            except SourceError:
+                image = read_image(path)
+            except SourceError as err:
                 if len(self.paths) == 1:
                     raise
-                log.warning("skipping %s: not a decodable image", path)
+                log.warning("skipping %s: not a decodable image (%s)", path, err)
                 continue
             yield Frame(image, self.source_id, index, time.time())
         self._set_state(SourceState.ENDED)
@@ -241,10 +234,13 @@ def open_source(settings: SourceSettings, *, resolve_sample: Callable[[], Path] 
     if urlsplit(uri).scheme.lower() in STREAM_SCHEMES:
         return LiveSource(uri, settings.id, settings)
     path = Path(uri)
-    if not path.exists():
-        raise SourceError(f"source {uri} does not exist (expected a file, folder, camera index or stream URL)")
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageSource(path, settings.id)
-    if for_analysis:
-        return VideoFileSource(path, settings.id)
-    return VideoFileSource(path, settings.id, loop=settings.loop, realtime=settings.realtime)
+    try:
+        if not path.exists():
+            raise SourceError(f"source {uri} does not exist (expected a file, folder, camera index or stream URL)")
+        if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageSource(path, settings.id)
+        if for_analysis:
+            return VideoFileSource(path, settings.id)
+        return VideoFileSource(path, settings.id, loop=settings.loop, realtime=settings.realtime)
+    except OSError as err:  # a path too long, a folder that cannot be listed
+        raise SourceError(f"cannot open source {uri}: {err.strerror}") from err

@@ -25,31 +25,66 @@ log = logging.getLogger(__name__)
 DTYPES: dict[str, np.dtype[Any]] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 1024
+MAX_JSON_LABELS_BYTES = 16 << 20
+
+
 def read_labels(path: Path) -> list[str]:
-    """Labels from a text file (one per line) or JSON (a list, or an object keyed "0".."N-1")."""
+    """Labels from a text file (one per line, streamed) or JSON (a list, or an object keyed "0".."N-1"), bounded."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            return _json_labels(path)
+        return _text_labels(path)
     except OSError as err:
         raise ModelError(f"cannot read labels file {path}: {err.strerror}") from err
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ModelError(f"labels file {path} is not valid JSON: {err.msg}") from err
-        if isinstance(data, dict):
-            try:
-                return [str(data[str(i)]) for i in range(len(data))]
-            except KeyError as err:
-                raise ModelError(f"labels file {path} must be keyed 0..{len(data) - 1}; {err} is missing") from err
-        if isinstance(data, list):
-            return [str(x) for x in data]
-        raise ModelError(f"labels file {path} must hold a JSON list or object")
-    labels = [line.strip() for line in text.splitlines()]
+    except UnicodeDecodeError as err:
+        raise ModelError(f"labels file {path} is not UTF-8 text (byte {err.start} of a line)") from err
+
+
+def _text_labels(path: Path) -> list[str]:
+    """Line by line, so a huge file costs at most MAX_LABELS short lines of memory before it is refused."""
+    labels: list[str] = []
+    with path.open(encoding="utf-8", newline=None) as f:
+        while line := f.readline(MAX_LABEL_CHARS + 1):
+            if len(line) > MAX_LABEL_CHARS and not line.endswith("\n"):
+                raise ModelError(f"labels file {path}: line {len(labels) + 1} is longer than "
+                                 f"{MAX_LABEL_CHARS} characters")
+            if len(labels) == MAX_LABELS:
+                raise ModelError(f"labels file {path} has more than {MAX_LABELS} lines")
+            labels.append(line.strip())
     while labels and not labels[-1]:
         labels.pop()
     if not labels:
         raise ModelError(f"labels file {path} is empty")
     return labels
+
+
+def _json_labels(path: Path) -> list[str]:
+    with path.open("rb") as f:
+        data_bytes = f.read(MAX_JSON_LABELS_BYTES + 1)
+    if len(data_bytes) > MAX_JSON_LABELS_BYTES:
+        raise ModelError(f"labels file {path} is larger than {MAX_JSON_LABELS_BYTES >> 20} MiB")
+    try:
+        data = json.loads(data_bytes.decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"labels file {path} is not valid JSON: {err.msg}") from err
+    except RecursionError as err:
+        raise ModelError(f"labels file {path} is nested too deeply to be a list of labels") from err
+    if isinstance(data, dict):
+        try:
+            labels = [data[str(i)] for i in range(len(data))]
+        except KeyError as err:
+            raise ModelError(f"labels file {path} must be keyed 0..{len(data) - 1}; {err} is missing") from err
+    elif isinstance(data, list):
+        labels = data
+    else:
+        raise ModelError(f"labels file {path} must hold a JSON list or object")
+    if not labels or len(labels) > MAX_LABELS:
+        raise ModelError(f"labels file {path} must hold 1 to {MAX_LABELS} labels, not {len(labels)}")
+    if not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in labels):
+        raise ModelError(f"labels file {path}: every label must be a string (or a number), not a list or object")
+    return [str(x) for x in labels]
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ class Preprocessor:
         h, w = image.shape[:2]
         if self.letterbox:
             r = min(self.width / w, self.height / h)
-            nw, nh = int(w * r), int(h * r)
+            nw, nh = max(int(w * r), 1), max(int(h * r), 1)  # a 1xN strip still keeps one row
             canvas: np.ndarray = np.full((self.height, self.width, 3), self.fill, dtype=np.uint8)
             canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
             geometry = Geometry(w, h, r, r)

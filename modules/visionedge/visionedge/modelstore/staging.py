@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from visionedge.config import RuntimeSettings
+from visionedge.config import RuntimeSettings, YamlTooBig, parse_yaml
 from visionedge.download import DownloadCancelled, DownloadPolicy, TransferError, download, verify_file
 from visionedge.errors import AcceleratorError, FetchError, ModelError
 from visionedge.models.catalog import ASSETS, Asset
@@ -105,8 +105,8 @@ def _fetch_manifest(url: str, directory: Path, policy: DownloadPolicy, cancel: t
     source = directory / "manifest.source"
     _fetch(url, source, small, cancel, sha256=None)
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        data = parse_yaml(source.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError, YamlTooBig) as err:
         raise UpdateRejected(f"model manifest {redact_url(url)} is not valid YAML: {err}") from err
     finally:
         source.unlink(missing_ok=True)
