@@ -17,6 +17,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DRAWN = "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))"
+DECODED = "[...document.querySelectorAll('{}')].filter(i => i.naturalWidth > 0).length"
 CHARTS = "[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length"
 
 
@@ -31,6 +32,8 @@ class PageLoad:
     """Rendered plotly charts (each draws an svg.main-svg)."""
     pictures: int = 0
     """Key-frame pictures that decoded (naturalWidth > 0)."""
+    side_by_side: int = 0
+    """Pictures in the comparison view's pairs that decoded."""
     text: str = ""
     screenshot: Path | None = None
 
@@ -99,8 +102,8 @@ def open_report(browser: Any, request: pytest.FixtureRequest) -> Callable[[Path]
             page.goto(path.as_uri(), wait_until="load")
             page.wait_for_function(DRAWN, timeout=20_000)
             seen.charts = page.evaluate(CHARTS)
-            seen.pictures = page.evaluate(
-                "[...document.querySelectorAll('figure.keyframe img')].filter(i => i.naturalWidth > 0).length")
+            seen.pictures = page.evaluate(DECODED.format("figure.keyframe img"))
+            seen.side_by_side = page.evaluate(DECODED.format(".pair figure img"))
             seen.text = page.inner_text("body")
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             seen.screenshot = ARTIFACTS / f"{request.node.name}.png"

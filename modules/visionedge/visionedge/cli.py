@@ -22,6 +22,7 @@ from visionedge.app import install_stop_handlers, load_model, make_fetcher, samp
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
+from visionedge.frame import Frame, Inference
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--worst", type=int, default=5, help="frames shown where the two disagree most (default 5)")
     compare.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     compare.add_argument("--jsonl", type=Path, help="also write one comparison record per frame here")
+    compare.add_argument("--report", type=Path,
+                         help="also write an HTML comparison view: figures, label counts, worst frames side by side")
 
     models = sub.add_parser("models", help="list or fetch models")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -256,10 +259,17 @@ def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
     stop = threading.Event()
     install_stop_handlers(stop)
     out = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None
+    view = None
+    if args.report is not None:
+        from visionedge.report.comparison import ComparisonReport
+
+        view = ComparisonReport(worst_kept=max(args.worst, 1))
     try:
-        def write(result: FrameComparison) -> None:
+        def write(result: FrameComparison, frame: Frame, first: Inference, second: Inference) -> None:
             if out is not None:
                 out.write(json.dumps(result.as_dict(), separators=(",", ":")) + "\n")
+            if view is not None:
+                view.offer(result, frame, first, second)
 
         frames = (replace(f, source_id=names[f.index].name) if names else f for f in source.frames(stop))
         comparison = compare_frames(active, candidate, frames, every=args.every, limit=args.max_frames,
@@ -271,6 +281,9 @@ def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
     if figures.frames == 0:
         raise VisionEdgeError(f"no frames compared from {args.path}")
     shown = replace(figures, worst=figures.worst[:args.worst])
+    if view is not None:
+        view.write(args.report, shown, f"{active.name} {active.version} vs {candidate.name} {candidate.version}")
+        sys.stderr.write(f"wrote {args.report}\n")
     sys.stdout.write(json.dumps(shown.as_dict(), indent=2) + "\n" if args.json else format_figures(shown))
     return 0
 

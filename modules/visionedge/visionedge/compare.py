@@ -28,6 +28,8 @@ TOP_K = 5
 WORST_KEPT = 10
 """Frames with the lowest agreement kept for display; the heap stays this small on the device."""
 SHOWN_LABELS = 3
+OnFrame = Callable[["FrameComparison", Frame, Inference, Inference], None]
+"""Called per compared frame with its comparison, the frame and both results (for --jsonl and --report)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +234,9 @@ class Comparison:
             self._frames += 1
             if agreement is not None:
                 self._agreement_sum += agreement
-            if agreement is not None and (agreement < 1.0 or (overlap is not None and overlap < 1.0)):
-                # A min-heap on -agreement: its root is the most agreeing frame kept, the one a worse frame evicts.
-                key = -(agreement + (overlap or 0.0))
+            key = disagreement(result)
+            if key is not None:
+                # A min-heap on disagreement: its root is the most agreeing frame kept, the one a worse frame evicts.
                 entry = (key, -self._frames, result)
                 if len(self._worst) < self._worst_kept:
                     heapq.heappush(self._worst, entry)
@@ -276,6 +278,13 @@ class Comparison:
             )
 
 
+def disagreement(result: FrameComparison) -> float | None:
+    """How badly one frame disagrees (higher is worse), or None when it agrees fully or agreement is undefined."""
+    if result.agreement is None or (result.agreement >= 1.0 and (result.overlap is None or result.overlap >= 1.0)):
+        return None
+    return -(result.agreement + (result.overlap or 0.0))
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
@@ -293,7 +302,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def compare_frames(active: Model, candidate: Model, frames: Iterable[Frame], *, every: int = 1,
-                   limit: int | None = None, on_frame: Callable[[FrameComparison], None] | None = None) -> Comparison:
+                   limit: int | None = None, on_frame: OnFrame | None = None) -> Comparison:
     """Run both models over every `every`-th frame (up to `limit` compared) and compare them: the offline path."""
     comparison = Comparison(Subject.of(active), Subject.of(candidate))
     for n, frame in enumerate(frames):
@@ -301,8 +310,8 @@ def compare_frames(active: Model, candidate: Model, frames: Iterable[Frame], *, 
             break
         if n % every:
             continue
-        result = comparison.add(active.infer(frame.image), candidate.infer(frame.image), frame.index,
-                                frame.source_id)
+        first, second = active.infer(frame.image), candidate.infer(frame.image)
+        result = comparison.add(first, second, frame.index, frame.source_id)
         if on_frame is not None:
-            on_frame(result)
+            on_frame(result, frame, first, second)
     return comparison

@@ -56,7 +56,7 @@ class ReportBuilder:
             from visionedge.report.thumbs import thumbnail
 
             self.frames_seen = True
-            maker = lambda r: thumbnail(image, r)  # noqa: E731 - drawn only if the frame is kept
+            maker = lambda r: thumbnail(image, r.items)  # noqa: E731 - drawn only if the frame is kept
         self.keys.offer(row, maker)
         for exporter in self._exporters:
             exporter.add(row)

@@ -30,7 +30,8 @@ text-align:left}th{background:#f5f7f9}td.n{text-align:right;font-variant-numeric
 .note{background:#fff7e0;border-left:4px solid #e8b400;padding:.5rem 1rem;margin:1rem 0}
 .frames{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
 figure{margin:0;border:1px solid #e1e5ea;border-radius:6px;padding:.4rem;background:#fafbfc}
-figure img{width:100%;display:block}figcaption{font-size:.8rem;margin-top:.3rem}.muted{color:#66707a}
+figure img{width:100%;display:block}.pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
+figcaption{font-size:.8rem;margin-top:.3rem}.muted{color:#66707a}
 """
 
 
@@ -58,7 +59,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / HOUR:.1f} h"
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(
@@ -68,7 +69,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(fig: go.Figure, div_id: str) -> str:
+def plot(fig: go.Figure, div_id: str) -> str:
     fig.update_layout(template="plotly_white", margin={"l": 50, "r": 20, "t": 40, "b": 40})
     return str(pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG))
 
@@ -95,7 +96,7 @@ def summary(stats: DayStats, info: ReportInfo) -> str:
         rows.append(["Throughput", f"{info.throughput_fps:.1f} frames/s (measured by this run)"])
     elif span > 0:
         rows.append(["Frame rate", f"{stats.frames / span:.2f} frames/s (records over the time span)"])
-    return _table(["", ""], rows)
+    return table(["", ""], rows)
 
 
 def timeline(stats: DayStats) -> str:
@@ -126,7 +127,7 @@ def timeline(stats: DayStats) -> str:
     fig.update_yaxes(title_text="objects per frame" if detector else "share of frames (top-1)", row=1, col=1)
     fig.update_yaxes(title_text="frames", row=2, col=1)
     fig.update_layout(height=460, title=f"Counts per label, per {BIN_NAMES[width]} (UTC)")
-    return _figure(fig, "timeline")
+    return plot(fig, "timeline")
 
 
 def label_section(stats: DayStats) -> str:
@@ -144,7 +145,7 @@ def label_section(stats: DayStats) -> str:
         rows.append(row)
     more = len(stats.labels) - len(labels)
     note = f'<p class="muted">and {more} more labels</p>' if more > 0 else ""
-    return _figure(fig, "totals") + _table(
+    return plot(fig, "totals") + table(
         ["label", "total", "frames seen", "of frames", "peak in one frame", "peak at", "first seen", "last seen"],
         rows) + note
 
@@ -167,7 +168,7 @@ def heat_section(stats: DayStats) -> str:
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(height=260 * rows, title="Box centres in the frame (top of the frame at the top)")
-    return _figure(fig, "heatmaps")
+    return plot(fig, "heatmaps")
 
 
 def _caption(moment: Moment) -> str:
@@ -196,14 +197,14 @@ def key_frames(keys: KeyFrames, info: ReportInfo) -> str:
                 f"<figcaption>{_caption(m)}</figcaption></figure>" for m in pictured)
             parts.append(f'<div class="frames">{figures}</div>')
         else:
-            parts.append(_table(["moment", "source", "frame", "time", "counts"], [
+            parts.append(table(["moment", "source", "frame", "time", "counts"], [
                 [m.why, m.row.source_id, m.row.frame_index, _when(m.row.timestamp),
                  ", ".join(f"{k} {v}" for k, v in m.row.counts.items()) or "nothing"] for m in moments]))
     return "".join(parts) or '<p class="muted">No moments stand out: nothing was seen.</p>'
 
 
 def render(stats: DayStats, keys: KeyFrames, info: ReportInfo) -> str:
-    """The whole page."""
+    """The whole day's page."""
     sections = [f"<h2>Summary</h2>{summary(stats, info)}"]
     if info.bad.count:
         sections.append(f'<p class="note" id="bad-lines">{html.escape(info.bad.describe())}</p>')
@@ -216,11 +217,16 @@ def render(stats: DayStats, keys: KeyFrames, info: ReportInfo) -> str:
         ]
     else:
         sections.append('<p class="note" id="empty">The input holds no result records: nothing to show.</p>')
+    return page(info.title, "".join(sections))
+
+
+def page(title: str, body: str) -> str:
+    """A complete HTML document: plotly.js inlined once, and a policy that forbids any request off the page."""
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
             f"style-src 'unsafe-inline'; script-src 'unsafe-inline' 'unsafe-eval'\">"
-            f"<title>{html.escape(info.title)}</title><style>{STYLE}</style>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
             f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-            f"<h1>{html.escape(info.title)}</h1><p class=\"muted\">visionedge report, generated {generated}</p>"
-            + "".join(sections) + "</body></html>")
+            f"<h1>{html.escape(title)}</h1><p class=\"muted\">visionedge report, generated {generated}</p>"
+            f"{body}</body></html>")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from visionedge.report.records import Row
+from visionedge.frame import Inference
+from visionedge.report.records import Item
 
 THUMB_WIDTH = 360
 JPEG_QUALITY = 70
@@ -18,8 +19,15 @@ def _colour(label: str) -> tuple[int, int, int]:
     return (seed & 0xFF) | 0x40, (seed >> 8 & 0xFF) | 0x40, (seed >> 16 & 0xFF) | 0x40
 
 
-def thumbnail(image: np.ndarray, row: Row) -> bytes | None:
-    """Draw the row's detections (or its top classification) on a shrunk copy of the frame."""
+def items_of(inference: Inference) -> tuple[Item, ...]:
+    """A model's result as the items a thumbnail draws."""
+    if inference.task == "detect":
+        return tuple(Item(d.label, d.confidence, d.box) for d in inference.detections)
+    return tuple(Item(c.label, c.confidence) for c in inference.classifications)
+
+
+def thumbnail(image: np.ndarray, items: tuple[Item, ...]) -> bytes | None:
+    """Draw the detections (or the top classification) on a shrunk copy of the frame."""
     h, w = image.shape[:2]
     if h == 0 or w == 0:
         return None
@@ -28,7 +36,7 @@ def thumbnail(image: np.ndarray, row: Row) -> bytes | None:
     if small.ndim == 2:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
     sh, sw = small.shape[:2]
-    for item in row.items:
+    for item in items:
         colour = _colour(item.label)
         text = f"{item.label} {item.confidence:.2f}"
         if item.box is None:  # a classifier: its top label in the corner
