@@ -23,6 +23,7 @@ from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.frame import Frame, Inference
+from visionedge.gate import GateStats, gate_for
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
@@ -98,6 +99,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int)
     p.add_argument("--confidence", type=float)
     p.add_argument("--providers", help="comma-separated execution providers in preference order")
+    p.add_argument("--gate", choices=["auto", "on", "off"],
+                   help="scene-change gate: reuse the last result while the scene does not change "
+                        "(auto: on for live sources, off for analyze)")
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
@@ -120,6 +124,8 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
     for flag, key in (("top_k", "top_k"), ("confidence", "confidence")):
         if getattr(args, flag, None) is not None:
             desired["inference"][key] = getattr(args, flag)
+    if getattr(args, "gate", None):
+        desired["inference"]["gate"]["mode"] = args.gate
     if getattr(args, "providers", None):
         desired["runtime"]["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
     if getattr(args, "source", None):
@@ -139,12 +145,14 @@ def file_source_id(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:64] or "file"
 
 
-def summary_line(stats: PipelineStats) -> str:
-    """Closing summary: frames, rate, counts per label."""
+def summary_line(stats: PipelineStats, gate: GateStats | None = None) -> str:
+    """Closing summary: frames, rate, counts per label, and what the scene-change gate saved."""
     elapsed = stats.elapsed()
-    fps = stats.inferred / elapsed if elapsed > 0 else 0.0
+    frames = stats.inferred + (gate.gated if gate else 0)
+    fps = frames / elapsed if elapsed > 0 else 0.0
     top = ", ".join(f"{label} {n}" for label, n in stats.label_counts.most_common(10)) or "none"
-    return (f"frames {stats.inferred} in {elapsed:.1f} s ({fps:.1f} fps), skipped {stats.skipped}, "
+    gated = f" ({gate.gated} unchanged, reusing the last result)" if gate else ""
+    return (f"frames {frames}{gated} in {elapsed:.1f} s ({fps:.1f} fps), skipped {stats.skipped}, "
             f"errors {stats.errors}; counts: {top}")
 
 
@@ -172,7 +180,8 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
             latest = pipeline.latest
             builder.add_record(record, latest[0].image if latest is not None else None)
 
-    pipeline = Pipeline(source, model, [sink], on_record=on_record)
+    pipeline = Pipeline(source, model, [sink], on_record=on_record,
+                        gate=gate_for(config.desired.inference.gate, source.live))
     stop = threading.Event()
     sink.on_broken = stop.set
     install_stop_handlers(stop)
@@ -182,7 +191,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         sink.close()
         if progress is not None:
             progress.close()
-    sys.stderr.write(summary_line(stats) + "\n")
+    sys.stderr.write(summary_line(stats, pipeline.gate.stats() if pipeline.gate else None) + "\n")
     if pipeline.fatal is not None:
         raise pipeline.fatal
     if builder is not None:
@@ -230,7 +239,8 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     sinks = [parse_sink(s) for s in (args.sink or ["stdout"])]
     for sink in sinks:
         sink.on_broken = stop.set
-    pipeline = Pipeline(source, model, sinks, fps=settings.fps, watchdog_s=settings.watchdog_s)
+    pipeline = Pipeline(source, model, sinks, fps=settings.fps, watchdog_s=settings.watchdog_s,
+                        gate=gate_for(config.desired.inference.gate, source.live))
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     log.info("running %s on %s (%s)", model.name, source.description, ", ".join(s.name for s in sinks))
@@ -240,7 +250,8 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     finally:
         for sink in sinks:
             sink.close()
-    log.info("stopped after %.1f s: %s", time.monotonic() - started, summary_line(stats))
+    log.info("stopped after %.1f s: %s", time.monotonic() - started,
+             summary_line(stats, pipeline.gate.stats() if pipeline.gate else None))
     if pipeline.fatal is not None:
         raise pipeline.fatal
     return 0

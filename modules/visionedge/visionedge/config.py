@@ -72,12 +72,24 @@ class ModelRef(Strict):
         return value
 
 
+class GateSettings(Strict):
+    """Scene-change gate: frames that look like the last inferred one reuse its result instead of running the model."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = on for live sources (cameras, streams, paced files), off for `analyze`")
+    threshold: int = Field(12, ge=1, le=255, description="grey-level difference (of 255) that marks a pixel of the "
+                           "64x48 grey copy as changed")
+    min_area: float = Field(0.004, gt=0, le=1, description="share of changed pixels that makes a scene change")
+    max_skip_s: float = Field(10.0, gt=0, le=3600, description="infer at least this often, change or not")
+
+
 class InferenceSettings(Strict):
-    """Per-deployment overrides of the model manifest's thresholds."""
+    """Per-deployment overrides of the model manifest's thresholds, and the scene-change gate."""
 
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="minimum score; null = the manifest's")
     iou: float | None = Field(None, gt=0.0, le=1.0, description="class-wise NMS IoU; null = the manifest's")
     top_k: int | None = Field(None, ge=1, le=1000, description="at most this many labels per frame")
+    gate: GateSettings = GateSettings()
 
 
 class RuntimeSettings(Strict):

@@ -29,6 +29,11 @@ def _default(info: FieldInfo) -> str:
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows = []
     for name, info in model.model_fields.items():
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):  # a settings group: its fields follow
+            rows.append(f"| `{prefix}{name}` | object | see below | {(nested.__doc__ or '').strip().splitlines()[0]} |")
+            rows += _rows(nested, f"{prefix}{name}.")
+            continue
         description = (info.description or "").replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | {_type_name(info).replace('|', 'or')} | {_default(info)} | {description} |")
     return rows

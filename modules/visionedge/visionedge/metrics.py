@@ -53,6 +53,10 @@ class ModuleCollector(Collector):
         yield counter("frames_analyzed", "Frames run through the model", source.analyzed)
         yield counter("frames_dropped", "Frames captured but skipped (newer frame or over the target rate)",
                       source.dropped)
+        if source.gate is not None:
+            yield counter("frames_gated", "Frames the scene-change gate found unchanged (last result reused)",
+                          source.gate.gated)
+            yield counter("gate_cpu_seconds", "CPU time spent by the scene-change gate", source.gate.cpu_s)
         yield counter("inference_errors", "Frames on which the model raised an error", source.errors)
         outbox = s.telemetry.outbox if s.telemetry else None
         sender = s.telemetry.sender if s.telemetry else None

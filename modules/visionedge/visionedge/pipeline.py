@@ -9,13 +9,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Inference
+from visionedge.gate import SceneGate
 from visionedge.models.model import Model
 from visionedge.models.preprocess import Geometry
 from visionedge.result import to_record
@@ -48,6 +49,13 @@ class Ran:
     raw: list[np.ndarray]
     geometry: Geometry
     inference_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """A frame the scene-change gate let through without inference: it gets the last result, marked reused."""
+
+    frame: Frame
 
 
 class LatestSlot:
@@ -146,7 +154,7 @@ class Pipeline:
     def __init__(self, source: Source, model: Model, sinks: Sequence[Sink], *, fps: float | None = None,
                  on_record: Callable[[Record], None] | None = None,
                  on_inference_error: Callable[[Model, Exception], None] | None = None,
-                 watchdog_s: float | None = None) -> None:
+                 watchdog_s: float | None = None, gate: SceneGate | None = None) -> None:
         self.source = source
         self.model = model
         self.sinks = sinks
@@ -154,11 +162,14 @@ class Pipeline:
         self.on_record = on_record
         self.on_inference_error = on_inference_error
         self.watchdog_s = watchdog_s if source.live else None
+        self.gate = gate
+        self._gated_model: Model | None = None
+        self._last_inference: Inference | None = None
         self.stats = PipelineStats()
         self.reopened = 0
         self._last_frame = time.monotonic()
         self.handoff: LatestSlot | OrderedQueue = LatestSlot() if source.live else OrderedQueue()
-        self.results: queue.Queue[Ran | None] = queue.Queue(maxsize=RESULTS_QUEUE)
+        self.results: queue.Queue[Ran | Reused | None] = queue.Queue(maxsize=RESULTS_QUEUE)
         self.fatal: VisionEdgeError | None = None
         self._threads: list[threading.Thread] = []
         self._capture_thread = threading.Thread()
@@ -258,9 +269,22 @@ class Pipeline:
                     self._rate_skipped += 1
                     continue
                 next_due = max(next_due + period, now) if period else 0.0
-                self._infer_one(job, stop)
+                if self._unchanged(job.frame):
+                    self._put_result(Reused(job.frame), stop)
+                else:
+                    self._infer_one(job, stop)
         finally:
             self._put_result(None, stop, force=True)
+
+    def _unchanged(self, frame: Frame) -> bool:
+        """The gate's verdict; a swapped model always runs first, so a reused result never names an old model."""
+        gate, model = self.gate, self.model
+        if gate is None:
+            return False
+        if model is not self._gated_model:
+            gate.reset()
+            self._gated_model = model
+        return not gate.should_infer(frame.image, frame.timestamp)
 
     def _infer_one(self, job: Job, stop: threading.Event) -> None:
         model, frame = self.model, job.frame
@@ -283,13 +307,15 @@ class Pipeline:
         self._put_result(Ran(frame, model, raw, geometry, elapsed), stop)
 
     def _inference_failed(self, model: Model, frame: Frame, err: Exception) -> None:
+        if self.gate is not None:
+            self.gate.reset()  # the next frame must not reuse a result that never came
         self.stats.errors += 1
         self.stats.last_error = f"inference failed on frame {frame.index}: {err}"
         log.warning("%s", self.stats.last_error)
         if self.on_inference_error is not None:
             self.on_inference_error(model, err)
 
-    def _put_result(self, record: Ran | None, stop: threading.Event, force: bool = False) -> None:
+    def _put_result(self, record: Ran | Reused | None, stop: threading.Event, force: bool = False) -> None:
         while True:
             try:
                 self.results.put(record, timeout=POLL_S)
@@ -304,13 +330,23 @@ class Pipeline:
                 ran = self.results.get()
                 if ran is None:
                     return
-                try:  # decoding here overlaps it with the next frame's inference
-                    inference = ran.model.finish(ran.raw, ran.geometry, ran.inference_ms)
-                except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
-                    self._inference_failed(ran.model, ran.frame, err)
-                    continue
+                if isinstance(ran, Reused):
+                    if self._last_inference is None:  # its reference failed to decode: no result to reuse
+                        self.stats.errors += 1
+                        continue
+                    inference = replace(self._last_inference, inference_ms=0.0)
+                else:
+                    try:  # decoding here overlaps it with the next frame's inference
+                        inference = ran.model.finish(ran.raw, ran.geometry, ran.inference_ms)
+                    except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
+                        self._last_inference = None
+                        self._inference_failed(ran.model, ran.frame, err)
+                        continue
+                    self._last_inference = inference
                 self.latest = (ran.frame, inference)
                 record = to_record(ran.frame, inference)
+                if isinstance(ran, Reused):
+                    record["reused"] = True
                 self.stats.label_counts.update(record.get("counts", {}))
                 for sink in self.sinks:
                     sink.publish(record)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from visionedge.gate import GateStats
 from visionedge.result import iso_utc
 from visionedge.sources import SourceState
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
@@ -32,6 +33,8 @@ class SourceSnapshot:
     frame_age_s: float = 0.0
     reopened: int = 0
     last_error: str = ""
+    gate: GateStats | None = None
+    """None when the scene-change gate is off for this source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +106,18 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "fps": round(source.fps, 2),
         "frames": source.analyzed,
         "skipped": source.dropped,
+        "gate": _gate(source.gate),
         "last_error": source.last_error or s.last_error,
         "desired_version": s.desired_version,
         "model_update": dict(s.model_update.detail) if s.model_update else None,
         "telemetry": _telemetry_status(s.telemetry),
     }
+
+
+def _gate(g: GateStats | None) -> dict[str, Any]:
+    if g is None:
+        return {"on": False}
+    return {"on": True, "frames_gated": g.gated, "frames_inferred": g.inferred, "cpu_s": round(g.cpu_s, 3)}
 
 
 def _telemetry_status(t: TelemetryStats | None) -> dict[str, Any] | None:
@@ -138,7 +148,7 @@ def heartbeat_view(s: ModuleSnapshot) -> dict[str, Any]:
     """The heartbeat's fields: rate, source state, model, and the telemetry path's outbox, link and budget."""
     fields: dict[str, Any] = {"fps": round(s.source.fps, 2),
                               "source_state": s.source.state.value if s.source.state else "none",
-                              "model": _model(s)}
+                              "model": _model(s), "gate": _gate(s.source.gate)}
     if s.telemetry is not None:
         fields.update(heartbeat_telemetry(s.telemetry))
     return fields

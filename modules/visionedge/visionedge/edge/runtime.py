@@ -27,6 +27,7 @@ from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
+from visionedge.gate import gate_for
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
@@ -187,6 +188,8 @@ class EdgeModule:
         if key == "inference":
             if self.model is not None:
                 self.model.set_overrides(settings.inference)
+            if self.pipeline is not None:
+                self.pipeline.gate = gate_for(settings.inference.gate, self.pipeline.source.live)
             if manager is not None:
                 manager.update_settings(inference=settings.inference)
         elif key == "source":
@@ -260,6 +263,8 @@ class EdgeModule:
             self.telemetry.emit("source_state", {"source": source_id, "state": state.value, "reason": reason})
 
     def _on_record(self, record: dict[str, Any]) -> None:
+        if record.get("reused"):
+            return  # no inference ran: nothing to time, and nothing a model under watch did
         self.metrics.observe(record)
         if self.manager is not None:
             self.manager.observe_record(record)
@@ -282,7 +287,8 @@ class EdgeModule:
         self._pipeline_stop = threading.Event()
         self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps,
                                  on_record=self._on_record, on_inference_error=self._on_inference_error,
-                                 watchdog_s=settings.source.watchdog_s)
+                                 watchdog_s=settings.source.watchdog_s,
+                                 gate=gate_for(settings.inference.gate, source.live))
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -372,6 +378,7 @@ def _source_snapshot(settings: SourceSettings, source: Source | None, pipeline: 
         frame_age_s=stats.frame_age_s if stats else 0.0,
         reopened=pipeline.reopened if pipeline else 0,
         last_error=stats.last_error if stats else "",
+        gate=pipeline.gate.stats() if pipeline is not None and pipeline.gate is not None else None,
     )
 
 
