@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 from visionedge.config import GateSettings, TelemetrySettings
-from visionedge.gate import SceneGate, gate_for
+from visionedge.gate import GateStats, SceneGate, gate_for
 from visionedge.pipeline import Pipeline
-from visionedge.sources import VideoFileSource
+from visionedge.sources import SourceState, VideoFileSource
+from visionedge.state import ModuleSnapshot, SourceSnapshot, heartbeat_view, status_view
 from visionedge.telemetry.events import Sequencer, label_state
 from visionedge.telemetry.policy import TelemetryPolicy
 
@@ -176,3 +178,15 @@ def test_auto_gates_live_sources_only_and_a_swapped_model_runs_at_once(tmp_path,
     assert inferred[0] == 0
     assert len(inferred) == 2, f"expected the first frame and one after the swap, got {inferred}"
     assert 10 < inferred[1] <= 10 + 32 + 1, "the swap must be followed by an inference"
+
+
+def test_status_and_heartbeat_show_the_gate_counters():
+    """The reported status and the heartbeat read the gate's counters from the one module snapshot."""
+    gated = SourceSnapshot(id="cam", uri="0", state=SourceState.STREAMING, gate=GateStats(90, 10, 0.02))
+    snapshot = ModuleSnapshot(module_version="0", instance="i", started_at=0.0, desired_version=1, last_error="",
+                              hub_connected=True, sources=(gated,), model=None, model_update=None, telemetry=None)
+    expected = {"on": True, "frames_gated": 90, "frames_inferred": 10, "cpu_s": 0.02}
+    assert status_view(snapshot)["gate"] == expected
+    assert heartbeat_view(snapshot)["gate"] == expected
+    off = replace(snapshot, sources=(replace(gated, gate=None),))
+    assert status_view(off)["gate"] == heartbeat_view(off)["gate"] == {"on": False}

@@ -121,6 +121,10 @@ def test_methods_return_what_they_promise(hub: DevHub, start_module: StartModule
     assert payload["providers"] == ["CPUExecutionProvider"]
     assert payload["source"]["state"] == "streaming"
     assert payload["module_version"]
+    gate = payload["gate"]  # the sample video is paced like a camera, so the scene-change gate is on
+    assert gate["on"] is True
+    assert gate["frames_inferred"] >= 1
+    assert set(gate) == {"on", "frames_gated", "frames_inferred", "cpu_s"}
     status, payload = hub.emulator.call_method("captureSnapshot", {})
     assert status == 200
     path = Path(payload["path"])
@@ -182,6 +186,8 @@ def test_metrics_scrape_shows_values_moving_and_health_is_ready(hub: DevHub, sta
     assert 'edge_device="devhub-device"' in second
     assert "instance_number=" in second
     assert metric(second, "visionedge_inference_latency_seconds_count") > 0
+    assert metric(second, "visionedge_gate_cpu_seconds_total") > 0
+    assert metric(second, "visionedge_frames_gated_total") >= 0
     assert 'visionedge_model_info{' in second
     assert 'name="squeezenet"' in second
     assert 'state="streaming"} 1.0' in second
