@@ -2,7 +2,9 @@
 
 Records come from `visionedge analyze VIDEO --model MODEL --jsonl records.jsonl`; they are replayed on loop at
 `--fps` through the real TelemetryPolicy (ticked every second, as the sink does), and the events are packed into
-messages the way the sender does with batching, one send round per second (`--round-s`).
+messages the way the sender does with batching, one send round per second (`--round-s`). For on-change it also
+prints how soon the first result leaves and how often the state last sent is a dominant state of the frames of
+the last `debounce_s` (the most frequent label set with counts), checked at every frame.
 
     python -m tests.telemetry.telemetry_rate records.jsonl [--hours 1] [--fps 10]
 """
@@ -20,9 +22,9 @@ from typing import Any
 
 from visionedge.config import TelemetrySettings
 from visionedge.telemetry.budget import FREE_TIER_UNIT_BYTES, pack
-from visionedge.telemetry.events import Event, Sequencer
+from visionedge.telemetry.events import Event, Sequencer, label_state
 from visionedge.telemetry.outbox import OutboxItem
-from visionedge.telemetry.policy import TelemetryPolicy
+from visionedge.telemetry.policy import TelemetryPolicy, state_key
 
 T0 = 1_800_000_000.0
 
@@ -73,6 +75,38 @@ def replay(records: list[dict[str, Any]], settings: TelemetrySettings, hours: fl
     return Rate(settings.policy, kinds, unbatched, batched, units, free_units, hours)
 
 
+@dataclass(frozen=True)
+class Fidelity:
+    """How well on-change results follow the scene."""
+
+    first_result_s: float | None
+    """Seconds from the first frame to the first result."""
+    matching: float
+    """Share of frames, after the first result, at which the state last sent is a dominant one of the window."""
+
+
+def fidelity(records: list[dict[str, Any]], settings: TelemetrySettings, hours: float, fps: float) -> Fidelity:
+    """Replay on-change and compare, frame by frame, the state last sent with the window's dominant states."""
+    policy = TelemetryPolicy(settings, source_id="vtest", sequencer=Sequencer("sim"), clock=lambda: T0)
+    window = int(settings.debounce_s * fps)
+    keys: list[frozenset[tuple[str, int]]] = []
+    sent = None
+    first: float | None = None
+    checked = matched = 0
+    for i, record in zip(range(int(hours * 3600 * fps)), _loop(records), strict=False):
+        now = T0 + i / fps
+        keys.append(state_key(label_state(record)))
+        for event in policy.offer(record, now):
+            if event.kind == "result":
+                sent = state_key(label_state(event.body))
+                first = now - T0 if first is None else first
+        if sent is not None:
+            held = Counter(keys[-window:])
+            checked += 1
+            matched += held[sent] == max(held.values())
+    return Fidelity(first, matched / checked if checked else 0.0)
+
+
 def _loop(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     while True:
         yield from records
@@ -99,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{rate.per_hour(rate.events['aggregate']):>12.0f} {rate.per_hour(rate.events['heartbeat']):>12.0f} "
               f"{rate.per_hour(rate.messages_unbatched):>8.0f} {rate.per_hour(rate.messages_batched):>10.0f} "
               f"{rate.per_hour(rate.units_batched):>12.0f} {free_h:>14.0f} {lasts:>16}")
+    on_change = TelemetrySettings()
+    result = fidelity(records, on_change, args.hours, args.fps)
+    first = "never" if result.first_result_s is None else f"{result.first_result_s:.1f} s"
+    print(f"on-change (debounce {on_change.debounce_s:g} s): first result after {first}; the state last sent is "
+          f"the window's dominant state at {100 * result.matching:.0f} % of frames")
     sys.stdout.flush()
     return 0
 

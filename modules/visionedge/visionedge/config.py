@@ -122,7 +122,8 @@ class TelemetrySettings(Strict):
 
     policy: Literal["on-change", "every-frame", "aggregate"] = Field(
         "on-change", description="which results become messages (see Telemetry policies)")
-    debounce_s: float = Field(2.0, ge=0, le=3600, description="on-change: a change must hold this long")
+    debounce_s: float = Field(2.0, ge=0, le=3600,
+                              description="on-change: window whose dominant state is sent; least time between results")
     min_confidence_delta: float = Field(0.2, ge=0, le=1, description="on-change: confidence move that counts")
     aggregate_window_s: float = Field(60.0, gt=0, le=86400, description="window of the per-label aggregates")
     heartbeat_s: float = Field(300.0, gt=0, le=86400, description="liveness message period")

@@ -4,11 +4,13 @@ Pure logic with an injected clock and no locking: the caller serialises `offer`,
 
 Rules, per source:
 - every-frame: every record is a result event; no aggregates.
-- on-change (default): a record *differs* from another when its label set or a per-label count differs, or a
-  label's top confidence moved by more than `min_confidence_delta`. A record that differs from the last one sent
-  starts a candidate; the candidate is sent (as the newest record) once records have kept not differing from it
-  for `debounce_s`. A record equal to the last one sent cancels the candidate, so a flicker shorter than the
-  debounce is never sent, and results leave at most once per `debounce_s`. The first stable state is sent too.
+- on-change (default): a record's *state* is its label set with the count per label. The *dominant* state is the
+  one held by the most frames of the last `debounce_s` (ties keep the state last sent). Once the source has
+  streamed for `debounce_s`, the dominant state is sent (as its newest record) when it is not the state last sent,
+  or when a label's mean top confidence over those frames moved by more than `min_confidence_delta` from the
+  record last sent; results leave at most once per `debounce_s`. So a busy scene whose top label flickers still
+  reports what it mostly shows, the first result leaves `debounce_s` after the first frame, and a flicker that
+  holds under half the window is never sent. A model swap starts over (no result compares two models' states).
 - on-change and aggregate: one aggregate per source per window of `aggregate_window_s` (aligned on the UTC epoch)
   with frames analysed and, per label, the total count, the peak in one frame, frames seen and max confidence;
   windows without frames send nothing (the heartbeat says the module is alive).
@@ -20,20 +22,35 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from visionedge.config import TelemetrySettings
 from visionedge.result import iso_utc
 from visionedge.telemetry.events import Event, LabelState, Sequencer, WindowSummary, label_state
 
+MAX_RECENT: Final = 4096
+"""Frames kept per source for the on-change window; a longer debounce at a high frame rate sees the newest ones."""
 
-def differs(a: LabelState, b: LabelState, min_confidence_delta: float) -> bool:
-    """True when the label sets or counts differ, or a top confidence moved by more than the delta."""
-    if a.keys() != b.keys():
-        return True
-    return any(a[k][0] != b[k][0] or abs(a[k][1] - b[k][1]) > min_confidence_delta for k in a)
+StateKey = frozenset[tuple[str, int]]
+"""Labels with their counts: what on-change compares (confidence is compared separately, as a mean)."""
+
+
+def state_key(state: LabelState) -> StateKey:
+    """The label set with counts of one record's state."""
+    return frozenset((label, count) for label, (count, _) in state.items())
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One record in the on-change window."""
+
+    at: float
+    key: StateKey
+    state: LabelState
+    record: Mapping[str, Any]
 
 
 @dataclass
@@ -42,8 +59,9 @@ class _SourceState:
 
     sent: LabelState | None = None
     sent_at: float = -math.inf
-    candidate: LabelState | None = None
-    candidate_since: float = 0.0
+    first_at: float = math.inf
+    model: Any = None
+    recent: deque[_Frame] = field(default_factory=lambda: deque(maxlen=MAX_RECENT))
     window: WindowSummary | None = None
 
 
@@ -80,8 +98,10 @@ class TelemetryPolicy:
         if policy == "every-frame":
             return [self.sequencer.make("result", source_id, record, now)]
         events = self._fold_into_window(source_id, state, record, now)
-        if policy == "on-change" and self._changed(state, label_state(record), now):
-            events.append(self.sequencer.make("result", source_id, record, now))
+        if policy == "on-change":
+            dominant = self._dominant_change(state, record, now)
+            if dominant is not None:
+                events.append(self.sequencer.make("result", source_id, dominant, now))
         return events
 
     def tick(self, now: float | None = None) -> list[Event]:
@@ -113,7 +133,8 @@ class TelemetryPolicy:
         if old.aggregate_window_s != settings.aggregate_window_s or old.policy != settings.policy:
             events = self.flush(now)
         for state in self._sources.values():
-            state.candidate = None
+            state.recent.clear()
+            state.first_at = math.inf
         if old.heartbeat_s != settings.heartbeat_s and self._last_heartbeat is not None:
             self._next_heartbeat = self._last_heartbeat + settings.heartbeat_s
         return events
@@ -136,19 +157,34 @@ class TelemetryPolicy:
         end = window.end if until is None else min(window.end, until)
         return self.sequencer.make("aggregate", source_id, window.fields(until), end)
 
-    def _changed(self, state: _SourceState, current: LabelState, now: float) -> bool:
-        """Debounced change detection; True when `current` should be sent now."""
-        delta = self.settings.min_confidence_delta
-        if state.sent is not None and not differs(current, state.sent, delta):
-            state.candidate = None
-            return False
-        if state.candidate is None or differs(current, state.candidate, delta):
-            state.candidate, state.candidate_since = current, now
+    def _dominant_change(self, state: _SourceState, record: Mapping[str, Any],
+                         now: float) -> Mapping[str, Any] | None:
+        """The record to send now under on-change (the dominant state's newest), or None; see the module docstring."""
         debounce = self.settings.debounce_s
-        if now - state.candidate_since >= debounce and now - state.sent_at >= debounce:
-            state.sent, state.sent_at, state.candidate = current, now, None
-            return True
-        return False
+        model = record.get("model")
+        if model != state.model or state.first_at == math.inf:
+            state.model, state.sent, state.first_at = model, None, now
+            state.recent.clear()
+        current = label_state(record)
+        state.recent.append(_Frame(now, state_key(current), current, record))
+        while len(state.recent) > 1 and state.recent[0].at <= now - debounce:
+            state.recent.popleft()
+        held: dict[StateKey, list[_Frame]] = {}
+        for frame in state.recent:
+            held.setdefault(frame.key, []).append(frame)
+        sent_key = None if state.sent is None else state_key(state.sent)
+        key = max(held, key=lambda k: (len(held[k]), k == sent_key, held[k][-1].at))
+        if now - state.sent_at < debounce or now - state.first_at < debounce:
+            return None
+        frames = held[key]
+        if key == sent_key and state.sent is not None:
+            delta = self.settings.min_confidence_delta
+            means = {label: sum(f.state[label][1] for f in frames) / len(frames) for label, _ in key}
+            if all(abs(means[label] - state.sent[label][1]) <= delta for label in means):
+                return None
+        newest = frames[-1]
+        state.sent, state.sent_at = newest.state, now
+        return newest.record
 
     def _heartbeat(self, now: float) -> Event:
         """The heartbeat, scheduling the next one on the fixed cadence (or from now, after a stall)."""
