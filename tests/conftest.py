@@ -118,3 +118,29 @@ def run_cli(cli_env: dict[str, str]) -> RunCli:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def vtest_clip(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, float], Path]:
+    """`vtest_clip(frames, fps)`: the first frames of vtest.avi re-encoded as an MJPG AVI at that rate, made once."""
+    made: dict[tuple[int, float], Path] = {}
+
+    def get(frames: int, fps: float) -> Path:
+        if (frames, fps) not in made:
+            import cv2
+
+            path = tmp_path_factory.mktemp("clip") / f"vtest_{frames}f_{fps:g}fps.avi"
+            capture = cv2.VideoCapture(str(media("vtest.avi")))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (768, 576))
+            try:
+                for _ in range(frames):
+                    ok, image = capture.read()
+                    assert ok, "vtest.avi ended early"
+                    writer.write(image)
+            finally:
+                writer.release()
+                capture.release()
+            made[(frames, fps)] = path
+        return made[(frames, fps)]
+
+    return get

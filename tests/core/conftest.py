@@ -52,20 +52,9 @@ def vtest_jpegs(media: MediaPath) -> list[bytes]:
 
 
 @pytest.fixture(scope="session")
-def fast_video(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fast_video(vtest_clip: Callable[[int, float], Path]) -> Path:
     """The first 200 frames of vtest.avi re-encoded as a 100 fps MJPG AVI: a camera faster than the detector."""
-    path = tmp_path_factory.mktemp("video") / "vtest_100fps.avi"
-    capture = cv2.VideoCapture(str(media("vtest.avi")))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 100.0, (768, 576))
-    try:
-        for _ in range(200):
-            ok, image = capture.read()
-            assert ok, "vtest.avi ended early"
-            writer.write(image)
-    finally:
-        writer.release()
-        capture.release()
-    return path
+    return vtest_clip(200, 100.0)
 
 
 @pytest.fixture

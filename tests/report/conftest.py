@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "report"
@@ -39,20 +38,9 @@ class PageLoad:
 
 
 @pytest.fixture(scope="session")
-def short_clip(media: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 120 frames of vtest.avi (12 s at 10 fps) as an MJPG AVI: a real scene, quick to analyse."""
-    path = tmp_path_factory.mktemp("clip") / "street.avi"
-    capture = cv2.VideoCapture(str(media("vtest.avi")))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (768, 576))
-    try:
-        for _ in range(120):
-            ok, image = capture.read()
-            assert ok, "vtest.avi ended early"
-            writer.write(image)
-    finally:
-        writer.release()
-        capture.release()
-    return path
+def short_clip(vtest_clip: Callable[[int, float], Path]) -> Path:
+    """The first 120 frames of vtest.avi (12 s at 10 fps): a real scene, quick to analyse."""
+    return vtest_clip(120, 10.0)
 
 
 @pytest.fixture(scope="session")
