@@ -63,20 +63,23 @@ def test_redelivered_desired_version_does_nothing_even_after_a_restart(make_harn
 
 def test_rollback_model_goes_back_and_sticks_until_the_block_changes(make_harness: MakeHarness,
                                                                       refs: Refs) -> None:
-    """rollbackModel returns to the previous version; re-deliveries of the undone block do not re-apply it."""
+    """rollbackModel returns to the previous version and keeps the one it left as previous; re-deliveries of the
+    undone block do not re-apply it."""
     h = make_harness()
     assert h.request(refs("yolox", "2"), 2)
     assert h.outcome(2)["ac"] == 200
     text = f"rolled back yolox-nano@2 to {SQUEEZENET} on request (rollbackModel)"
+    yolox = {"name": "yolox-nano", "version": "2"}
     assert h.manager.rollback_now() == {
-        "status": 200, "payload": {"message": text, "active": SQUEEZENET_NAMED, "previous": None}}
+        "status": 200, "payload": {"message": text, "active": SQUEEZENET_NAMED, "previous": yolox}}
     assert h.acks[-1] == {"value": {"name": "squeezenet"}, "ac": 200, "av": 2, "ad": text}
-    assert (h.store.active(), h.swaps) == (SQUEEZENET, ["yolox-nano@2", SQUEEZENET])
+    assert (h.store.active(), h.store.previous(), h.swaps) == (SQUEEZENET, "yolox-nano@2",
+                                                               ["yolox-nano@2", SQUEEZENET])
+    assert h.store.installed() == sorted([SQUEEZENET, "yolox-nano@2"])
 
     assert h.request(refs("yolox", "2"), 3)
     assert h.outcome(3) == {"value": {"name": "squeezenet"}, "ac": 200, "av": 3, "ad": text}
-    assert h.manager.rollback_now() == {
-        "status": 409, "payload": {"error": "no previous model version to roll back to", "active": SQUEEZENET_NAMED}}
+    assert h.manager.status()["previous"] == yolox
     assert h.request(refs("yolox", "2.1"), 4)
     assert h.outcome(4)["ad"] == "yolox-nano@2.1 is active"
     assert h.manager.status() == {

@@ -145,3 +145,18 @@ def test_heartbeats_keep_a_reserve_and_nothing_exceeds_the_budget(tmp_path: Path
     assert not budget.allows(3, heartbeat=True)
     assert budget.stats().budget_remaining == 2
     assert DailyBudget(0, budget.store, clock=clock).allows(10**6, heartbeat=False)
+
+
+def test_a_batch_never_mixes_models() -> None:
+    """Results of two models (a swap mid-round) go in separate messages, each one's `model` property naming them."""
+    sequencer = Sequencer("e")
+
+    def result(model: str) -> Event:
+        return sequencer.make("result", "cam", {"model": {"name": model, "version": "1"}}, 0.0)
+
+    items = [item(n, result(model)) for n, model in enumerate(["a", "a", "b", "b", "a"], start=1)]
+    messages, _ = pack(items, batch=True)
+    assert [(m.properties["model"], m.row_ids) for m in messages] == [("a", (1, 2, 5)), ("b", (3, 4))]
+    for message in messages:
+        body = json.loads(message.payload)
+        assert {e["model"]["name"] for e in body["events"]} == {message.properties["model"]}

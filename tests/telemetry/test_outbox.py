@@ -200,3 +200,16 @@ def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock) -> None:
     after = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock).stats()
     assert (before.depth, before.bytes) == (after.depth, after.bytes)
     assert Counter({"sent": before.sent}) == Counter({"sent": after.sent})
+
+
+def test_compaction_never_folds_two_models_into_one_aggregate(tmp_path: Path, clock: Clock) -> None:
+    """Results of model a, then b, then a again in one window become three aggregates, one model each."""
+    outbox = Outbox(tmp_path, OutboxSettings(), compact_window_s=60, clock=clock)
+    sequencer = Sequencer(outbox.epoch)
+    for model in ("a", "b", "a"):
+        outbox.put([sequencer.make("result", "cam", record({"person": 1}, model=model), clock.advance(0.1))
+                    for _ in range(100)])
+    outbox.update(OutboxSettings(max_mb=0.02))
+    aggregates = [i.event for i in outbox.next_batch(1000, live_first=False) if i.event.kind == "aggregate"]
+    assert [(e.body["model"]["name"], e.seq, e.body["seq_last"]) for e in aggregates][:3] == [
+        ("a", 1, 100), ("b", 101, 200), ("a", 201, 300)]

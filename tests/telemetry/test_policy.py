@@ -156,6 +156,17 @@ def test_on_change_also_sends_window_summaries_with_max_confidence() -> None:
     assert body["labels"] == {"person": {"count": 1200, "peak": 2, "frames": 600, "max_confidence": 0.9}}
 
 
+def test_a_model_swap_closes_the_window_so_no_aggregate_mixes_models() -> None:
+    """Model a for 10 s, then b: a's aggregate ends at the swap, b's starts there and ends on the usual boundary."""
+    policy = make_policy(policy="aggregate")
+    events = [e for i in range(100) for e in policy.offer(record({"car": 1}, model="a"), now=T0 + i * STEP)]
+    events += [e for i in range(100, 200) for e in policy.offer(record({"car": 1}, model="b"), now=T0 + i * STEP)]
+    events += policy.tick(now=T0 + 60)
+    aggregates = [e.body for e in events if e.kind == "aggregate"]
+    assert [(a["model"]["name"], a["frames"], a["window_start"][17:23], a["window_end"][17:23]) for a in aggregates] \
+        == [("a", 100, "00.000", "10.000"), ("b", 100, "10.000", "00.000")]
+
+
 def test_tick_closes_a_window_when_frames_stop() -> None:
     """A source that goes quiet still gets its window summary once the window ends."""
     policy = make_policy()

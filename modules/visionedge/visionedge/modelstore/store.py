@@ -242,14 +242,13 @@ class ModelStore:
                 self._write_pointer(self._history, None, self._suspect)
 
     def rollback(self) -> str:
-        """Drop the active version from the history; the previous one becomes active. Returns its key."""
+        """The previous version becomes active and the one rolled back from stays, as previous. Returns the key."""
         with self._lock:
             if len(self._history) < 2:
                 raise ModelError("no previous model version to roll back to")
-            self._write_pointer(self._history[:-1], None, self._suspect)
-            key = self._history[-1]
-        self.prune()
-        return key
+            *older, previous, active = self._history
+            self._write_pointer((*older, active, previous), None, self._suspect)
+            return previous
 
     def prune(self) -> list[str]:
         """Delete installed versions that neither the history nor a trial names."""

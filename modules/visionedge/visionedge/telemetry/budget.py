@@ -2,7 +2,8 @@
 
 IoT Hub counts a device-to-cloud message in 4 KB units on the basic and standard tiers and in 0.5 KB units on the
 free tier (body plus properties), and each tier caps those units per day (8,000 on the free tier). So:
-- `pack` groups consecutive events of one output and source into `{"type": "batch", "events": [...]}` messages of
+- `pack` groups consecutive events of one output, source and model into `{"type": "batch", "events": [...]}`
+  messages (so the `model` property names every record in the message) of
   at most 4 KB including application properties (one unit on basic/standard); an event that is alone, or bigger
   than that, goes on its own as its plain body; nothing may exceed 256 KB, so a bigger event is returned as
   oversize (to discard).
@@ -105,9 +106,9 @@ def pack(items: Sequence[OutboxItem], *, batch: bool,
     """
     messages: list[tuple[int, Message]] = []
     oversize: list[OutboxItem] = []
-    open_batches: dict[tuple[str, str], tuple[int, _Open]] = {}
+    open_batches: dict[tuple[str, str, str], tuple[int, _Open]] = {}
 
-    def close(key: tuple[str, str]) -> None:
+    def close(key: tuple[str, str, str]) -> None:
         """Turn the open batch for `key` into a message."""
         position, current = open_batches.pop(key)
         message = _batch_message(current) if len(current.items) > 1 else _single(current.items[0])
@@ -121,7 +122,7 @@ def pack(items: Sequence[OutboxItem], *, batch: bool,
         if not batch:
             messages.append((position, replace(_single(item), unit_bytes=unit_bytes)))
             continue
-        key = (event.output, event.source_id)
+        key = (event.output, event.source_id, dumps(event.body.get("model")).decode("utf-8"))
         entry = dumps({**event.body, "message_id": event.message_id})
         alone = units(item.size + properties_size(properties_for(event.body, event.kind)), unit_bytes)
         if key in open_batches:

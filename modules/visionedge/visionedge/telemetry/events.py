@@ -108,9 +108,11 @@ class WindowSummary:
         return self.start + self.window_s
 
     @classmethod
-    def containing(cls, now: float, window_s: float) -> WindowSummary:
-        """The window aligned on the UTC epoch that holds `now`, so windows line up across devices."""
-        return cls(math.floor(now / window_s) * window_s, window_s)
+    def containing(cls, now: float, window_s: float, since: float | None = None) -> WindowSummary:
+        """The window aligned on the UTC epoch that holds `now`, so windows line up across devices; `since` starts
+        it later (after a model swap) with the same end."""
+        start = math.floor(now / window_s) * window_s
+        return cls(start, window_s) if since is None else cls(since, start + window_s - since)
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Fold one result record (or one stored result body) into the window."""

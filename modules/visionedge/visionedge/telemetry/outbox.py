@@ -13,9 +13,10 @@ order by seq.
 Bounds: `bytes` counts stored JSON bodies plus ~96 B per row; SQLite pages and indexes make the file somewhat
 larger, and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 %
 of it: with overflow "compact" it first merges the oldest result events into one aggregate per source and window
-(counts and max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced), then
-drops the oldest events if compaction is not enough; with "drop-oldest" it drops. Events older than `max_age_h` are
-dropped (they are counted as dropped and as expired). Every loss is counted in persisted counters.
+(counts and max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced; a
+model swap starts a new aggregate, so none mixes models), then drops the oldest events if compaction is not
+enough; with "drop-oldest" it drops. Events older than `max_age_h` are dropped (they are counted as dropped and as
+expired). Every loss is counted in persisted counters.
 
 A database that SQLite reports corrupt is moved aside (`outbox.sqlite.corrupt-<UTC time>`) and a fresh one created;
 the fresh one gets a new epoch, so message ids never repeat those of the lost file.
@@ -361,11 +362,16 @@ class Outbox:
                 if r[0] not in self._leased][:COMPACT_CHUNK]
         if not rows:
             return 0
-        groups: dict[tuple[str, int], list[OutboxItem]] = defaultdict(list)
+        groups: dict[tuple[str, int, int], list[OutboxItem]] = defaultdict(list)
+        runs: dict[str, tuple[int, Any, int]] = {}
         for row in rows:
             item = _item(row)
-            groups[(item.event.source_id, int(item.event.created // self.compact_window_s))].append(item)
-        for (source_id, window), items in groups.items():
+            window, model = int(item.event.created // self.compact_window_s), item.event.body.get("model")
+            before = runs.get(item.event.source_id)
+            run = 0 if before is None else before[2] + (before[:2] != (window, model))
+            runs[item.event.source_id] = (window, model, run)
+            groups[(item.event.source_id, window, run)].append(item)
+        for (source_id, window, _), items in groups.items():
             summary = WindowSummary(window * self.compact_window_s, self.compact_window_s)
             for item in items:
                 summary.add(item.event.body)

@@ -13,7 +13,8 @@ Rules, per source:
   holds under half the window is never sent. A model swap starts over (no result compares two models' states).
 - on-change and aggregate: one aggregate per source per window of `aggregate_window_s` (aligned on the UTC epoch)
   with frames analysed and, per label, the total count, the peak in one frame, frames seen and max confidence;
-  windows without frames send nothing (the heartbeat says the module is alive).
+  windows without frames send nothing (the heartbeat says the module is alive). A model swap closes the window
+  early and the next one starts at the swap, so no aggregate mixes models.
 - all modes: a heartbeat every `heartbeat_s` (the first on the first tick) for the configured source, carrying
   the fields the caller's callback returns (fps, outbox depth, ...), even when nothing changes.
 """
@@ -145,8 +146,12 @@ class TelemetryPolicy:
         events = []
         if state.window is not None and now >= state.window.end:
             events.append(self._close(source_id, state, None))
+        start = None
+        if state.window is not None and state.window.frames and record.get("model") != state.window.model:
+            start = now
+            events.append(self._close(source_id, state, now))
         if state.window is None:
-            state.window = WindowSummary.containing(now, self.settings.aggregate_window_s)
+            state.window = WindowSummary.containing(now, self.settings.aggregate_window_s, since=start)
         state.window.add(record)
         return events
 
