@@ -24,6 +24,7 @@ from visionedge.config import ModuleConfig, SourceSettings, describe_validation_
 from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats, gate_for
+from visionedge.fleet import cli as fleet_cli
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("names", nargs="*", help="model names (default: every model with a URL or a mirror copy)")
     fetch.add_argument("--mirror", type=Path, action="append", help="local folder searched first; repeatable")
     fetch.add_argument("--media", action="store_true", help="also fetch the sample video and test images")
+    fleet_cli.add_parser(sub)
     return parser
 
 
@@ -368,6 +370,8 @@ def _fetch_all(fetcher: Fetcher, names: Sequence[str], media: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line reasons and a non-zero exit for every expected failure, never a traceback."""
     args = build_parser().parse_args(argv)
+    if args.command == "fleet":
+        return fleet_cli.run(args)
     try:
         config = apply_overrides(load_config(args.config), args)
         setup_logging(config.local.log_level, config.local.log_format)

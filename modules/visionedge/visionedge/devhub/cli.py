@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from visionedge.devhub import fleetcli
 from visionedge.devhub.broker import BrokerError
 from visionedge.devhub.certs import CertificateError
 from visionedge.devhub.control import ControlClient, ControlError, ControlServer, NoDevHubError, write_state
@@ -200,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--module-key", help="base64 module key (default: random)")
     up.add_argument("--desired", help="initial desired properties, JSON")
     up.set_defaults(func=_cmd_up, client=False)
+    fleetcli.add_parser(sub)
 
     def client_command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=help_text)
