@@ -23,10 +23,13 @@ from typing import Any
 
 import yaml
 
+from visionedge.app import sample_video
 from visionedge.devhub.certs import generate_certs
 from visionedge.devhub.hub import DevHub
 from visionedge.devhub.restapi import POLICY_NAME, RestApi
 from visionedge.devhub.service import ServiceHub
+from visionedge.models.catalog import assets_for, builtin_manifest
+from visionedge.models.fetch import Fetcher, mirrors_from_env
 
 _log = logging.getLogger(__name__)
 
@@ -160,8 +163,16 @@ class Fleet:
                                     tags={"visionedge": {"fleet": "devhub"}})
         self.service.put_configuration(BASE_ID, self.base, None)
         if modules:
+            self._warm_cache()
             for device in self.devices.values():
                 self.start_module(device)
+
+    def _warm_cache(self) -> None:
+        """Fill the shared cache once, so N modules starting together do not all copy the same files into it."""
+        fetcher = Fetcher(self.cache_dir, mirrors_from_env())
+        for asset in assets_for(builtin_manifest("squeezenet")):
+            fetcher.ensure(asset)
+        sample_video(fetcher)
 
     def _start_hub(self, device_id: str) -> DevHub:
         """One devhub per device, as each real device has its own edgeHub."""

@@ -1,0 +1,95 @@
+"""Fixtures for the fleet tests: a fleet of real module processes behind devhub's IoT Hub service API, a model server,
+and `visionedge fleet` run as the operator runs it (a separate process, connection string in the environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from visionedge.devhub.certs import CertBundle
+from visionedge.devhub.fleet import Fleet
+
+from tests.modelstore.conftest import Refs, certs, refs, served, server  # noqa: F401 - fixtures reused here
+
+FLEET_SIZE = 20
+RINGS = "canary=15,early=35,broad=50"
+FAST_GATES = ["--poll", "1", "--wave-timeout", "150"]
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle) -> Iterator[Fleet]:  # noqa: F811
+    """20 devices, each a real `visionedge run` (sample video at 1 fps, SqueezeNet) with its own broker."""
+    work = tmp_path_factory.mktemp("fleet")
+    shared_cache = tmp_path_factory.mktemp("fleet-cache")
+    with Fleet(FLEET_SIZE, work, fps=1.0, cache_dir=shared_cache, model_ca=certs.ca_cert,
+               metrics_interval_s=0.5) as running:
+        wait_until(lambda: all(reported_model(running, d).get("ac") == 200 for d in running.devices),
+                   timeout=180, what="every device to run its first model")
+        yield running
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
+    """Poll `check` until it holds or fail with what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def reported_model(fleet: Fleet, device_id: str) -> dict[str, Any]:
+    """The device's reported `model` acknowledgement."""
+    model: dict[str, Any] = fleet.devices[device_id].hub.emulator.reported.get("model", {})
+    return model
+
+
+@dataclass
+class FleetCli:
+    """`visionedge fleet ...` as a separate process with the hub in its environment."""
+
+    env: dict[str, str]
+    log_dir: Path
+
+    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        """Run to completion; stdout and stderr captured."""
+        return subprocess.run([sys.executable, "-m", "visionedge", "fleet", *args], env=self.env, text=True,
+                              capture_output=True, timeout=timeout)
+
+    def start(self, *args: str, name: str) -> tuple[subprocess.Popen[str], Path]:
+        """Start in the background with output to a log file (for kill/resume tests)."""
+        log = self.log_dir / f"{name}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "visionedge", "fleet", *args], env=self.env, text=True,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        return proc, log
+
+
+@pytest.fixture(scope="session")
+def fleet_cli(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> FleetCli:
+    """The operator's shell: connection string and hub CA in the environment, never on the command line."""
+    env = {**os.environ, "IOTHUB_CONNECTION_STRING": fleet.connection_string, "VISIONEDGE_HUB_CA": str(fleet.ca_file)}
+    return FleetCli(env, tmp_path_factory.mktemp("fleet-cli"))
+
+
+def write_model(tmp_path: Path, block: dict[str, Any], name: str = "model.json") -> Path:
+    """MODEL.json for the CLI."""
+    path = tmp_path / name
+    path.write_text(json.dumps(block), encoding="utf-8")
+    return path
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+    """Signal a controller process and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    proc.wait(20)
