@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ FAST_GATES = ["--poll", "1", "--wave-timeout", "150"]
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle) -> Iterator[Fleet]:  # noqa: F811
+def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle,  # noqa: F811
+          mirror_dirs: list[Path]) -> Iterator[Fleet]:
     """20 devices, each a real `visionedge run` (sample video at 1 fps, SqueezeNet) with its own broker."""
     work = tmp_path_factory.mktemp("fleet")
     shared_cache = tmp_path_factory.mktemp("fleet-cache")
@@ -93,3 +95,38 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
     proc.wait(20)
+
+
+class AckLog:
+    """Samples every device's reported `model` ack in the background: when each first reported (code, version)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.first: dict[tuple[str, int, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ack-log", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            now = time.time()
+            for device_id in self.fleet.devices:
+                ack = reported_model(self.fleet, device_id)
+                key = (device_id, int(ack.get("ac", 0)), str((ack.get("value") or {}).get("version")))
+                self.first.setdefault(key, now)
+
+    def when(self, device_id: str, code: int, version: str) -> float | None:
+        """When the device first reported this code for this version, if it did."""
+        return self.first.get((device_id, code, version))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def ack_log(fleet: Fleet) -> Iterator[AckLog]:
+    """An AckLog for the test."""
+    log = AckLog(fleet)
+    yield log
+    log.stop()

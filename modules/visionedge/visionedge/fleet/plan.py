@@ -83,6 +83,10 @@ def load_model_block(path: Path) -> dict[str, Any]:
 
 def check_model_block(data: Any, origin: str = "the model block") -> dict[str, Any]:
     """Validate a `model` block with the module's own rules (schema, names, https, sha256, manifest)."""
+    size = len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_PROPERTY_BYTES:
+        raise PlanError(f"{origin}: the model block is {size} bytes; IoT Hub takes at most {MAX_PROPERTY_BYTES} per "
+                        "property (move an inline manifest to manifest_url)")
     try:
         ref = ModelRef.model_validate(data)
     except ValidationError as err:
@@ -94,10 +98,6 @@ def check_model_block(data: Any, origin: str = "the model block") -> dict[str, A
     if ref.version is None:
         raise PlanError(f"{origin}: model.version is required for a rollout: it is how devices report progress")
     block: dict[str, Any] = block_of(ref)
-    size = len(json.dumps(block, separators=(",", ":")).encode("utf-8"))
-    if size > MAX_PROPERTY_BYTES:
-        raise PlanError(f"{origin}: the model block is {size} bytes; IoT Hub takes at most {MAX_PROPERTY_BYTES} per "
-                        "property (move an inline manifest to manifest_url)")
     return block
 
 

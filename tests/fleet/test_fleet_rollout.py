@@ -1,0 +1,235 @@
+"""Fleet rollouts on 20 real module processes, each with its own broker, driven by `visionedge fleet` through the
+official service SDK against devhub's IoT Hub service API. The tests share one fleet and run in order: each leaves
+the fleet on the model it rolled out."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from visionedge.devhub.fleet import BASE_ID, Fleet
+from visionedge.fleet.rings import parse_rings, ring_of
+
+from tests.fleet.conftest import (
+    FAST_GATES,
+    FLEET_SIZE,
+    RINGS,
+    AckLog,
+    FleetCli,
+    reported_model,
+    stop,
+    wait_until,
+    write_model,
+)
+from tests.modelstore.conftest import Refs
+
+pytestmark = pytest.mark.timeout(400)
+
+ORDER = ["canary", "early", "broad"]
+FIGURES: dict[str, Any] = {}
+
+
+def ring_members(fleet: Fleet) -> dict[str, list[str]]:
+    """Devices per ring, read from the hub's twins."""
+    members: dict[str, list[str]] = {r: [] for r in ORDER}
+    for device_id in fleet.devices:
+        ring = fleet.service.get_twin(device_id)["tags"].get("visionedge", {}).get("ring")
+        members.setdefault(ring, []).append(device_id)
+    return members
+
+
+def created(fleet: Fleet, config_id: str) -> list[float]:
+    """When the hub created a configuration with this id (one entry per create)."""
+    return [at for at, action, cid in fleet.service.history if action == "create" and cid == config_id]
+
+
+def rollout_id(output: str) -> str:
+    """The rollout id the controller printed."""
+    match = re.search(r"rollout (ve-[a-z0-9-]+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def model_keys(fleet: Fleet, device_id: str) -> set[str]:
+    """Every model version the device's own store holds or has ever made active (history of its pointer)."""
+    device = fleet.devices[device_id]
+    pointer = device.store_file("active.json") or {}
+    return set(device.installed_versions()) | set(pointer.get("history") or []) | {pointer.get("trial") or ""}
+
+
+def test_rings_are_assigned_by_hash_and_a_rerun_moves_no_device(fleet: Fleet, fleet_cli: FleetCli) -> None:
+    """`rings assign` tags every device with the ring its id hashes to; running it again writes nothing."""
+    first = fleet_cli.run("rings", "assign", "--rings", RINGS)
+    assert first.returncode == 0, first.stderr
+    assert f"{FLEET_SIZE} devices; changed {FLEET_SIZE} ring tags" in first.stdout
+    rings = parse_rings(RINGS)
+    members = ring_members(fleet)
+    for ring, ids in members.items():
+        assert all(ring_of(d, rings) == ring for d in ids)
+    assert all(members[r] for r in ORDER), f"every ring needs a device for these tests: {members}"
+    again = fleet_cli.run("rings", "assign", "--rings", RINGS)
+    assert again.returncode == 0 and "changed 0 ring tags" in again.stdout
+    assert ring_members(fleet) == members
+
+
+def test_plan_prints_one_layered_deployment_per_ring_and_checks_limits(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """Each ring deployment sets only properties.desired.model, ranks above the base, names the rollout, <= 5 metrics;
+    an oversized block is refused with the limit in the reason."""
+    model = write_model(tmp_path, refs("squeezenet", "2"))
+    result = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    base_priority = fleet.service.get_configuration(BASE_ID)["priority"]
+    assert [d["labels"]["visionedge.ring"] for d in plan["deployments"]] == ORDER
+    for deployment in plan["deployments"]:
+        assert list(deployment["content"]["modulesContent"]) == ["visionedge"]
+        assert list(deployment["content"]["modulesContent"]["visionedge"]) == ["properties.desired.model"]
+        assert deployment["priority"] > plan["afterCompletion"]["priority"] > base_priority
+        assert deployment["labels"]["visionedge.rollout"] == plan["rollout"]
+        assert len(deployment["metrics"]["queries"]) <= 5
+    assert fleet.service.list_configurations() == [fleet.service.get_configuration(BASE_ID)], "plan created something"
+    huge = write_model(tmp_path, refs("squeezenet", "2", manifest={"task": "classify", "pad": "x" * 5000}), "huge.json")
+    refused = fleet_cli.run("plan", str(huge), "--offline")
+    assert refused.returncode == 1
+    assert "4096" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_good_model_rolls_out_ring_by_ring_to_every_device(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path, ack_log: AckLog
+) -> None:
+    """Three waves, each started only after the previous ring acked 200; every device ends on the new model, the hub
+    keeps the base plus one current-model layer, and deployment metrics equal what devices report."""
+    model = write_model(tmp_path, refs("squeezenet", "2"))
+    started = time.monotonic()
+    result = fleet_cli.run("rollout", str(model), *FAST_GATES)
+    FIGURES["good_rollout_s"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    members = ring_members(fleet)
+    for device_id in fleet.devices:
+        ack = reported_model(fleet, device_id)
+        assert ack["ac"] == 200 and ack["value"]["version"] == "2", (device_id, ack)
+        assert fleet.devices[device_id].store_file("active.json")["history"][-1] == "squeezenet-custom@2"
+    for previous, ring in zip(ORDER, ORDER[1:], strict=False):
+        (wave_created,) = created(fleet, f"{rid}-{ring}")
+        for device_id in members[previous]:
+            acked = ack_log.when(device_id, 200, "2")
+            assert acked is not None and acked < wave_created, f"{ring} started before {device_id} acked"
+    ids = {c["id"] for c in fleet.service.list_configurations()}
+    assert ids == {BASE_ID, f"{rid}-current"}
+    fleet.service.refresh_metrics()
+    current = fleet.service.get_configuration(f"{rid}-current")
+    reporting = sum(1 for d in fleet.devices if reported_model(fleet, d).get("value", {}).get("version") == "2"
+                    and reported_model(fleet, d).get("ac") == 200)
+    assert current["systemMetrics"]["results"]["targetedCount"] == FLEET_SIZE
+    assert current["metrics"]["results"]["applied"] == reporting == FLEET_SIZE
+    assert current["metrics"]["results"]["refused"] == 0
+
+
+def test_running_the_same_rollout_again_creates_nothing(fleet: Fleet, fleet_cli: FleetCli, refs: Refs,
+                                                        tmp_path: Path) -> None:
+    """The state is in the hub: a second run finds the rollout complete and changes nothing."""
+    before = list(fleet.service.history)
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, refs("squeezenet", "2"))), *FAST_GATES)
+    assert result.returncode == 0 and "is complete" in result.stdout, result.stdout + result.stderr
+    assert fleet.service.history == before
+
+
+def test_bad_model_is_halted_at_canary_and_rolled_back_there(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path, ack_log: AckLog
+) -> None:
+    """A wrong sha256: canary devices refuse it (400), the rollout halts (exit 3) and rolls back; no device outside
+    canary ever has it desired, downloaded or active, as each device's own model store shows."""
+    bad = write_model(tmp_path, refs("squeezenet", "3", sha256="0" * 64))
+    members = ring_members(fleet)
+    started = time.monotonic()
+    result = fleet_cli.run("rollout", str(bad), *FAST_GATES)
+    FIGURES["bad_halt_s"] = time.monotonic() - started
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert "halted and rolled back" in result.stdout and "refused" in result.stdout
+    assert created(fleet, f"{rid}-canary") and not created(fleet, f"{rid}-early") and not created(fleet, f"{rid}-broad")
+    refusals = [d for d in members["canary"] if ack_log.when(d, 400, "2") is not None]
+    assert refusals, "canary devices should have refused the bad model with 400 (value = the model still in use)"
+    for device_id in fleet.devices:
+        assert not any(k.startswith("squeezenet-custom@3") for k in model_keys(fleet, device_id)), device_id
+        desired = fleet.devices[device_id].hub.emulator.desired["model"]
+        assert desired["version"] == "2", f"{device_id} should be back on the previous layer: {desired}"
+    FIGURES["bad_exposure_desired"] = len(members["canary"])
+    FIGURES["bad_exposure_active"] = 0
+    record = fleet.service.get_configuration(f"{rid}-canary")
+    assert record["labels"]["visionedge.state"] == "halted"
+    assert record["systemMetrics"]["results"].get("targetedCount", 0) == 0 or "halted" in record["targetCondition"]
+    again = fleet_cli.run("rollout", str(bad), *FAST_GATES)
+    assert again.returncode == 3 and "stays halted" in again.stdout
+    assert len(created(fleet, f"{rid}-canary")) == 1
+    removed = fleet_cli.run("rollback", rid)
+    assert removed.returncode == 0 and f"deleted {rid}-canary" in removed.stdout
+    FIGURES["canary_size"] = len(members["canary"])
+
+
+def test_controller_killed_mid_rollout_resumes_and_finishes(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """SIGKILL while the second ring rolls out; a new controller carries on from the hub and creates nothing twice."""
+    model = write_model(tmp_path, refs("squeezenet", "4"))
+    proc, log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="killed")
+    try:
+        wait_until(lambda: any(cid.endswith("-early") and action == "create"
+                               for _, action, cid in fleet.service.history if "-4-" in cid),
+                   timeout=150, what="the early ring to start")
+    finally:
+        stop(proc, signal.SIGKILL)
+    resumed = fleet_cli.run("rollout", str(model), *FAST_GATES)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr
+    rid = rollout_id(resumed.stdout)
+    for ring in ORDER:
+        assert len(created(fleet, f"{rid}-{ring}")) == 1, ring
+    assert all(reported_model(fleet, d)["value"]["version"] == "4" for d in fleet.devices)
+    assert {c["id"] for c in fleet.service.list_configurations()} >= {BASE_ID, f"{rid}-current"}
+
+
+def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """The service API answers 503 for a while during the canary ring: the controller holds, and promotes only after
+    fresh reads that come after the outage (two of them, a poll apart)."""
+    assert fleet.api is not None
+    model = write_model(tmp_path, refs("squeezenet", "5"))
+    proc, log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="outage")
+    try:
+        wait_until(lambda: any(cid.endswith("-canary") and "-5-" in cid for _, _, cid in fleet.service.history),
+                   timeout=60, what="the canary ring to start")
+        fleet.api.outage = True
+        outage_start = time.time()
+        canary = ring_members(fleet)["canary"]
+        wait_until(lambda: all(reported_model(fleet, d).get("value", {}).get("version") == "5"
+                               and reported_model(fleet, d).get("ac") == 200 for d in canary),
+                   timeout=90, what="canary devices to apply the model during the outage")
+        time.sleep(3)
+        fleet.api.outage = False
+        outage_end = time.time()
+        assert proc.wait(240) == 0, log.read_text()[-3000:]
+    finally:
+        fleet.api.outage = False
+        stop(proc)
+    output = log.read_text()
+    rid = rollout_id(output)
+    assert "hub unreachable, holding" in output
+    (early_created,) = created(fleet, f"{rid}-early")
+    assert early_created > outage_end + 1.0, "promoted without two fresh reads after the outage"
+    assert not [c for at, a, c in fleet.service.history if outage_start < at < outage_end]
+    assert all(reported_model(fleet, d)["value"]["version"] == "5" for d in fleet.devices)
+
+
+def test_report_figures(fleet: Fleet) -> None:
+    """Print the measured figures (rollout time, exposure) for the docs; they come from the tests above."""
+    print(json.dumps({"devices": FLEET_SIZE, **FIGURES}))
+    assert "good_rollout_s" in FIGURES
