@@ -22,9 +22,9 @@ from visionedge.app import install_stop_handlers, load_model, make_fetcher, samp
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
+from visionedge.fleet import cli as fleet_cli
 from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats, gate_for
-from visionedge.fleet import cli as fleet_cli
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher
