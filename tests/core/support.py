@@ -150,9 +150,10 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler], name: str, port: in
 
 
 class FileServer:
-    """A plain-http server with per-path behaviour: files, 404s, no Content-Length, stalls."""
+    """An http (or, given a TLS context, https) server with per-path behaviour: files, 404s, no Content-Length,
+    stalls."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._release = threading.Event()
@@ -186,12 +187,13 @@ class FileServer:
                     return
                 self.close_connection = True
 
-        self._httpd = serve(Handler, "file-server")
+        self._httpd = serve(Handler, "file-server", tls=tls)
         self.port = self._httpd.server_address[1]
+        self.scheme = "http" if tls is None else "https"
 
     def url(self, path: str) -> str:
-        """http://127.0.0.1:PORT/path."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        """http(s)://127.0.0.1:PORT/path."""
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
         """Release stalled handlers and stop."""

@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
+from visionedge.devhub.certs import generate_certs
 from visionedge.download import DownloadPolicy, download, sha256_file
 from visionedge.errors import FetchError
 from visionedge.models.catalog import ASSETS
 from visionedge.models.fetch import MIRROR_ENV, Fetcher
 from visionedge.urls import redact_url
 
-from .support import Route
+from .support import FileServer, Route
 
 BODY = os.urandom(10_000)
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
@@ -229,3 +231,42 @@ def test_cache_path_layout(fetcher):
     """Models live under cache/models and media under cache/media."""
     assert fetcher.path(ASSETS["yolox_nano.onnx"]) == fetcher.cache_dir / "models" / "yolox_nano.onnx"
     assert fetcher.path(ASSETS["vtest.avi"]) == Path(fetcher.cache_dir) / "media" / "vtest.avi"
+
+
+def test_an_extra_ca_bundle_adds_to_the_system_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers, one signed by a CA in the (stand-in) system store, one by the extra local.ca_bundle CA: with
+    the bundle both download, without it only the first; a CA in neither is refused with the reason."""
+    system = generate_certs(tmp_path / "system-ca", "127.0.0.1")
+    extra = generate_certs(tmp_path / "extra-ca", "127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system.ca_cert))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    servers = []
+    for certs in (system, extra):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.server_cert, certs.server_key)
+        server = FileServer(tls=context)
+        server.routes["/model.onnx"] = Route(body=BODY)
+        servers.append(server)
+    try:
+        with_extra = DownloadPolicy(ca_bundle=extra.ca_cert)
+        for n, server in enumerate(servers):
+            dest = tmp_path / f"with-extra-{n}.onnx"
+            assert download(server.url("/model.onnx"), dest, with_extra, sha256=BODY_SHA).read_bytes() == BODY
+        assert download(servers[0].url("/model.onnx"), tmp_path / "system-only.onnx", DownloadPolicy(),
+                        sha256=BODY_SHA).exists()
+        with pytest.raises(FetchError) as err:
+            download(servers[1].url("/model.onnx"), tmp_path / "untrusted.onnx", DownloadPolicy(), sha256=BODY_SHA)
+        assert str(err.value) == f"cannot download {servers[1].url('/model.onnx')}: SSLError"
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_an_unreadable_ca_bundle_is_named_in_one_line(tmp_path: Path) -> None:
+    """A local.ca_bundle that is not PEM fails the download with the file named, before any connection."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n", encoding="utf-8")
+    with pytest.raises(FetchError, match=rf"^local\.ca_bundle {bundle} cannot be loaded as PEM CA certificates: "):
+        download("https://127.0.0.1:9/model.onnx", tmp_path / "m.onnx", DownloadPolicy(ca_bundle=bundle))

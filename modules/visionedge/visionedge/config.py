@@ -188,7 +188,7 @@ class LocalSettings(Strict):
     mirror_dirs: list[Path] = Field(default_factory=list, description="local copies searched before downloading")
     allow_insecure_http: bool = Field(False, description="development only: allow plain-http model URLs")
     allowed_hosts: list[str] = Field(default_factory=list, description="empty = any host")
-    ca_bundle: Path | None = Field(None, description="extra CA bundle (PEM) trusted for model downloads")
+    ca_bundle: Path | None = Field(None, description="extra CA bundle (PEM) trusted for downloads besides the system's")
     max_download_mb: float = Field(200.0, gt=0, description="largest model file accepted")
     connect_timeout_s: float = Field(10.0, gt=0, description="download connect timeout")
     read_timeout_s: float = Field(30.0, gt=0, description="download stall timeout")

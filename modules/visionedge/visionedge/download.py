@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from visionedge.errors import FetchError
@@ -32,7 +36,7 @@ class DownloadPolicy:
     allow_insecure_http: bool = False
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     ca_bundle: Path | None = None
-    """PEM file of CAs to trust instead of the system/certifi store; verification is never turned off."""
+    """PEM file of extra CAs, trusted besides the system store; verification is never turned off."""
 
 
 class TransferError(FetchError):
@@ -65,6 +69,38 @@ def check_url(url: str, policy: DownloadPolicy) -> None:
         raise FetchError(f"host {host!r} is not in the allowed hosts ({', '.join(policy.allowed_hosts)})")
 
 
+def trust_context(extra: Path | None) -> ssl.SSLContext:
+    """The system's CAs (OpenSSL's default paths, so SSL_CERT_FILE/SSL_CERT_DIR count) and certifi's, plus `extra`:
+    an extra CA must not make public servers, such as the built-in models' pinned URLs, untrusted."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=certifi.where())
+    if extra is not None:
+        try:
+            context.load_verify_locations(cafile=str(extra))
+        except (OSError, ssl.SSLError) as err:
+            raise FetchError(f"local.ca_bundle {extra} cannot be loaded as PEM CA certificates: {err}") from err
+    return context
+
+
+class _TrustAdapter(HTTPAdapter):
+    """Verifies servers against one SSL context (requests alone trusts either certifi or one bundle, not both)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        """Every pool this adapter makes uses our context."""
+        super().init_poolmanager(connections, maxsize, block, ssl_context=self._context, **pool_kwargs)
+
+
+def session_for(policy: DownloadPolicy) -> requests.Session:
+    """A requests session that verifies TLS against the system store plus the policy's extra CA bundle."""
+    session = requests.Session()
+    session.mount("https://", _TrustAdapter(trust_context(policy.ca_bundle)))
+    return session
+
+
 def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None = None,
              size: int | None = None, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None) -> Path:
@@ -78,9 +114,8 @@ def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
     headers = {"Range": f"bytes={have}-"} if have else {}
     timeout = (policy.connect_timeout_s, policy.read_timeout_s)
     try:
-        verify: str | bool = str(policy.ca_bundle) if policy.ca_bundle is not None else True
-        with requests.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True,
-                          verify=verify) as resp:
+        with session_for(policy) as session, session.get(url, stream=True, timeout=timeout, headers=headers,
+                                                         allow_redirects=True) as resp:
             if resp.status_code == 416 and have:
                 # The .part is not a prefix the server can continue (e.g. the file changed): start afresh.
                 part.unlink(missing_ok=True)
