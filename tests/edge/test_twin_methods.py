@@ -119,6 +119,8 @@ def test_methods_return_what_they_promise(hub: DevHub, start_module: StartModule
     assert status == 200
     assert payload["model"] == {"name": "squeezenet", "version": "1.1-winml-fp16"}
     assert payload["providers"] == ["CPUExecutionProvider"]
+    assert payload["variant"]["chosen"] == "fp16"
+    assert payload["variant"]["reason"] == "no variants of this model file"
     assert payload["source"]["state"] == "streaming"
     assert payload["module_version"]
     gate = payload["gate"]  # the sample video is paced like a camera, so the scene-change gate is on

@@ -13,6 +13,7 @@ from visionedge.download import DownloadPolicy
 from visionedge.models.catalog import SAMPLE_VIDEO
 from visionedge.models.fetch import Fetcher, mirrors_from_env, resolve_model
 from visionedge.models.model import Model
+from visionedge.models.variants import open_model, variants_root
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def make_fetcher(config: ModuleConfig) -> Fetcher:
 def load_model(spec: str, config: ModuleConfig, fetcher: Fetcher, manifest: Path | None = None) -> Model:
     """Resolve, fetch, load and verify a model, with the twin's threshold overrides applied."""
     resolved = resolve_model(spec, fetcher, manifest)
-    model = Model(resolved.manifest, resolved.model_path, resolved.labels_path, config.desired.runtime)
+    model = open_model(resolved.manifest, resolved.model_path, resolved.labels_path, config.desired.runtime,
+                       variants_root(config.local))
     model.set_overrides(config.desired.inference)
     log.info("model %s %s loaded (%s, input %dx%d %s) on %s", model.name, model.version, resolved.model_path.name,
              model.signature.width, model.signature.height, model.signature.dtype, ", ".join(model.providers))

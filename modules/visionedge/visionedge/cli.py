@@ -27,7 +27,7 @@ from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats, gate_for
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
-from visionedge.models.fetch import Fetcher
+from visionedge.models.fetch import Fetcher, resolve_model
 from visionedge.pipeline import Pipeline, PipelineStats
 from visionedge.report import Outputs, ReportBuilder, check_inputs, report_from_files
 from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("names", nargs="*", help="model names (default: every model with a URL or a mirror copy)")
     fetch.add_argument("--mirror", type=Path, action="append", help="local folder searched first; repeatable")
     fetch.add_argument("--media", action="store_true", help="also fetch the sample video and test images")
+    quantize = msub.add_parser("quantize", help="write an int8 variant (static QDQ, per-channel) and measure it")
+    quantize.add_argument("name", help="built-in name or .onnx/.yaml path")
+    quantize.add_argument("--manifest", type=Path, help="manifest for an .onnx given by path")
+    quantize.add_argument("--calibration", type=Path, action="append",
+                          help="images, folder or video to calibrate on; repeatable (default: the sample media)")
+    quantize.add_argument("--frames", type=int, default=20, help="calibration frames (default 20)")
+    quantize.add_argument("--measure", type=Path, action="append",
+                          help="media to measure agreement on (default: the calibration media, other frames)")
+    quantize.add_argument("--measure-frames", type=int, default=100, help="frames compared (default 100)")
+    quantize.add_argument("--out", type=Path, help="output folder (default: where the module looks for variants)")
     fleet_cli.add_parser(sub)
     return parser
 
@@ -344,12 +354,45 @@ def cmd_models(args: argparse.Namespace, config: ModuleConfig) -> int:
             sys.stdout.write(f"{name:14} {manifest.task:8} {manifest.version:18} {manifest.file:26} "
                              f"{'cached' if cached else 'not cached':10} {origin}\n")
         return 0
+    if args.models_command == "quantize":
+        return cmd_quantize(args, config, fetcher)
     if args.mirror:
         fetcher.mirrors = list(args.mirror) + fetcher.mirrors
     names = args.names or [n for n in builtin_names()
                            if all(a.url or fetcher.in_mirror(a) for a in assets_for(builtin_manifest(n)))]
     failures = _fetch_all(fetcher, names, args.media)
     return 1 if failures else 0
+
+
+def cmd_quantize(args: argparse.Namespace, config: ModuleConfig, fetcher: Fetcher) -> int:
+    """Quantize a model to int8 and print how each variant written agrees with it and how fast it runs."""
+    if args.frames < 1 or args.measure_frames < 1:
+        raise VisionEdgeError("--frames and --measure-frames must be at least 1")
+    try:
+        import onnx  # noqa: F401 - onnxruntime.quantization needs it; say so before any work
+    except ImportError as err:
+        raise VisionEdgeError("models quantize needs the onnx package: pip install 'visionedge[quantize]'") from err
+    from visionedge.models.quantize import quantize
+    from visionedge.models.variants import variants_folder, variants_root
+
+    resolved = resolve_model(args.name, fetcher, args.manifest)
+    calibration = args.calibration or [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
+    out = args.out or variants_folder(variants_root(config.local), resolved.model_path)
+    made = quantize(resolved, out, calibration, frames=args.frames, measure=args.measure or (),
+                    measure_frames=args.measure_frames, runtime=config.desired.runtime)
+    measure = "top-1 agreement" if resolved.manifest.task == "classify" else "detection F1"
+    for variant in made:
+        f = variant.figures
+        agreement = "undefined" if f.agreement is None else f"{f.agreement:.3f}"
+        ratio = "n/a" if f.latency_ratio is None else f"{f.latency_ratio:.2f}x"
+        sys.stdout.write(f"{variant.kind:5} {variant.manifest_path}\n      {measure} with {resolved.model_path.name}: "
+                         f"{agreement} over {f.frames} frames; latency p50 {_ms(f.active_p50_ms)} -> "
+                         f"{_ms(f.candidate_p50_ms)} ms, p95 ratio {ratio}\n")
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _fetch_all(fetcher: Fetcher, names: Sequence[str], media: bool) -> int:

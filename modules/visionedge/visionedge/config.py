@@ -102,6 +102,17 @@ class RuntimeSettings(Strict):
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 = all usable cores but one (decoding needs one)")
     inter_op_threads: int = Field(1, ge=0, le=256, description="threads across graph nodes")
     require_accelerator: bool = Field(False, description="refuse to run (clear error) when only the CPU is available")
+    variant: str = Field("auto", min_length=1, max_length=1024, description="auto = time the model's variants here "
+                         "and run the fastest that agrees enough; fp32, fp16, int8, or a path to an .onnx/.yaml file")
+    min_variant_agreement: float = Field(0.95, ge=0.0, le=1.0, description="auto: least agreement with the deployed "
+                                         "file a variant needs (recorded by `models quantize`)")
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        if value not in ("auto", "fp32", "fp16", "int8") and not value.lower().endswith((".onnx", ".yaml", ".yml")):
+            raise ValueError("variant must be auto, fp32, fp16, int8 or a path to an .onnx or .yaml file")
+        return value
 
     @field_validator("providers")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from visionedge.gate import GateStats
+from visionedge.models.variants import VariantChoice
 from visionedge.result import iso_utc
 from visionedge.sources import SourceState
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
@@ -44,6 +45,8 @@ class ModelSnapshot:
     name: str
     version: str
     providers: tuple[str, ...]
+    variant: VariantChoice | None = None
+    """Which variant file runs (fp32/fp16/int8), why, and the timings it was chosen on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "started_at": iso_utc(s.started_at),
         "model": _model(s),
         "providers": list(s.model.providers) if s.model else [],
+        "variant": s.model.variant.as_dict() if s.model and s.model.variant else None,
         "source": {
             "id": source.id,
             "uri": source.uri,

@@ -352,7 +352,7 @@ class EdgeModule:
             last_error=self.last_error,
             hub_connected=self.client.connected.is_set(),
             sources=(_source_snapshot(self.state.settings.source, self.source, self.pipeline),),
-            model=ModelSnapshot(model.name, model.version, tuple(model.providers)) if model else None,
+            model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
             model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
             telemetry=telemetry.stats() if telemetry is not None else None,
         )

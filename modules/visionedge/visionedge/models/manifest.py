@@ -42,6 +42,25 @@ class DecoderSpec(BaseModel):
         return self
 
 
+class VariantInfo(BaseModel):
+    """How a variant file was made from its reference model, and how far it agrees with it (`models quantize`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["fp32", "fp16", "int8"]
+    reference_file: str = Field(min_length=1, description="file name of the model this variant was made from")
+    reference_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="its sha256: the variant is used only "
+                                  "with exactly that file")
+    agreement: float | None = Field(None, ge=0.0, le=1.0, description="visionedge.compare agreement with the "
+                                    "reference (top-1 share or detection F1); None when undefined")
+    agreement_frames: int = Field(0, ge=0, description="frames the agreement was measured on")
+    latency_ratio: float | None = Field(None, description="p95 latency of the variant over the reference's")
+    calibration: list[str] = Field(default_factory=list, description="calibration media (file names)")
+    calibration_frames: int = Field(0, ge=0)
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict,
+                                                          description="quantization settings used")
+
+
 class ModelManifest(BaseModel):
     """A model's contract; fields left None are read from the ONNX file itself."""
 
@@ -66,6 +85,7 @@ class ModelManifest(BaseModel):
     confidence: float = Field(0.3, ge=0.0, le=1.0)
     iou: float = Field(0.45, gt=0.0, le=1.0)
     top_k: int = Field(5, ge=1, le=1000)
+    variant: VariantInfo | None = Field(None, description="set on variant files written by `models quantize`")
 
     @model_validator(mode="after")
     def _task_matches_decoder(self) -> ModelManifest:

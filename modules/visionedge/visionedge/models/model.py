@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from visionedge.models.decoders import DECODERS, Thresholds
 from visionedge.models.manifest import ModelManifest
 from visionedge.models.preprocess import Geometry, Preprocessor
 from visionedge.models.runtime import create_session
+
+if TYPE_CHECKING:
+    from visionedge.models.variants import VariantChoice
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,9 @@ class Model:
                  runtime: RuntimeSettings | None = None) -> None:
         self.manifest = manifest
         self.path = model_path
+        self.labels_path = labels_path
+        self.variant: VariantChoice | None = None
+        """Which variant file this is and why it was chosen; set by models.variants.open_model."""
         self.labels = read_labels(labels_path)
         self.session, self.providers = create_session(model_path, runtime or RuntimeSettings())
         self.signature = read_signature(self.session, manifest)

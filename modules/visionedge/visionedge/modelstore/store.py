@@ -26,6 +26,7 @@ from visionedge.models.catalog import DEFAULT_MODEL
 from visionedge.models.fetch import Fetcher
 from visionedge.models.manifest import load_manifest
 from visionedge.models.model import Model
+from visionedge.models.variants import variants_root
 from visionedge.modelstore.durable import (
     TMP_PREFIX,
     fsync_dir,
@@ -74,8 +75,10 @@ class ModelStore:
     """Owns versions/, staging/ and the pointer; one writer (the manager thread), readers from any thread."""
 
     def __init__(self, root: Path, policy: DownloadPolicy | None = None, fetcher: Fetcher | None = None,
-                 keep: int = 3) -> None:
+                 keep: int = 3, variants_dir: Path | None = None) -> None:
         self.root = root
+        self.variants_dir = variants_dir
+        """Where `models quantize` put variants of model files; None = run the installed file as it is."""
         self.versions_dir = root / "versions"
         self.staging_dir = root / "staging"
         self.fetcher = fetcher
@@ -91,7 +94,7 @@ class ModelStore:
     @classmethod
     def for_config(cls, config: ModuleConfig, fetcher: Fetcher) -> ModelStore:
         """The store on <data_dir>/models, downloading under the same policy as the fetcher."""
-        return cls(config.local.data_dir / "models", fetcher.policy, fetcher)
+        return cls(config.local.data_dir / "models", fetcher.policy, fetcher, variants_dir=variants_root(config.local))
 
     # ---- reading -------------------------------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class ModelStore:
         try:
             directory.mkdir()
             model = fill(resolved, directory, self.policy, self.fetcher, runtime, progress or _ignore_progress,
-                         cancel)
+                         cancel, self.variants_dir)
             if cancel.is_set():
                 raise UpdateCancelled("cancelled")
             self._write_info(directory, resolved)
@@ -213,7 +216,7 @@ class ModelStore:
         except (FetchError, OSError, KeyError, TypeError, ValueError) as err:
             raise ModelError(f"installed model {key} is damaged: {err}") from err
         manifest = load_manifest(directory / MANIFEST_FILE)
-        return construct(manifest, directory / MODEL_FILE, directory / manifest.labels, runtime)
+        return construct(manifest, directory / MODEL_FILE, directory / manifest.labels, runtime, self.variants_dir)
 
     # ---- the pointer ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""int8 variants of a model: static QDQ quantization with onnxruntime, calibrated on real frames, then measured
+against the original with the one model comparison (visionedge.compare).
+
+Steps: fp16 weights are upcast to fp32 (onnxruntime quantizes float32 graphs; that fp32 graph is kept as the `fp32`
+variant), the opset is raised to 13 where lower (per-channel QDQ needs it), onnxruntime's pre-processing (shape
+inference, graph optimisation) runs, then `quantize_static` with per-channel int8 weights and uint8 activations,
+calibrated with MinMax on frames preprocessed exactly as inference does. Each variant gets a manifest beside it that
+records the reference file and its sha256, the calibration set, the settings and the measured agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from visionedge.compare import Figures, compare_frames
+from visionedge.config import RuntimeSettings, SourceSettings
+from visionedge.download import sha256_file
+from visionedge.errors import ModelError, VisionEdgeError
+from visionedge.frame import Frame
+from visionedge.models.fetch import ResolvedModel
+from visionedge.models.manifest import ModelManifest, VariantInfo
+from visionedge.models.model import Model
+from visionedge.sources import open_source
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+"""Per-channel QuantizeLinear/DequantizeLinear need opset 13."""
+SETTINGS: dict[str, str | int | float | bool] = {
+    "format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8", "calibration": "MinMax",
+    "opset": MIN_OPSET,
+}
+
+
+def float_graph(source: Path, dest: Path) -> bool:
+    """Write `source` as an fp32 graph at opset >= 13 to `dest`; True when it had fp16 tensors (upcast)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper, version_converter
+
+    try:
+        model = onnx.load(str(source))
+    except Exception as err:
+        raise ModelError(f"{source.name} is not a readable ONNX model: {str(err)[:200]}") from err
+    upcast = False
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT16:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+            upcast = True
+    for info in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if info.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            info.type.tensor_type.elem_type = TensorProto.FLOAT
+            upcast = True
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT16:
+                attribute.i = TensorProto.FLOAT
+                upcast = True
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]  # old IR listed weights as inputs
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = max(model.ir_version, 7)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset < MIN_OPSET:
+        model = version_converter.convert_version(model, MIN_OPSET)
+    onnx.save(model, str(dest))
+    return upcast
+
+
+def sample_frames(paths: Sequence[Path], count: int, offset: float = 0.0) -> Iterator[Frame]:
+    """About `count` frames spread evenly over images, folders and videos, at least one from each file when
+    `offset` is 0; `offset` (0..1 of a step) shifts the picks between those of offset 0 (single images drop out)."""
+    stop = threading.Event()
+    sources = [open_source(SourceSettings(uri=str(p), id=f"media{i}"), for_analysis=True) for i, p in enumerate(paths)]
+    for path, source in zip(paths, sources, strict=True):
+        if source.live:
+            raise VisionEdgeError(f"{path}: calibration and measurement media must be image or video files")
+    totals = [getattr(s, "total", None) or len(getattr(s, "paths", [])) or 1 for s in sources]
+    for source, total in zip(sources, totals, strict=True):
+        quota = max(1, round(count * total / sum(totals)))
+        every = max(1, total // quota)
+        start = int(offset * every)
+        if offset and every == 1:
+            continue  # nothing between the picks of offset 0: a single image, or a folder used up
+        for frame in source.frames(stop):
+            if frame.index >= start and (frame.index - start) % every == 0:
+                yield frame
+                quota -= 1
+                if quota == 0:
+                    break
+
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """One variant written: its manifest path and how it compared with the reference."""
+
+    kind: str
+    manifest_path: Path
+    figures: Figures
+
+
+def quantize(resolved: ResolvedModel, out_dir: Path, calibration: Sequence[Path], *, frames: int = 20,
+             measure: Sequence[Path] = (), measure_frames: int = 100,
+             runtime: RuntimeSettings | None = None) -> list[Made]:
+    """Write the int8 variant (and the fp32 one when the model is fp16) of `resolved` into `out_dir`, measured."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    runtime = runtime or RuntimeSettings()
+    reference = Model(resolved.manifest, resolved.model_path, resolved.labels_path, runtime)
+    reference_sha = sha256_file(resolved.model_path)
+    picked = list(sample_frames(calibration, frames))
+    tensors = [reference.prepare(f.image)[0].astype(np.float32) for f in picked]
+    used = [calibration[i].name for i in sorted({int(f.source_id.removeprefix("media")) for f in picked})]
+    if not tensors:
+        raise VisionEdgeError(f"no calibration frames in {', '.join(map(str, calibration))}")
+    input_name = reference.signature.input_name
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        """Hands quantize_static one preprocessed calibration frame at a time."""
+
+        def __init__(self) -> None:
+            self._next = iter(tensors)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            tensor = next(self._next, None)
+            return None if tensor is None else {input_name: tensor}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = out_dir / resolved.labels_path.name
+    if not labels.exists():
+        shutil.copyfile(resolved.labels_path, labels)
+    made: list[Made] = []
+    with tempfile.TemporaryDirectory(prefix="visionedge-quantize-") as work:
+        fp32 = Path(work) / "fp32.onnx"
+        upcast = float_graph(resolved.model_path, fp32)
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        int8 = Path(work) / "int8.onnx"
+        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        outputs = [("int8", int8, SETTINGS)] + ([("fp32", fp32, {"upcast_from": "fp16"})] if upcast else [])
+        for kind, path, settings in outputs:
+            target = out_dir / f"{kind}.onnx"
+            shutil.copyfile(path, target)
+            info: dict[str, Any] = {"kind": kind, "reference_file": resolved.model_path.name,
+                                    "reference_sha256": reference_sha, "settings": settings}
+            if kind == "int8":
+                info |= {"calibration": used, "calibration_frames": len(tensors)}
+            made.append(_measure(reference, resolved, target, labels, info, measure or calibration,
+                                 measure_frames, runtime))
+    return made
+
+
+def _measure(reference: Model, resolved: ResolvedModel, path: Path, labels: Path, info: dict[str, Any],
+             media: Sequence[Path], frames: int, runtime: RuntimeSettings) -> Made:
+    """Load the variant, compare it with the reference on frames between the calibration ones, write its manifest."""
+    data = resolved.manifest.model_dump(mode="json") | {"file": path.name, "labels": labels.name, "variant": None}
+    variant = Model(ModelManifest.model_validate(data), path, labels, runtime)
+    comparison = compare_frames(reference, variant, sample_frames(media, frames, offset=0.5))
+    figures = comparison.figures()
+    info |= {"agreement": figures.agreement, "agreement_frames": figures.frames, "latency_ratio": figures.latency_ratio}
+    manifest = ModelManifest.model_validate(data | {"variant": VariantInfo.model_validate(info).model_dump()})
+    manifest_path = path.with_suffix(".yaml")
+    manifest_path.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude_none=True), sort_keys=False),
+                             encoding="utf-8")
+    log.info("%s variant of %s: %s", info["kind"], resolved.manifest.name, figures.describe())
+    return Made(str(info["kind"]), manifest_path, figures)
