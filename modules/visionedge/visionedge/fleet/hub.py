@@ -37,7 +37,7 @@ def host_of(connection_string: str) -> str:
     missing = [k for k in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(k)]
     if missing:
         raise HubError(f"the connection string lacks {', '.join(missing)}: use the hub's service connection "
-                       "string (az iot hub connection-string show --policy-name service)")
+                       "string (az iot hub connection-string show --policy-name registryReadWrite)")
     return fields["HostName"]
 
 
