@@ -151,8 +151,8 @@ def test_engine_merges_highest_base_and_every_layer_then_reverts_when_a_layer_go
     assert desired_model(service, "dev-0") == url_model
     assert service.emulators["dev-0"].desired["source"] == {"uri": "sample"}, "a layered path merges"
     assert desired_model(service, "dev-3") == {"name": "squeezenet"}
-    assert service.hub.get_twin("dev-0")["configurations"] == {"base": {"status": "Applied"}, "ring-a": {"status": "Applied"},
-                                             "dev0": {"status": "Applied"}}
+    statuses = service.hub.get_twin("dev-0")["configurations"]
+    assert statuses == {"base": {"status": "Applied"}, "ring-a": {"status": "Applied"}, "dev0": {"status": "Applied"}}
     client.delete("ring-a")
     assert desired_model(service, "dev-0") == {"name": "yolox-nano"}
     assert desired_model(service, "dev-1") == {"name": "squeezenet"}, "url, sha256 and version were removed"
