@@ -1,33 +1,39 @@
 #!/usr/bin/env python3
-"""Bare onnxruntime throughput against the real `analyze` pipeline on the same vtest.avi frames, with peak RSS.
+"""The module's speed against the best plain onnxruntime loop a user would write, side by side in one run.
 
-For each model, in a fresh worker process (so peak RSS belongs to that model alone):
-  (a) bare: the first N frames are decoded and preprocessed beforehand with the model's own Preprocessor, then only
-      `model.session.run` is timed in a loop (the session is the module's: built by `Model`, same options);
-  (b) end-to-end: the real Pipeline (capture, preprocess, inference, decode, record, JSON sink) on the same N frames
-      read from the video file, decode included;
-  (c) their ratio. Rounds alternate (a) and (b) after a warm-up of each, and the best round of each counts.
-A second table shows where the time goes, stage by stage, measured one stage at a time on one thread, and the CPU
-time each path spends per frame: on a machine with C cores, end-to-end cannot beat (CPU ms per frame) / C.
+Sections (run all by default, or pick with --section; each prints its own table):
+  throughput  per model, in a fresh process, rounds alternating these paths on the same vtest.avi frames:
+              plain  - the best plain loop: `ort.InferenceSession(file)` with session defaults, inputs prepared
+                       beforehand, only `session.run` timed; for SqueezeNet the faster of the fp32 and fp16 files;
+              old    - the previous baseline: `session.run` on the module's single-worker session;
+              analyze - the real `analyze` pipeline end to end (decode, preprocess, workers, decode, JSON) with the
+                       layout chosen for this machine; analyze-1w - the same with one worker.
+              Reports the best round of each and the spread over rounds, and analyze/plain per round.
+  sources     1, 2, 4, 8 paced vtest.avi sources at 10 fps each into one module pipeline, per model: total
+              inferences/s, per-source fps (fairness), frame age p50/p95 at inference start, skipped frames, RSS.
+  rss         --rss-minutes (default 10) of 4 sources at 10 fps on YOLOX-nano, RSS sampled every 30 s (must be flat).
+The machine is shared and noisy: rerun on a quiet one; every section takes the same flags there.
 
-    python scripts/bench.py [--frames 300] [--rounds 3] [--models squeezenet yolox-nano] [--intra-op-threads N]
+    python scripts/bench.py [--section throughput sources rss] [--frames 300] [--rounds 5] [--models ...]
+
+To add a section: write `def section_NAME(args) -> int` that prints its table, and add it to SECTIONS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -36,52 +42,43 @@ from visionedge.app import load_model, make_fetcher
 from visionedge.config import ModuleConfig, load_config
 from visionedge.frame import Frame
 from visionedge.models.catalog import SAMPLE_VIDEO
+from visionedge.models.fetch import resolve_model
 from visionedge.models.model import Model
+from visionedge.models.runtime import usable_cores
 from visionedge.pipeline import Pipeline
-from visionedge.result import to_record
 from visionedge.sinks import jsonl_sink
 from visionedge.sources import Source, VideoFileSource
 
 DEFAULT_MODELS = ("squeezenet", "yolox-nano")
+PLAIN_FILES = {"squeezenet": ("squeezenet", "squeezenet-fp32")}
+"""Built-in models whose plain loop tries several files of the same network; the fastest counts."""
 WARMUP_RUNS = 20
 WARMUP_FRAMES = 30
-TARGET_RATIO = 0.90
+SOURCE_COUNTS = (1, 2, 4, 8)
+SOURCE_FPS = 10.0
 
 
-@dataclass
-class Result:
-    """What one worker measured for one model."""
+def rss_mb() -> float:
+    """Resident set size of this process now, in MiB."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    model: str
-    frames: int
-    rounds: int
-    intra_op_threads: int
-    bare_s: float
-    e2e_s: float
-    bare_cpu_s: float
-    e2e_cpu_s: float
-    rss_e2e_mb: float
-    rss_peak_mb: float
-    decode_ms: float
-    preprocess_ms: float
-    run_ms: float
-    postprocess_ms: float
-    record_json_ms: float
 
-    @property
-    def bare_fps(self) -> float:
-        """Frames per second through session.run alone."""
-        return self.frames / self.bare_s
+def config_with(runtime: dict[str, int]) -> ModuleConfig:
+    """The module's own configuration (file/env) with runtime settings overridden."""
+    config = load_config()
+    desired = config.desired.model_dump()
+    desired["runtime"].update(runtime)
+    return ModuleConfig.model_validate({"desired": desired, "local": config.local.model_dump()})
 
-    @property
-    def e2e_fps(self) -> float:
-        """Frames per second through the whole pipeline."""
-        return self.frames / self.e2e_s
 
-    @property
-    def ratio(self) -> float:
-        """End-to-end throughput as a fraction of bare throughput."""
-        return self.e2e_fps / self.bare_fps
+def machine_line() -> str:
+    """What the figures were taken on."""
+    return (f"{usable_cores()} usable cores ({platform.processor() or platform.machine()}), load average "
+            f"{os.getloadavg()[0]:.1f} at start; onnxruntime {ort.__version__}, opencv {cv2.__version__}")
+
+
+# ---- throughput ---------------------------------------------------------------------------------------------------
 
 
 class FirstFrames(Source):
@@ -91,7 +88,6 @@ class FirstFrames(Source):
         super().__init__(inner.source_id, inner.description)
         self.inner = inner
         self.count = count
-        self.total = count
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """The inner source's frames up to `count`."""
@@ -101,200 +97,309 @@ class FirstFrames(Source):
             yield frame
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+@dataclass
+class Throughput:
+    """Frames per second of each path in each round, for one model."""
+
+    model: str
+    frames: int
+    layout: str
+    plain_file: str = ""
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+
+    def best(self, path: str) -> float:
+        """The best round of a path."""
+        return max(self.rounds[path])
+
+    def ratios(self, path: str) -> list[float]:
+        """path / plain, round by round (each round runs both back to back)."""
+        return [a / p for a, p in zip(self.rounds[path], self.rounds["plain"], strict=True)]
 
 
-def decode_frames(video: Path, count: int) -> tuple[list[np.ndarray], float]:
-    """The first `count` frames, and the mean decode time per frame in ms."""
+def prepared_inputs(model: Model, video: Path, count: int) -> list[np.ndarray]:
+    """The first `count` frames decoded and preprocessed with the model's own preprocessing."""
     capture = cv2.VideoCapture(str(video))
-    frames: list[np.ndarray] = []
-    start = time.perf_counter()
+    tensors: list[np.ndarray] = []
     try:
-        while len(frames) < count:
+        while len(tensors) < count:
             ok, image = capture.read()
             if not ok:
-                break
-            frames.append(image)
+                raise SystemExit(f"{video} has only {len(tensors)} frames; use --frames {len(tensors)} or fewer")
+            tensors.append(model.prepare(image)[0])
     finally:
         capture.release()
-    if len(frames) < count:
-        raise SystemExit(f"{video} has only {len(frames)} frames; use --frames {len(frames)} or fewer")
-    return frames, (time.perf_counter() - start) * 1000.0 / count
+    return tensors
 
 
-def timed(action: Callable[[], object]) -> tuple[float, float]:
-    """Wall and CPU seconds (all threads of this process) that `action` takes."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    action()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def run_bare(model: Model, tensors: Sequence[np.ndarray]) -> None:
-    """session.run over every prepared tensor, nothing else."""
-    session, name = model.session, model.signature.input_name
+def plain_loop(session: ort.InferenceSession, tensors: Sequence[np.ndarray]) -> float:
+    """Frames per second of `session.run` over prepared inputs, nothing else timed."""
+    name = session.get_inputs()[0].name
+    start = time.perf_counter()
     for tensor in tensors:
         session.run(None, {name: tensor})
+    return len(tensors) / (time.perf_counter() - start)
 
 
-def run_pipeline(model: Model, video: Path, count: int) -> None:
-    """The analyze path: video file -> Pipeline -> JSON Lines sink (to the null device)."""
+def analyze_fps(model: Model, video: Path, count: int, workers: int | None = None) -> float:
+    """Frames per second of the analyze path: video file -> Pipeline -> JSON Lines sink (to the null device)."""
     source = FirstFrames(VideoFileSource(video, "vtest"), count)
     sink = jsonl_sink(Path(os.devnull))
+    start = time.perf_counter()
     try:
-        pipeline = Pipeline(source, model, [sink])
+        pipeline = Pipeline(source, model, [sink], workers=workers)
         stats = pipeline.run(threading.Event())
     finally:
         sink.close()
+    elapsed = time.perf_counter() - start
     if stats.inferred != count or pipeline.fatal is not None:
         raise SystemExit(f"pipeline analysed {stats.inferred} of {count} frames ({pipeline.fatal})")
+    return count / elapsed
 
 
-def per_frame_ms(action: Callable[[Any], object], items: Sequence[Any]) -> float:
-    """Mean ms per item of `action`, one item at a time on this thread."""
-    start = time.perf_counter()
-    for item in items:
-        action(item)
-    return (time.perf_counter() - start) * 1000.0 / len(items)
-
-
-def measure(name: str, frames: int, rounds: int, config: ModuleConfig) -> Result:
-    """Everything for one model, in this process."""
+def measure_throughput(name: str, frames: int, rounds: int) -> Throughput:
+    """Every path for one model, rounds alternating so a busy moment on the machine hurts all paths alike."""
+    config = config_with({})
     fetcher = make_fetcher(config)
     video = fetcher.media(SAMPLE_VIDEO)
     model = load_model(name, config, fetcher)
-
-    run_pipeline(model, video, WARMUP_FRAMES)  # warm-up: first-run allocations, file cache, thread start
-    e2e_wall, e2e_cpu = timed(lambda: run_pipeline(model, video, frames))
-    rss_e2e = peak_rss_mb()  # before the bare path holds N decoded frames and tensors in memory
-
-    images, decode_ms = decode_frames(video, frames)
-    prepared = [model.preprocess(image) for image in images]
-    tensors = [tensor for tensor, _ in prepared]
-    for tensor in tensors[:WARMUP_RUNS]:
-        model.session.run(None, {model.signature.input_name: tensor})
-    bare_wall, bare_cpu = timed(lambda: run_bare(model, tensors))
-    for _ in range(rounds - 1):  # alternate, so a busy moment on the machine hurts both paths alike
-        wall, cpu = timed(lambda: run_pipeline(model, video, frames))
-        if wall < e2e_wall:
-            e2e_wall, e2e_cpu = wall, cpu
-        wall, cpu = timed(lambda: run_bare(model, tensors))
-        if wall < bare_wall:
-            bare_wall, bare_cpu = wall, cpu
-
-    # Where the time goes: each stage alone, on this thread.
-    sample = list(range(min(frames, 100)))
-    preprocess_ms = per_frame_ms(lambda i: model.preprocess(images[i]), sample)
-    raw = [model.session.run(None, {model.signature.input_name: tensors[i]}) for i in sample]
-    run_ms = bare_wall * 1000.0 / frames
-    outputs = [dict(zip(model.output_names, r, strict=True)) for r in raw]
-    postprocess_ms = per_frame_ms(lambda i: model.decode(outputs[i], prepared[i][1], model.thresholds), sample)
-    inference = model.infer(images[0])
-    frame = Frame(images[0], "vtest", 0, time.time())
-    record_json_ms = per_frame_ms(lambda _i: json.dumps(to_record(frame, inference), separators=(",", ":")), sample)
-
-    return Result(
-        model=name, frames=frames, rounds=rounds, intra_op_threads=config.desired.runtime.intra_op_threads,
-        bare_s=bare_wall, e2e_s=e2e_wall, bare_cpu_s=bare_cpu, e2e_cpu_s=e2e_cpu,
-        rss_e2e_mb=rss_e2e, rss_peak_mb=peak_rss_mb(), decode_ms=decode_ms, preprocess_ms=preprocess_ms,
-        run_ms=run_ms, postprocess_ms=postprocess_ms, record_json_ms=record_json_ms,
-    )
+    single = load_model(name, config_with({"workers": 1}), fetcher)
+    tensors = prepared_inputs(model, video, frames)
+    plain: dict[str, ort.InferenceSession] = {}
+    typed: dict[str, list[np.ndarray]] = {}
+    for variant in PLAIN_FILES.get(name, (name,)):
+        file = resolve_model(variant, fetcher).model_path
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])  # session defaults
+        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        plain[file.name] = session
+        typed[file.name] = [t.astype(dtype) for t in tensors]
+        plain_loop(session, typed[file.name][:WARMUP_RUNS])
+    plain_loop(single.session, tensors[:WARMUP_RUNS])
+    analyze_fps(model, video, WARMUP_FRAMES)
+    analyze_fps(single, video, WARMUP_FRAMES)
+    result = Throughput(name, frames, f"{model.layout.workers} worker(s) x {model.layout.intra_op_threads} thread(s)")
+    per_file: dict[str, list[float]] = {file: [] for file in plain}
+    paths: dict[str, Callable[[], float]] = {
+        "old": lambda: plain_loop(single.session, tensors),
+        "analyze": lambda: analyze_fps(model, video, frames),
+        "analyze-1w": lambda: analyze_fps(single, video, frames),
+    }
+    result.rounds = {"plain": [], **{p: [] for p in paths}}
+    for _ in range(rounds):
+        for key, session in plain.items():
+            per_file[key].append(plain_loop(session, typed[key]))
+        result.rounds["plain"].append(max(per_file[f][-1] for f in plain))
+        for label, action in paths.items():
+            result.rounds[label].append(action())
+    fastest = max(per_file, key=lambda f: max(per_file[f]))
+    result.plain_file = fastest + "".join(f"; {f} best {max(v):.1f}" for f, v in per_file.items())
+    return result
 
 
-def module_config(intra_op_threads: int | None) -> ModuleConfig:
-    """The module's own configuration (file/env), with the thread count overridden when asked."""
-    config = load_config()
-    if intra_op_threads is None:
-        return config
-    desired = config.desired.model_dump()
-    desired["runtime"]["intra_op_threads"] = intra_op_threads
-    return ModuleConfig.model_validate({"desired": desired, "local": config.local.model_dump()})
+def spread(values: Sequence[float]) -> str:
+    """min-max of a list of figures."""
+    return f"{min(values):.1f}-{max(values):.1f}"
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    """Measure one model and print the Result as JSON on the last line of stdout."""
-    import logging
+def section_throughput(args: argparse.Namespace) -> int:
+    """Per model, a worker process; then the table."""
+    results = [Throughput(**worker(["throughput-worker", name], args)) for name in args.models]
+    print(f"throughput: vtest.avi, first {args.frames} frames, {args.rounds} rounds; {machine_line()}")
+    head = (f"{'model':<11} {'path':<11} {'best fps':>9} {'fps range':>13} {'/plain best':>12} "
+            f"{'/plain per round (median, range)':>33}")
+    print(head)
+    print("-" * len(head))
+    failed = 0
+    for r in results:
+        for path in r.rounds:
+            ratio = r.best(path) / r.best("plain")
+            per_round = "" if path == "plain" else (f"{statistics.median(r.ratios(path)):.2f} "
+                                                     f"({min(r.ratios(path)):.2f}-{max(r.ratios(path)):.2f})")
+            print(f"{r.model:<11} {path:<11} {r.best(path):>9.1f} {spread(r.rounds[path]):>13} {ratio:>12.2f} "
+                  f"{per_round:>33}")
+        print(f"{'':<11} plain file: {r.plain_file}; analyze layout: {r.layout}")
+        if args.min_ratio is not None and statistics.median(r.ratios("analyze")) < args.min_ratio:
+            failed = 1
+    print("plain = best plain loop (session defaults, prepared inputs, session.run only); old = the previous "
+          "baseline (module session, one worker); analyze = end to end, decode included.")
+    return failed
 
-    logging.disable(logging.INFO)
-    result = measure(args.worker, args.frames, args.rounds, module_config(args.intra_op_threads))
-    sys.stdout.write(json.dumps(asdict(result)) + "\n")
+
+def run_throughput_worker(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Child process: one model's throughput."""
+    return asdict(measure_throughput(name, args.frames, args.rounds))
+
+
+# ---- several sources ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourcesRun:
+    """One model with N sources for a while."""
+
+    model: str
+    sources: int
+    seconds: float
+    per_source_fps: list[float]
+    skipped: int
+    captured: int
+    age_p50_ms: float
+    age_p95_ms: float
+    rss_start_mb: float
+    rss_end_mb: float
+    batch: bool
+
+    @property
+    def total(self) -> float:
+        """Inferences per second over every source."""
+        return sum(self.per_source_fps)
+
+
+def paced_sources(video: Path, count: int, fps: float) -> list[Source]:
+    """`count` looping vtest.avi sources paced like cameras, analysed at `fps` each."""
+    sources: list[Source] = []
+    for i in range(count):
+        source = VideoFileSource(video, f"cam{i}", loop=True, realtime=True)
+        source.fps = fps
+        sources.append(source)
+    return sources
+
+
+def measure_sources(name: str, count: int, seconds: float, fps: float,
+                    samples: list[tuple[float, float]] | None = None) -> SourcesRun:
+    """N paced sources into one pipeline for `seconds`; per-source analysed rate after a 3 s warm-up."""
+    config = config_with({})
+    fetcher = make_fetcher(config)
+    video = fetcher.media(SAMPLE_VIDEO)
+    model = load_model(name, config, fetcher)
+    rss_start = rss_mb()
+    pipeline = Pipeline(paced_sources(video, count, fps), model, [])
+    stop = threading.Event()
+    thread = threading.Thread(target=pipeline.run, args=(stop,), name="bench-pipeline", daemon=True)
+    thread.start()
+    stop.wait(3.0)
+    before = [f.stats.inferred for f in pipeline.feeds]
+    skipped_before, captured_before = pipeline.skipped(), pipeline.stats.captured
+    for feed in pipeline.feeds:
+        feed.stats.ages.clear()
+    start = time.monotonic()
+    while not stop.wait(min(30.0, max(seconds - (time.monotonic() - start), 0.01))):
+        if samples is not None:
+            samples.append((time.monotonic() - start, rss_mb()))
+        if time.monotonic() - start >= seconds:
+            break
+    elapsed = time.monotonic() - start
+    after = [f.stats.inferred for f in pipeline.feeds]
+    ages = sorted(a for f in pipeline.feeds for a in f.stats.ages)
+    skipped, captured = pipeline.skipped() - skipped_before, pipeline.stats.captured - captured_before
+    stop.set()
+    thread.join(timeout=5)
+    q = statistics.quantiles(ages, n=20) if len(ages) >= 2 else [0.0] * 19
+    return SourcesRun(name, count, elapsed, [(a - b) / elapsed for a, b in zip(after, before, strict=True)],
+                      skipped, captured, 1000 * statistics.median(ages) if ages else 0.0, 1000 * q[18],
+                      rss_start, rss_mb(), model.batchable)
+
+
+def section_sources(args: argparse.Namespace) -> int:
+    """Per model and source count, a worker process; then the table."""
+    print(f"sources: paced vtest.avi at {SOURCE_FPS:g} fps each, {args.source_seconds:g} s per run after 3 s warm-up; "
+          f"{machine_line()}")
+    head = (f"{'model':<11} {'sources':>7} {'total inf/s':>11} {'per-source fps min-max':>23} {'skipped/s':>9} "
+            f"{'age p50':>8} {'age p95':>8} {'RSS start':>9} {'RSS end':>8}")
+    print(head)
+    print("-" * len(head))
+    for name in args.models:
+        for count in args.source_counts:
+            r = SourcesRun(**worker(["sources-worker", name, str(count)], args))
+            print(f"{r.model:<11} {r.sources:>7} {r.total:>11.1f} {spread(r.per_source_fps):>23} "
+                  f"{r.skipped / r.seconds:>9.1f} {r.age_p50_ms:>6.0f}ms {r.age_p95_ms:>6.0f}ms "
+                  f"{r.rss_start_mb:>6.0f} MB {r.rss_end_mb:>5.0f} MB", flush=True)
+    print("age: how old a frame was when its inference started (capture to dispatch); skipped: frames a source "
+          "captured that no worker took (overwritten by a newer one or over its 10 fps).")
     return 0
 
 
-def spawn_worker(name: str, args: argparse.Namespace) -> Result:
-    """One fresh process per model, so each peak RSS is that model's alone."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-               "--frames", str(args.frames), "--rounds", str(args.rounds)]
-    if args.intra_op_threads is not None:
-        command += ["--intra-op-threads", str(args.intra_op_threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+def section_rss(args: argparse.Namespace) -> int:
+    """A long run of 4 YOLOX-nano sources; RSS sampled every 30 s."""
+    data = worker(["rss-worker", "yolox-nano", "4"], args)
+    run, samples = SourcesRun(**data["run"]), data["samples"]
+    print(f"rss: 4 paced sources at {SOURCE_FPS:g} fps on yolox-nano for {args.rss_minutes:g} min; {machine_line()}")
+    print(f"total {run.total:.1f} inf/s, per source {spread(run.per_source_fps)} fps, age p50 {run.age_p50_ms:.0f} ms "
+          f"p95 {run.age_p95_ms:.0f} ms; RSS before the pipeline {run.rss_start_mb:.0f} MB")
+    print("  t (s)  RSS (MB)")
+    for t, rss in samples:
+        print(f"{t:>7.0f} {rss:>9.1f}")
+    return 0
+
+
+# ---- plumbing -----------------------------------------------------------------------------------------------------
+
+
+def worker(command: list[str], args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
+    """A fresh process per measurement, so its RSS and threads belong to it alone; JSON on its last stdout line."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", *command, "--frames", str(args.frames),
+            "--rounds", str(args.rounds), "--source-seconds", str(args.source_seconds),
+            "--rss-minutes", str(args.rss_minutes)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"bench worker for {name} failed:\n{done.stderr.strip()}")
-    return Result(**json.loads(done.stdout.strip().splitlines()[-1]))
+        raise SystemExit(f"bench worker {' '.join(command)} failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def print_tables(results: Sequence[Result], args: argparse.Namespace) -> None:
-    """The throughput table and the per-stage table."""
-    cores = os.cpu_count() or 1
-    threads = args.intra_op_threads if args.intra_op_threads is not None else "module default"
-    print(f"vtest.avi, first {args.frames} frames, best of {args.rounds} rounds; {cores} CPUs "
-          f"({platform.processor() or platform.machine()}); onnxruntime {ort.__version__}, opencv {cv2.__version__}; "
-          f"intra_op_threads: {threads}")
-    print()
-    head = (f"{'model':<12} {'bare fps':>9} {'e2e fps':>8} {'e2e/bare':>9} {'bare ms':>8} {'e2e ms':>7} "
-            f"{'RSS e2e':>9} {'RSS peak':>9}")
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        flag = "" if r.ratio >= TARGET_RATIO else f"  < {TARGET_RATIO:.2f}"
-        print(f"{r.model:<12} {r.bare_fps:>9.1f} {r.e2e_fps:>8.1f} {r.ratio:>9.2f} "
-              f"{1000 * r.bare_s / r.frames:>8.2f} {1000 * r.e2e_s / r.frames:>7.2f} "
-              f"{r.rss_e2e_mb:>6.0f} MB {r.rss_peak_mb:>6.0f} MB{flag}")
-    print()
-    print("Where the time goes (ms per frame; stages timed alone on one thread; CPU = all threads of the process):")
-    head = (f"{'model':<12} {'decode':>7} {'preproc':>8} {'run':>7} {'postproc':>9} {'rec+json':>9} "
-            f"{'CPU bare':>9} {'CPU e2e':>8} {'e2e floor':>10}")
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        cpu_e2e = 1000 * r.e2e_cpu_s / r.frames
-        print(f"{r.model:<12} {r.decode_ms:>7.2f} {r.preprocess_ms:>8.2f} {r.run_ms:>7.2f} {r.postprocess_ms:>9.2f} "
-              f"{r.record_json_ms:>9.3f} {1000 * r.bare_cpu_s / r.frames:>9.2f} {cpu_e2e:>8.2f} "
-              f"{cpu_e2e / cores:>10.2f}")
-    print()
-    print("RSS e2e: peak of the worker after the pipeline runs (model, decoder, pipeline); RSS peak: after the bare "
-          f"path also holds {args.frames} decoded frames and tensors. e2e floor: CPU e2e / {cores} cores.")
+def run_worker(args: argparse.Namespace) -> int:
+    """Child side of `worker`."""
+    logging.disable(logging.INFO)
+    kind, name, *rest = args.worker
+    if kind == "throughput-worker":
+        data: object = run_throughput_worker(name, args)
+    elif kind == "sources-worker":
+        data = asdict(measure_sources(name, int(rest[0]), args.source_seconds, SOURCE_FPS))
+    else:
+        samples: list[tuple[float, float]] = []
+        run = measure_sources(name, int(rest[0]), args.rss_minutes * 60, SOURCE_FPS, samples)
+        data = {"run": asdict(run), "samples": samples}
+    sys.stdout.write(json.dumps(data) + "\n")
+    return 0
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "throughput": section_throughput,
+    "sources": section_sources,
+    "rss": section_rss,
+}
+DEFAULT_SECTIONS = ("throughput", "sources")
+"""`rss` takes 10 minutes: ask for it by name."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=300, help="first N frames of vtest.avi (default 300)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each path; best counts (default 3)")
+    parser.add_argument("--section", nargs="+", choices=list(SECTIONS), default=list(DEFAULT_SECTIONS),
+                        help=f"sections to run (default: {' '.join(DEFAULT_SECTIONS)})")
+    parser.add_argument("--frames", type=int, default=300, help="throughput: first N frames of vtest.avi")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput: rounds of every path (default 5)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="built-in model names")
-    parser.add_argument("--intra-op-threads", type=int, help="override runtime.intra_op_threads (0 = one per core)")
-    parser.add_argument("--min-ratio", type=float, help="exit 1 when any e2e/bare ratio is below this")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--source-counts", nargs="+", type=int, default=list(SOURCE_COUNTS),
+                        help="sources: how many sources per run (default 1 2 4 8)")
+    parser.add_argument("--source-seconds", type=float, default=20.0, help="sources: seconds per run (default 20)")
+    parser.add_argument("--rss-minutes", type=float, default=10.0, help="rss: minutes of the long run (default 10)")
+    parser.add_argument("--min-ratio", type=float, help="throughput: exit 1 when a median analyze/plain is below")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.rounds < 1:
-        parser.error("--frames and --rounds must be at least 1")
+    if args.frames < WARMUP_RUNS or args.rounds < 1:
+        parser.error(f"--frames must be at least {WARMUP_RUNS} and --rounds at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker per model and print the tables."""
+    """Run the chosen sections in order."""
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
-    results = [spawn_worker(name, args) for name in args.models]
-    print_tables(results, args)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n", encoding="utf-8")
-    if args.min_ratio is not None and any(r.ratio < args.min_ratio for r in results):
-        return 1
-    return 0
+    failed = 0
+    for name in args.section:
+        failed |= SECTIONS[name](args)
+        print()
+    return failed
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ def fast_video(vtest_clip: Callable[[int, float], Path]) -> Path:
     return vtest_clip(200, 100.0)
 
 
+@pytest.fixture(scope="session")
+def short_video(vtest_clip: Callable[[int, float], Path]) -> Path:
+    """The first 48 frames of vtest.avi as a 100 fps MJPG AVI: enough for order and fairness, cheap to analyse."""
+    return vtest_clip(48, 100.0)
+
+
 @pytest.fixture
 def file_server() -> Iterator[FileServer]:
     """A real local http server whose routes a test sets (files, 404, stalls)."""

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from visionedge.config import GateSettings, TelemetrySettings
-from visionedge.gate import GateStats, SceneGate, gate_for
+from visionedge.gate import GateStats, gate_for
 from visionedge.pipeline import Pipeline
 from visionedge.sources import SourceState, VideoFileSource
 from visionedge.state import ModuleSnapshot, SourceSnapshot, heartbeat_view, status_view
@@ -52,7 +52,8 @@ def vtest_first(media: Callable[[str], Path]) -> np.ndarray:
     return np.asarray(image)
 
 
-def run_pipeline(source: VideoFileSource, model: Any, gate: SceneGate | None) -> tuple[list[dict[str, Any]], Pipeline]:
+def run_pipeline(source: VideoFileSource, model: Any, gate: GateSettings | None) -> tuple[list[dict[str, Any]],
+                                                                                   Pipeline]:
     """Every record the pipeline publishes for the source, in order."""
     sink = CollectSink()
     pipeline = Pipeline(source, model, [sink], gate=gate)
@@ -76,11 +77,10 @@ def sent_results(records: Sequence[dict[str, Any]], fps: float) -> list[tuple[fl
 def test_a_still_scene_with_sensor_noise_is_mostly_gated(tmp_path, vtest_first, model, record_validator):
     """60 s of one vtest frame with noise: >= 90 % of frames reuse a result, yet every frame has its record."""
     clip = write_clip(tmp_path / "still.avi", vtest_first, frames=120, fps=2.0)
-    gate = SceneGate(GateSettings(mode="on"))
+    records, pipeline = run_pipeline(VideoFileSource(clip, "still"), model("squeezenet"), GateSettings(mode="on"))
 
-    records, pipeline = run_pipeline(VideoFileSource(clip, "still"), model("squeezenet"), gate)
-
-    stats = gate.stats()
+    stats = pipeline.gate_stats()
+    assert stats is not None
     assert [r["frame_index"] for r in records] == list(range(120)), "a gated frame lost its record"
     assert stats.gated + stats.inferred == 120
     assert stats.gated >= 108, f"only {stats.gated} of 120 still frames were gated"
@@ -126,15 +126,16 @@ def test_on_a_busy_street_the_sent_results_match_with_the_gate_on_and_off(busy_s
     """YOLOX-nano on 30 s of vtest, default on-change policy: the gate changes nothing that is sent."""
     detector = model("yolox-nano")
     off, _ = run_pipeline(VideoFileSource(busy_street, "vtest"), detector, None)
-    gate = SceneGate(GateSettings(mode="on"))
-    on, _ = run_pipeline(VideoFileSource(busy_street, "vtest"), detector, gate)
+    on, pipeline = run_pipeline(VideoFileSource(busy_street, "vtest"), detector, GateSettings(mode="on"))
+    gate = pipeline.gate_stats()
+    assert gate is not None
 
     assert len(on) == len(off) == 300
     sent_off, sent_on = sent_results(off, 10.0), sent_results(on, 10.0)
-    print(json.dumps({"frames": len(on), "gated": gate.stats().gated, "sent_gate_off": sent_off,
+    print(json.dumps({"frames": len(on), "gated": gate.gated, "sent_gate_off": sent_off,
                       "sent_gate_on": sent_on}))
     assert sent_off, "a busy street must send something"
-    assert gate.stats().gated > 0, "the clip has still moments for the gate to find"
+    assert gate.gated > 0, "the clip has still moments for the gate to find"
     assert sent_on == sent_off
 
 
@@ -146,10 +147,8 @@ def test_a_light_change_without_motion_is_reinferred_within_max_skip(tmp_path, v
                       brightness=lambda i: 0 if i < subtle_at else (8 if i < big_at else 60))
     settings = GateSettings(max_skip_s=1.0)
     source = VideoFileSource(clip, "light", realtime=True)  # paced like a camera: timestamps are capture times
-    gate = gate_for(settings, source.live)
-    assert gate is not None, "auto mode gates live sources"
-
-    records, _ = run_pipeline(source, model("squeezenet"), gate)
+    records, pipeline = run_pipeline(source, model("squeezenet"), settings)
+    assert pipeline.gate_stats() is not None, "auto mode gates live sources"
 
     after_subtle = [r for r in records if subtle_at <= r["frame_index"] < big_at]
     step_time = epoch(after_subtle[0]["timestamp"])
@@ -169,7 +168,7 @@ def test_auto_gates_live_sources_only_and_a_swapped_model_runs_at_once(tmp_path,
 
     first, second = model("squeezenet"), model("squeezenet", intra_op_threads=1)
     sink = CollectSink()
-    pipeline = Pipeline(VideoFileSource(clip, "swap"), first, [sink], gate=SceneGate(GateSettings(mode="on")),
+    pipeline = Pipeline(VideoFileSource(clip, "swap"), first, [sink], gate=GateSettings(mode="on"),
                         on_record=lambda r: pipeline.swap_model(second) if r["frame_index"] == 10 else None)
     pipeline.run(threading.Event())
 

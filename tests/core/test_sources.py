@@ -25,7 +25,7 @@ class Running:
         self.pipeline = pipeline
         self.stop = threading.Event()
         self.states: list[SourceState] = []
-        pipeline.source.listeners.append(lambda _id, state, _reason: self.states.append(state))
+        pipeline.feeds[0].source.listeners.append(lambda _id, state, _reason: self.states.append(state))
         self.thread = threading.Thread(target=pipeline.run, args=(self.stop,), name="test-pipeline", daemon=True)
 
     def __enter__(self) -> Running:

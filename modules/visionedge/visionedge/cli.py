@@ -24,7 +24,7 @@ from visionedge.config import ModuleConfig, SourceSettings, describe_validation_
 from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.fleet import cli as fleet_cli
 from visionedge.frame import Frame, Inference
-from visionedge.gate import GateStats, gate_for
+from visionedge.gate import GateStats
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher, resolve_model
@@ -115,6 +115,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="scene-change gate: reuse the last result while the scene does not change "
                         "(auto: on for live sources, off for analyze)")
 
+    p.add_argument("--workers", type=int, help="inference workers sharing the model (runtime.workers; 0 = auto)")
+    p.add_argument("--intra-op-threads", type=int, help="threads per inference (runtime.intra_op_threads; 0 = auto)")
+
 
 def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=Path, help="one row per detection or classification, as CSV (docs/report.md)")
@@ -138,12 +141,17 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
             desired["inference"][key] = getattr(args, flag)
     if getattr(args, "gate", None):
         desired["inference"]["gate"]["mode"] = args.gate
+    for flag in ("workers", "intra_op_threads"):
+        if getattr(args, flag, None) is not None:
+            desired["runtime"][flag] = getattr(args, flag)
     if getattr(args, "providers", None):
         desired["runtime"]["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
     if getattr(args, "source", None):
         desired["source"]["uri"] = args.source
+        desired["sources"] = []
     if getattr(args, "fps", None) is not None:
-        desired["source"]["fps"] = args.fps
+        for entry in [desired["source"], *desired["sources"]]:
+            entry["fps"] = args.fps
     if getattr(args, "no_loop", False):
         desired["source"]["loop"] = False
     try:
@@ -192,8 +200,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
             latest = pipeline.latest
             builder.add_record(record, latest[0].image if latest is not None else None)
 
-    pipeline = Pipeline(source, model, [sink], on_record=on_record,
-                        gate=gate_for(config.desired.inference.gate, source.live))
+    pipeline = Pipeline(source, model, [sink], on_record=on_record, gate=config.desired.inference.gate)
     stop = threading.Event()
     sink.on_broken = stop.set
     install_stop_handlers(stop)
@@ -203,7 +210,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         sink.close()
         if progress is not None:
             progress.close()
-    sys.stderr.write(summary_line(stats, pipeline.gate.stats() if pipeline.gate else None) + "\n")
+    sys.stderr.write(summary_line(stats, pipeline.gate_stats()) + "\n")
     if pipeline.fatal is not None:
         raise pipeline.fatal
     if builder is not None:
@@ -245,17 +252,16 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
 
         return run_edge_module(config, stop, duration=args.duration)
     fetcher = make_fetcher(config)
-    settings = config.desired.source
-    source = open_source(settings, resolve_sample=lambda: sample_video(fetcher))
+    sources = [open_source(s, resolve_sample=lambda: sample_video(fetcher)) for s in config.desired.source_list()]
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sinks = [parse_sink(s) for s in (args.sink or ["stdout"])]
     for sink in sinks:
         sink.on_broken = stop.set
-    pipeline = Pipeline(source, model, sinks, fps=settings.fps, watchdog_s=settings.watchdog_s,
-                        gate=gate_for(config.desired.inference.gate, source.live))
+    pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
-    log.info("running %s on %s (%s)", model.name, source.description, ", ".join(s.name for s in sinks))
+    log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
+             ", ".join(s.name for s in sinks))
     started = time.monotonic()
     try:
         stats = pipeline.run(stop)
@@ -263,7 +269,7 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         for sink in sinks:
             sink.close()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
-             summary_line(stats, pipeline.gate.stats() if pipeline.gate else None))
+             summary_line(stats, pipeline.gate_stats()))
     if pipeline.fatal is not None:
         raise pipeline.fatal
     return 0

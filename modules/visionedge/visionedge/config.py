@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from visionedge.errors import ConfigError
 
@@ -32,8 +33,9 @@ class Strict(BaseModel):
 class SourceSettings(Strict):
     """Where frames come from and how fast."""
 
-    uri: str = Field("sample", min_length=1, description="video/image path, folder, camera index, /dev/videoN, "
-                     "rtsp:// or http(s):// URL, or 'sample' for the bundled demo video")
+    uri: str = Field("sample", min_length=1, validation_alias=AliasChoices("uri", "url"),
+                     description="video/image path, folder, camera index, /dev/videoN, rtsp:// or http(s):// URL, "
+                     "or 'sample' for the bundled demo video (key `url` also accepted)")
     id: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                     description="source id carried by every record and message property")
     fps: float | None = Field(None, gt=0, le=120, description="target analysis rate; None = as fast as possible")
@@ -42,6 +44,19 @@ class SourceSettings(Strict):
     reconnect_initial_s: float = Field(1.0, gt=0, le=60, description="first wait before reopening a live source")
     reconnect_max_s: float = Field(30.0, gt=0, le=600, description="cap of the doubling reconnect wait (+-25% jitter)")
     watchdog_s: float = Field(10.0, gt=0, le=600, description="reopen a live source silent this long")
+
+
+def _unique_ids(sources: list[SourceSettings]) -> list[SourceSettings]:
+    ids = [s.id for s in sources]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise PydanticCustomError("unique_ids", "every source needs its own id; {ids} used more than once",
+                                  {"ids": ", ".join(repeated)})
+    return sources
+
+
+Sources = Annotated[list[SourceSettings], AfterValidator(_unique_ids), Field(max_length=32)]
+"""Several sources sharing one model: each entry like `source`, with its own unique id."""
 
 
 class ModelRef(Strict):
@@ -99,7 +114,10 @@ class RuntimeSettings(Strict):
                                  description="preference order; unavailable ones are skipped, CPU is the last resort")
     provider_options: dict[str, dict[str, str | int | float | bool]] = Field(
         default_factory=dict, description="per provider, e.g. {\"CUDAExecutionProvider\": {\"device_id\": 0}}")
-    intra_op_threads: int = Field(0, ge=0, le=256, description="0 = all usable cores but one (decoding needs one)")
+    workers: int = Field(0, ge=0, le=64, description="inference workers sharing one loaded model; 0 = chosen from "
+                         "the cores and the providers (CPU: one per core)")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="threads each inference uses; 0 = the cores divided "
+                                  "among the workers")
     inter_op_threads: int = Field(1, ge=0, le=256, description="threads across graph nodes")
     require_accelerator: bool = Field(False, description="refuse to run (clear error) when only the CPU is available")
     variant: str = Field("auto", min_length=1, max_length=1024, description="auto = time the model's variants here "
@@ -182,6 +200,8 @@ class DesiredProperties(Strict):
     """Every twin-writable setting; each top-level key is acknowledged on its own."""
 
     source: SourceSettings = SourceSettings()
+    sources: Sources = Field(default_factory=list, description="several sources sharing one model, each like "
+                             "`source` with its own `id`; when not empty, `source` is not used")
     model: ModelRef = ModelRef()
     inference: InferenceSettings = InferenceSettings()
     runtime: RuntimeSettings = RuntimeSettings()
@@ -189,6 +209,11 @@ class DesiredProperties(Strict):
     outbox: OutboxSettings = OutboxSettings()
     local_mqtt: LocalMqttSettings = LocalMqttSettings()
     rollback: RollbackSettings = RollbackSettings()
+
+
+    def source_list(self) -> list[SourceSettings]:
+        """The sources to run: the `sources` list, or the single `source`."""
+        return list(self.sources) or [self.source]
 
 
 class LocalSettings(Strict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -39,6 +39,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     return rows
 
 
+def _section_of(model: type[BaseModel]) -> str:
+    """The desired section whose settings model a list holds."""
+    return next(name for name, info in DesiredProperties.model_fields.items() if info.annotation is model)
+
+
 def reference() -> str:
     """Markdown tables: every twin-writable setting, then every device-local setting."""
     header = ["", "| setting | type | default | meaning |", "|---|---|---|---|"]
@@ -46,6 +51,10 @@ def reference() -> str:
              *header]
     for section, info in DesiredProperties.model_fields.items():
         model = info.annotation
+        if get_origin(model) is list:  # a list of objects, each like the section of that type
+            item = get_args(model)[0]
+            lines.append(f"| **`{section}`** | list of `{_section_of(item)}` objects | `[]` | {info.description} |")
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"desired section {section} is not a settings model")
         doc = (model.__doc__ or "").strip().splitlines()[0]

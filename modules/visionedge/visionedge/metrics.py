@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from visionedge.sources import SourceState
-from visionedge.state import ModuleSnapshot, health_view
+from visionedge.state import ModuleSnapshot, SourceSnapshot, health_view
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,37 @@ class ModuleCollector(Collector):
             family.add_metric(values, value)
             return family
 
-        source = s.source
-        yield gauge("fps", "Frames analysed per second, recent average", source.fps)
-        yield gauge("frame_age_seconds", "Age of the last frame when inference started", source.frame_age_s)
-        yield counter("frames_captured", "Frames delivered by the source", source.captured)
-        yield counter("frames_analyzed", "Frames run through the model", source.analyzed)
-        yield counter("frames_dropped", "Frames captured but skipped (newer frame or over the target rate)",
-                      source.dropped)
-        if source.gate is not None:
-            yield counter("frames_gated", "Frames the scene-change gate found unchanged (last result reused)",
-                          source.gate.gated)
-            yield counter("gate_cpu_seconds", "CPU time spent by the scene-change gate", source.gate.cpu_s)
-        yield counter("inference_errors", "Frames on which the model raised an error", source.errors)
+        per_source = [*base, "source"]
+
+        def by_source(family: GaugeMetricFamily | CounterMetricFamily,
+                      value: Callable[[SourceSnapshot], float]) -> Metric:
+            for x in s.sources:
+                family.add_metric([*values, x.id], value(x))
+            return family
+
+        yield by_source(GaugeMetricFamily(f"{PREFIX}_fps", "Frames analysed per second, recent average",
+                                          labels=per_source), lambda x: x.fps)
+        yield by_source(GaugeMetricFamily(f"{PREFIX}_frame_age_seconds", "Age of the last frame when inference "
+                                          "started", labels=per_source), lambda x: x.frame_age_s)
+        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_captured", "Frames delivered by the source",
+                                            labels=per_source), lambda x: x.captured)
+        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_analyzed", "Frames run through the model",
+                                            labels=per_source), lambda x: x.analyzed)
+        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_dropped", "Frames captured but skipped (newer frame "
+                                            "or over the target rate)", labels=per_source), lambda x: x.dropped)
+        gated = [(x, x.gate) for x in s.sources if x.gate is not None]
+        if gated:
+            frames_gated = CounterMetricFamily(f"{PREFIX}_frames_gated", "Frames the scene-change gate found "
+                                               "unchanged (last result reused)", labels=per_source)
+            gate_cpu = CounterMetricFamily(f"{PREFIX}_gate_cpu_seconds", "CPU time spent by the scene-change gate",
+                                           labels=per_source)
+            for x, g in gated:
+                frames_gated.add_metric([*values, x.id], g.gated)
+                gate_cpu.add_metric([*values, x.id], g.cpu_s)
+            yield frames_gated
+            yield gate_cpu
+        yield by_source(CounterMetricFamily(f"{PREFIX}_inference_errors", "Frames on which the model raised an error",
+                                            labels=per_source), lambda x: x.errors)
         outbox = s.telemetry.outbox if s.telemetry else None
         sender = s.telemetry.sender if s.telemetry else None
         yield gauge("outbox_depth", "Events waiting in the durable outbox", outbox.depth if outbox else 0)
@@ -75,9 +94,10 @@ class ModuleCollector(Collector):
         yield info
         state = GaugeMetricFamily(f"{PREFIX}_source_state", "1 for the source's current state",
                                   labels=[*base, "source", "state"])
-        current = source.state or SourceState.FAILED
-        for option in SourceState:
-            state.add_metric([*values, source.id, option.value], 1.0 if current == option else 0.0)
+        for x in s.sources:
+            current = x.state or SourceState.FAILED
+            for option in SourceState:
+                state.add_metric([*values, x.id, option.value], 1.0 if current == option else 0.0)
         yield state
 
 

@@ -1,132 +1,61 @@
-"""Capture, inference and publishing on their own threads, joined by bounded hand-offs that never stall capture."""
+"""Capture per source, inference workers sharing one model, and one publisher that restores each source's order."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from visionedge.errors import VisionEdgeError
+from visionedge.config import GateSettings
+from visionedge.feed import POLL_S, Feed, Job
 from visionedge.frame import Frame, Inference
-from visionedge.gate import SceneGate
+from visionedge.gate import GateStats, gate_for
 from visionedge.models.model import Model
 from visionedge.models.preprocess import Geometry
 from visionedge.result import to_record
 from visionedge.sinks import Sink
-from visionedge.sources import Source, SourceState
+from visionedge.sources import Source
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1
 RESULTS_QUEUE = 32
 """Frames between inference and publishing; each holds raw model outputs (about 1 MB for a COCO detector)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """A captured frame, with its input tensor when the capture thread could prepare it for `model`."""
+class Ticket:
+    """A frame handed to a worker, numbered in its source's dispatch order so results can be put back in order."""
 
-    frame: Frame
-    model: Model | None = None
-    tensor: np.ndarray | None = None
-    geometry: Geometry | None = None
+    feed: Feed
+    seq: int
+    job: Job
+    reuse: bool = False
+    """The scene-change gate found the frame unchanged: it takes the source's last result instead of a run."""
 
 
 @dataclass(frozen=True, slots=True)
 class Ran:
-    """Raw outputs of one frame on their way to decoding on the publish thread."""
+    """What a worker made of one ticket: raw outputs on their way to decoding, or the error that stopped it."""
 
-    frame: Frame
+    ticket: Ticket
     model: Model
-    raw: list[np.ndarray]
-    geometry: Geometry
-    inference_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class Reused:
-    """A frame the scene-change gate let through without inference: it gets the last result, marked reused."""
-
-    frame: Frame
-
-
-class LatestSlot:
-    """Holds only the newest frame: a slow consumer sees fresh frames, and every overwritten one is counted."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Job | None = None
-        self.overwritten = 0
-        self.closed = False
-
-    def put(self, frame: Job, stop: threading.Event) -> None:
-        """Replace whatever is waiting."""
-        with self._cond:
-            if self._frame is not None:
-                self.overwritten += 1
-            self._frame = frame
-            self._cond.notify()
-
-    def get(self, timeout: float) -> Job | None:
-        """The newest frame, or None after timeout or when closed and empty."""
-        with self._cond:
-            if self._frame is None and not self.closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        """No more frames will come."""
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-
-class OrderedQueue:
-    """Every frame, in order, with back-pressure on the producer (for analysis of files)."""
-
-    def __init__(self, size: int = 8) -> None:
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=size + 1)  # + 1: room for the end marker
-        self.overwritten = 0
-        self.closed = False
-
-    def put(self, frame: Job, stop: threading.Event) -> None:
-        """Block until there is room, honouring stop."""
-        while not stop.is_set():
-            try:
-                self._queue.put(frame, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
-
-    def get(self, timeout: float) -> Job | None:
-        """The next job, or None after timeout or at the end."""
-        if self.closed and self._queue.empty():
-            return None
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        """No more frames will come; a consumer waiting in get() wakes at once."""
-        self.closed = True
-        # End marker (get() returns it as "nothing"); when full, the consumer has frames left and sees `closed` after.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # type: ignore[arg-type]
+    raw: list[np.ndarray] | None = None
+    geometry: Geometry | None = None
+    inference_ms: float = 0.0
+    error: Exception | None = None
+    reused: bool = False
 
 
 @dataclass
 class PipelineStats:
-    """Counters that status, metrics and the closing summary read."""
+    """Totals over every source, for status, metrics and the closing summary."""
 
     started: float = field(default_factory=time.monotonic)
     captured: int = 0
@@ -138,7 +67,7 @@ class PipelineStats:
     label_counts: Counter[str] = field(default_factory=Counter)
     fps: float = 0.0
     frame_age_s: float = 0.0
-    """How old the last frame was when inference started: latency that a latest-frame source keeps bounded."""
+    """The oldest of the sources' last frame ages."""
 
     def elapsed(self) -> float:
         """Seconds since start."""
@@ -149,209 +78,263 @@ Record = dict[str, Any]
 
 
 class Pipeline:
-    """source -> frame -> model -> record -> sinks; the model can be swapped between two frames."""
+    """sources -> frames -> model (N workers, one session) -> records in each source's order -> sinks.
 
-    def __init__(self, source: Source, model: Model, sinks: Sequence[Sink], *, fps: float | None = None,
-                 on_record: Callable[[Record], None] | None = None,
+    Workers take frames from the sources in turn, so one busy or broken source never starves another. A model with a
+    dynamic batch dimension gets every frame that is waiting when a worker comes free (one per source) in one run:
+    batches grow with load and add no waiting. The model can be swapped between two frames.
+    """
+
+    def __init__(self, sources: Source | Sequence[Source], model: Model, sinks: Sequence[Sink], *,
+                 fps: float | None = None, on_record: Callable[[Record], None] | None = None,
                  on_inference_error: Callable[[Model, Exception], None] | None = None,
-                 watchdog_s: float | None = None, gate: SceneGate | None = None) -> None:
-        self.source = source
+                 watchdog_s: float | None = None, workers: int | None = None,
+                 gate: GateSettings | None = None) -> None:
         self.model = model
         self.sinks = sinks
-        self.fps = fps
         self.on_record = on_record
         self.on_inference_error = on_inference_error
-        self.watchdog_s = watchdog_s if source.live else None
-        self.gate = gate
-        self._gated_model: Model | None = None
-        self._last_inference: Inference | None = None
-        self.stats = PipelineStats()
-        self.reopened = 0
-        self._last_frame = time.monotonic()
-        self.handoff: LatestSlot | OrderedQueue = LatestSlot() if source.live else OrderedQueue()
-        self.results: queue.Queue[Ran | Reused | None] = queue.Queue(maxsize=RESULTS_QUEUE)
-        self.fatal: VisionEdgeError | None = None
-        self._threads: list[threading.Thread] = []
-        self._capture_thread = threading.Thread()
-        self._rate_skipped = 0
-        self._recent: deque[float] = deque(maxlen=64)
+        self.workers = workers or model.layout.workers
+        self._cond = threading.Condition()
+        listed = [sources] if isinstance(sources, Source) else list(sources)
+        self.feeds = [Feed(s, self._cond, lambda: self.model, s.fps if s.fps is not None else fps,
+                           s.watchdog_s if s.watchdog_s is not None else watchdog_s) for s in listed]
+        if gate is not None:
+            self.set_gate(gate)
+        ids = [f.source_id for f in self.feeds]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"source ids must be unique, got {ids}")
+        self.results: queue.Queue[Ran | None] = queue.Queue(maxsize=RESULTS_QUEUE)
+        self._started = time.monotonic()
+        self._turn = 0
+        self._running_workers = 0
+        self.batched = 0
+        """Frames that shared a run with frames of other sources."""
         self.latest: tuple[Frame, Inference] | None = None
-        """The last analysed frame and its result, for on-device snapshots."""
+        """The last analysed frame (any source) and its result, for on-device snapshots."""
+
+    @property
+    def fatal(self) -> Exception | None:
+        """The first source error that ended a source (files: unreadable; live sources never end this way)."""
+        return next((f.fatal for f in self.feeds if f.fatal is not None), None)
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Totals over the sources, computed now."""
+        total = PipelineStats(started=self._started)
+        for feed in self.feeds:
+            s = feed.stats
+            total.captured += s.captured
+            total.inferred += s.inferred
+            total.published += s.published
+            total.errors += s.errors
+            total.label_counts.update(s.label_counts)
+            total.fps += s.fps
+            total.frame_age_s = max(total.frame_age_s, s.frame_age_s)
+            total.last_error = s.last_error or total.last_error
+            total.skipped += feed.skipped()
+        return total
+
+    def set_gate(self, settings: GateSettings) -> None:
+        """A scene-change gate per source as the settings say (`auto`: live sources only); from the next frame."""
+        with self._cond:
+            for feed in self.feeds:
+                feed.gate = gate_for(settings, feed.source.live)
+
+    def gate_stats(self) -> GateStats | None:
+        """What the gates of every source saved; None when no source is gated."""
+        stats = [f.gate.stats() for f in self.feeds if f.gate is not None]
+        if not stats:
+            return None
+        return GateStats(sum(g.gated for g in stats), sum(g.inferred for g in stats), sum(g.cpu_s for g in stats))
 
     def swap_model(self, model: Model) -> None:
-        """Take effect at the next frame; the frame in flight finishes on the old model."""
+        """Take effect at the next frame; frames in flight finish on the old model."""
         self.model = model
 
     def run(self, stop: threading.Event) -> PipelineStats:
-        """Run until the source ends or stop is set; returns the final counters."""
+        """Run until every source ends or stop is set; returns the final counters."""
         done = threading.Event()
-        capture_stop = self._start_capture()
-        self._threads = [
-            threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
-            threading.Thread(target=self._publish, args=(done,), name="publish", daemon=True),
-        ]
-        for thread in self._threads:
+        for feed in self.feeds:
+            feed.start()
+        self._running_workers = self.workers
+        threads = [threading.Thread(target=self._work, args=(stop,), name=f"inference-{i}", daemon=True)
+                   for i in range(self.workers)]
+        threads.append(threading.Thread(target=self._publish, args=(done,), name="publish", daemon=True))
+        for thread in threads:
             thread.start()
         while not done.wait(POLL_S):
             if stop.is_set():
                 break
-            if self._silent_too_long():
-                capture_stop.set()
-                capture_stop = self._start_capture()
-        capture_stop.set()
-        for thread in [*self._threads, self._capture_thread]:
+            for feed in self.feeds:
+                feed.watch()
+        for feed in self.feeds:
+            feed.stop()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in threads:
             thread.join(timeout=1.5)
-        self.stats.skipped = self.skipped()
+        for feed in self.feeds:
+            feed.join(timeout=0.5)
         return self.stats
 
     def skipped(self) -> int:
-        """Frames captured but never analysed: overwritten by newer ones, or over the target rate."""
-        return self.handoff.overwritten + self._rate_skipped
+        """Frames captured but never analysed, over every source."""
+        return sum(f.skipped() for f in self.feeds)
 
-    def _start_capture(self) -> threading.Event:
-        """A capture thread with its own stop event, so a stuck one can be abandoned and replaced."""
-        stop = threading.Event()
-        self._last_frame = time.monotonic()
-        self._capture_thread = threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True)
-        self._capture_thread.start()
-        return stop
+    def feed(self, source_id: str) -> Feed | None:
+        """The feed of one source, by id."""
+        return next((f for f in self.feeds if f.source_id == source_id), None)
 
-    def _silent_too_long(self) -> bool:
-        """The watchdog: a live source that delivered nothing for watchdog_s is reopened, even if a read hangs."""
-        if self.watchdog_s is None or time.monotonic() - self._last_frame < self.watchdog_s:
-            return False
-        if self.source.state not in (SourceState.STREAMING, SourceState.CONNECTING):
-            return False  # retrying already: its own backoff decides when to try again
-        self.reopened += 1
-        self.source.note_stall(f"no frame for {self.watchdog_s:g} s: reopening")
-        return True
+    # ---- scheduling ------------------------------------------------------------------------------------------
 
-    def _capture(self, stop: threading.Event) -> None:
-        ordered = isinstance(self.handoff, OrderedQueue)
-        try:
-            for frame in self.source.frames(stop):
-                if stop.is_set():
-                    return
-                self._last_frame = time.monotonic()
-                self.stats.captured += 1
-                # Every queued frame will be analysed, so preprocess it here, overlapping the previous inference;
-                # a latest-frame hand-off would throw most of that work away, so there inference prepares.
-                self.handoff.put(self._prepare(frame) if ordered else Job(frame), stop)
-        except VisionEdgeError as err:
-            self.fatal = err
-            self.stats.last_error = str(err)
-            log.error("%s", err)
-        if not stop.is_set():
-            self.handoff.close()
+    def _take(self, stop: threading.Event, batch: int) -> list[Ticket] | None:
+        """Frames for one run, taking sources in turn; None once every source has ended and been drained."""
+        with self._cond:
+            while not stop.is_set():
+                tickets = self._ready(batch)
+                if tickets:
+                    return tickets
+                if all(f.handoff.drained for f in self.feeds):
+                    return None
+                self._cond.wait(POLL_S)
+        return None
 
-    def _prepare(self, frame: Frame) -> Job:
-        model = self.model
-        try:
-            tensor, geometry = model.prepare(frame.image)
-        except Exception:  # noqa: BLE001 - the inference thread prepares it again and reports the error
-            return Job(frame)
-        return Job(frame, model, tensor, geometry)
+    def _ready(self, batch: int) -> list[Ticket]:
+        count = len(self.feeds)
+        tickets: list[Ticket] = []
+        now = time.monotonic()
+        for step in range(count):
+            feed = self.feeds[(self._turn + step) % count]
+            job = feed.handoff.pop()
+            while job is not None and not feed.due(now):
+                job = feed.handoff.pop()
+            if job is None:
+                continue
+            age = max(time.time() - job.frame.timestamp, 0.0)
+            feed.stats.frame_age_s = age
+            feed.stats.ages.append(age)
+            tickets.append(Ticket(feed, feed.dispatched, job, reuse=feed.unchanged(job.frame, self.model)))
+            feed.dispatched += 1
+            if len(tickets) >= batch:
+                self._turn = (self._turn + step + 1) % count
+                break
+        else:
+            self._turn = (self._turn + 1) % count
+        if len(tickets) > 1:
+            self.batched += len(tickets)
+        return tickets
 
-    def _infer(self, stop: threading.Event) -> None:
-        period = 1.0 / self.fps if self.fps else 0.0
-        next_due = 0.0
+    # ---- inference -------------------------------------------------------------------------------------------
+
+    def _work(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
-                job = self.handoff.get(POLL_S)
-                if job is None:
-                    if not self.handoff.closed:
-                        continue
-                    job = self.handoff.get(0)  # a frame put just before close is still analysed
-                    if job is None:
-                        return
-                now = time.monotonic()
-                if period and now < next_due:
-                    self._rate_skipped += 1
-                    continue
-                next_due = max(next_due + period, now) if period else 0.0
-                if self._unchanged(job.frame):
-                    self._put_result(Reused(job.frame), stop)
-                else:
-                    self._infer_one(job, stop)
+                model = self.model
+                tickets = self._take(stop, len(self.feeds) if model.batchable else 1)
+                if tickets is None:
+                    return
+                for ran in self._run(model, tickets):
+                    self._put_result(ran, stop)
         finally:
-            self._put_result(None, stop, force=True)
+            with self._cond:
+                self._running_workers -= 1
+                last = self._running_workers == 0
+            if last:
+                self._put_result(None, stop, force=True)
 
-    def _unchanged(self, frame: Frame) -> bool:
-        """The gate's verdict; a swapped model always runs first, so a reused result never names an old model."""
-        gate, model = self.gate, self.model
-        if gate is None:
-            return False
-        if model is not self._gated_model:
-            gate.reset()
-            self._gated_model = model
-        return not gate.should_infer(frame.image, frame.timestamp)
-
-    def _infer_one(self, job: Job, stop: threading.Event) -> None:
-        model, frame = self.model, job.frame
-        self.stats.frame_age_s = max(time.time() - frame.timestamp, 0.0)
+    def _run(self, model: Model, tickets: list[Ticket]) -> list[Ran]:
+        """One session.run for the tickets (a batch when several); a failure fails each of them, nothing else."""
+        prepared: list[tuple[Ticket, np.ndarray, Geometry]] = []
+        failed: list[Ran] = []
+        for ticket in tickets:
+            job = ticket.job
+            if ticket.reuse:
+                failed.append(Ran(ticket, model, reused=True))
+                continue
+            try:
+                if job.model is model and job.tensor is not None and job.geometry is not None:
+                    prepared.append((ticket, job.tensor, job.geometry))
+                else:  # live hand-off, or the model was swapped after the frame was prepared
+                    prepared.append((ticket, *model.prepare(job.frame.image)))
+            except Exception as err:  # noqa: BLE001 - a model failing on one frame must not stop the pipeline
+                failed.append(Ran(ticket, model, error=err))
+        if not prepared:
+            return failed
         try:
-            if job.model is model and job.tensor is not None and job.geometry is not None:
-                tensor, geometry = job.tensor, job.geometry
-            else:  # live hand-off, or the model was swapped after the frame was prepared
-                tensor, geometry = model.prepare(frame.image)
-            raw, elapsed = model.run(tensor)
-        except Exception as err:  # noqa: BLE001 - a model failing on one frame must not stop the pipeline
-            self._inference_failed(model, frame, err)
-            return
-        stats = self.stats
-        stats.inferred += 1
-        now = time.monotonic()
-        self._recent.append(now)
-        span = now - self._recent[0]
-        stats.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
-        self._put_result(Ran(frame, model, raw, geometry, elapsed), stop)
+            if len(prepared) == 1:
+                raw, elapsed = model.run(prepared[0][1])
+                outputs = [raw]
+            else:
+                outputs, elapsed = model.run_batch([tensor for _, tensor, _ in prepared])
+        except Exception as err:  # noqa: BLE001 - as above
+            return failed + [Ran(ticket, model, error=err) for ticket, _, _ in prepared]
+        return failed + [Ran(ticket, model, raw, geometry, elapsed)
+                         for (ticket, _, geometry), raw in zip(prepared, outputs, strict=True)]
 
-    def _inference_failed(self, model: Model, frame: Frame, err: Exception) -> None:
-        if self.gate is not None:
-            self.gate.reset()  # the next frame must not reuse a result that never came
-        self.stats.errors += 1
-        self.stats.last_error = f"inference failed on frame {frame.index}: {err}"
-        log.warning("%s", self.stats.last_error)
-        if self.on_inference_error is not None:
-            self.on_inference_error(model, err)
-
-    def _put_result(self, record: Ran | Reused | None, stop: threading.Event, force: bool = False) -> None:
+    def _put_result(self, ran: Ran | None, stop: threading.Event, force: bool = False) -> None:
         while True:
             try:
-                self.results.put(record, timeout=POLL_S)
+                self.results.put(ran, timeout=POLL_S)
                 return
             except queue.Full:
                 if stop.is_set() and not force:
                     return
 
+    # ---- publishing ------------------------------------------------------------------------------------------
+
     def _publish(self, done: threading.Event) -> None:
+        """Results arrive in any order from the workers; each source's records leave in its dispatch order."""
+        pending: dict[tuple[int, int], Ran] = {}
         try:
             while True:
                 ran = self.results.get()
                 if ran is None:
                     return
-                if isinstance(ran, Reused):
-                    if self._last_inference is None:  # its reference failed to decode: no result to reuse
-                        self.stats.errors += 1
-                        continue
-                    inference = replace(self._last_inference, inference_ms=0.0)
-                else:
-                    try:  # decoding here overlaps it with the next frame's inference
-                        inference = ran.model.finish(ran.raw, ran.geometry, ran.inference_ms)
-                    except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
-                        self._last_inference = None
-                        self._inference_failed(ran.model, ran.frame, err)
-                        continue
-                    self._last_inference = inference
-                self.latest = (ran.frame, inference)
-                record = to_record(ran.frame, inference)
-                if isinstance(ran, Reused):
-                    record["reused"] = True
-                self.stats.label_counts.update(record.get("counts", {}))
-                for sink in self.sinks:
-                    sink.publish(record)
-                self.stats.published += 1
-                if self.on_record is not None:
-                    self.on_record(record)
+                feed = ran.ticket.feed
+                key = id(feed)
+                pending[(key, ran.ticket.seq)] = ran
+                while (key, feed.expected) in pending:
+                    self._publish_one(pending.pop((key, feed.expected)))
+                    feed.expected += 1
         finally:
             done.set()
+
+    def _publish_one(self, ran: Ran) -> None:
+        feed, frame = ran.ticket.feed, ran.ticket.job.frame
+        if ran.reused:
+            if feed.last_inference is None:  # its reference failed: no result to reuse
+                feed.stats.errors += 1
+                return
+            inference = replace(feed.last_inference, inference_ms=0.0)
+        elif ran.error is None and ran.raw is not None and ran.geometry is not None:
+            feed.note_result()
+            try:  # decoding here overlaps it with the next frames' inference
+                inference = ran.model.finish(ran.raw, ran.geometry, ran.inference_ms)
+            except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
+                self._failed(feed, ran.model, frame, err)
+                return
+            feed.last_inference = inference
+        else:
+            self._failed(feed, ran.model, frame, ran.error or RuntimeError("no output"))
+            return
+        self.latest = feed.latest = (frame, inference)
+        record = to_record(frame, inference)
+        if ran.reused:
+            record["reused"] = True
+        feed.stats.label_counts.update(record.get("counts", {}))
+        for sink in self.sinks:
+            sink.publish(record)
+        feed.stats.published += 1
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _failed(self, feed: Feed, model: Model, frame: Frame, err: Exception) -> None:
+        feed.last_inference = None
+        if feed.gate is not None:
+            feed.gate.reset()  # the next frame must not reuse a result that never came
+        feed.stats.errors += 1
+        feed.stats.last_error = f"inference failed on frame {frame.index} of {frame.source_id}: {err}"
+        log.warning("%s", feed.stats.last_error)
+        if self.on_inference_error is not None:
+            self.on_inference_error(model, err)

@@ -44,6 +44,10 @@ class Source:
     """Iterates frames until exhausted or stopped; `live` sources hand over only the newest frame."""
 
     live = False
+    fps: float | None = None
+    """Target analysis rate from the source's settings; None = as fast as the model goes."""
+    watchdog_s: float | None = None
+    """Reopen after this long without a frame (live sources only)."""
 
     def __init__(self, source_id: str, description: str) -> None:
         self.source_id = source_id
@@ -220,7 +224,15 @@ class LiveSource(Source):
 
 def open_source(settings: SourceSettings, *, resolve_sample: Callable[[], Path] | None = None,
                 for_analysis: bool = False) -> Source:
-    """Pick the source type from the URI; analysis reads files fully, in order, without pacing or looping."""
+    """Pick the source type from the URI, carrying the settings' rate and watchdog."""
+    source = _open(settings, resolve_sample, for_analysis)
+    source.fps = settings.fps
+    source.watchdog_s = settings.watchdog_s
+    return source
+
+
+def _open(settings: SourceSettings, resolve_sample: Callable[[], Path] | None, for_analysis: bool) -> Source:
+    """Analysis reads files fully, in order, without pacing or looping."""
     uri = settings.uri.strip()
     if uri == "sample":
         if resolve_sample is None:

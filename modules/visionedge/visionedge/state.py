@@ -75,8 +75,13 @@ class ModuleSnapshot:
 
     @property
     def source(self) -> SourceSnapshot:
-        """The (first) source: the module runs one pipeline today."""
+        """The first source (the only one unless `sources` lists several)."""
         return self.sources[0]
+
+    @property
+    def fps(self) -> float:
+        """Frames analysed per second over every source."""
+        return sum(s.fps for s in self.sources)
 
     @property
     def telemetry_dropped(self) -> int:
@@ -107,11 +112,12 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
             "reason": source.reason,
             "reopened_by_watchdog": source.reopened,
         },
-        "fps": round(source.fps, 2),
-        "frames": source.analyzed,
-        "skipped": source.dropped,
+        "fps": round(s.fps, 2),
+        "frames": sum(x.analyzed for x in s.sources),
+        "skipped": sum(x.dropped for x in s.sources),
         "gate": _gate(source.gate),
-        "last_error": source.last_error or s.last_error,
+        "sources": [_source_status(x) for x in s.sources],
+        "last_error": next((x.last_error for x in s.sources if x.last_error), "") or s.last_error,
         "desired_version": s.desired_version,
         "model_update": dict(s.model_update.detail) if s.model_update else None,
         "telemetry": _telemetry_status(s.telemetry),
@@ -122,6 +128,14 @@ def _gate(g: GateStats | None) -> dict[str, Any]:
     if g is None:
         return {"on": False}
     return {"on": True, "frames_gated": g.gated, "frames_inferred": g.inferred, "cpu_s": round(g.cpu_s, 3)}
+
+
+def _source_status(x: SourceSnapshot) -> dict[str, Any]:
+    """One source's line in the status: what it is doing and what the pipeline made of it."""
+    return {"id": x.id, "uri": x.uri, "state": x.state.value if x.state else "none", "reason": x.reason,
+            "fps": round(x.fps, 2), "frames": x.analyzed, "skipped": x.dropped, "errors": x.errors,
+            "frame_age_s": round(x.frame_age_s, 3), "reopened_by_watchdog": x.reopened, "gate": _gate(x.gate),
+            "last_error": x.last_error}
 
 
 def _telemetry_status(t: TelemetryStats | None) -> dict[str, Any] | None:
@@ -142,15 +156,16 @@ def _telemetry_status(t: TelemetryStats | None) -> dict[str, Any] | None:
 
 
 def health_view(s: ModuleSnapshot) -> tuple[bool, dict[str, Any]]:
-    """Ready when a model is loaded and the source streams, or retries as its reconnect policy allows."""
-    state = s.source.state or SourceState.FAILED
-    ready = s.model is not None and state in (SourceState.STREAMING, SourceState.RETRYING)
-    return ready, {"model": s.model is not None, "source_state": state.value, "hub_connected": s.hub_connected}
+    """Ready when a model is loaded and every source streams, or retries as its reconnect policy allows."""
+    states = {x.id: x.state or SourceState.FAILED for x in s.sources}
+    ready = s.model is not None and all(st in (SourceState.STREAMING, SourceState.RETRYING) for st in states.values())
+    return ready, {"model": s.model is not None, "source_state": states[s.source.id].value,
+                   "sources": {i: st.value for i, st in states.items()}, "hub_connected": s.hub_connected}
 
 
 def heartbeat_view(s: ModuleSnapshot) -> dict[str, Any]:
     """The heartbeat's fields: rate, source state, model, and the telemetry path's outbox, link and budget."""
-    fields: dict[str, Any] = {"fps": round(s.source.fps, 2),
+    fields: dict[str, Any] = {"fps": round(s.fps, 2),
                               "source_state": s.source.state.value if s.source.state else "none",
                               "model": _model(s), "gate": _gate(s.source.gate)}
     if s.telemetry is not None:

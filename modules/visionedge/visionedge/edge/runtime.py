@@ -27,7 +27,7 @@ from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
-from visionedge.gate import gate_for
+from visionedge.feed import Feed
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
@@ -71,7 +71,7 @@ class EdgeModule:
         self.store = ModelStore.for_config(config, self.fetcher)
         self.manager: ModelManager | None = None
         self.model: Model | None = None
-        self.source: Source | None = None
+        self.sources: dict[str, Source] = {}
         self.pipeline: Pipeline | None = None
         self.telemetry: TelemetrySink | None = None
         self.sinks: list[Sink] = []
@@ -103,7 +103,7 @@ class EdgeModule:
             self._start_pipeline(settings)
         except VisionEdgeError as err:
             self.last_error = f"source: {err}"
-            log.error("source %s cannot be opened: %s; waiting for a valid desired 'source'", settings.source.uri, err)
+            log.error("%s; waiting for valid desired 'source' or 'sources'", err)
         self.reporter.start()
         threading.Thread(target=self._connect_loop, args=(stop,), name="hub-connect", daemon=True).start()
         next_status = 0.0
@@ -189,10 +189,10 @@ class EdgeModule:
             if self.model is not None:
                 self.model.set_overrides(settings.inference)
             if self.pipeline is not None:
-                self.pipeline.gate = gate_for(settings.inference.gate, self.pipeline.source.live)
+                self.pipeline.set_gate(settings.inference.gate)
             if manager is not None:
                 manager.update_settings(inference=settings.inference)
-        elif key == "source":
+        elif key in ("source", "sources"):
             self._start_pipeline(settings)
         elif key == "runtime":
             active = self.store.active()
@@ -276,19 +276,19 @@ class EdgeModule:
     # ---- pipeline --------------------------------------------------------------------------------------------
 
     def _start_pipeline(self, settings: DesiredProperties) -> None:
-        """(Re)start capture on the given source; opening errors propagate so the twin ack can carry them."""
-        source = open_source(settings.source, resolve_sample=lambda: sample_video(self.fetcher))
+        """(Re)start capture on every source; opening errors propagate so the twin ack can carry them."""
+        sources = {s.id: open_source(s, resolve_sample=lambda: sample_video(self.fetcher))
+                   for s in settings.source_list()}
         self._stop_pipeline()
-        self.source = source
-        source.listeners.append(self._on_source_state)
+        self.sources = sources
+        for source in sources.values():
+            source.listeners.append(self._on_source_state)
         if self.model is None:
             log.error("no usable model: the pipeline waits for a valid desired 'model'")
             return
         self._pipeline_stop = threading.Event()
-        self.pipeline = Pipeline(source, self.model, self.sinks, fps=settings.source.fps,
-                                 on_record=self._on_record, on_inference_error=self._on_inference_error,
-                                 watchdog_s=settings.source.watchdog_s,
-                                 gate=gate_for(settings.inference.gate, source.live))
+        self.pipeline = Pipeline(list(sources.values()), self.model, self.sinks, on_record=self._on_record,
+                                 on_inference_error=self._on_inference_error, gate=settings.inference.gate)
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -327,8 +327,14 @@ class EdgeModule:
         answer = self.manager.rollback_now()
         return int(answer["status"]), answer["payload"]
 
-    def _method_snapshot(self, _payload: Any) -> tuple[int, Any]:
-        latest = self.pipeline.latest if self.pipeline is not None else None
+    def _method_snapshot(self, payload: Any) -> tuple[int, Any]:
+        """The last analysed frame, of the source named by {"source": id} or of any source."""
+        wanted = payload.get("source") if isinstance(payload, dict) else None
+        pipeline = self.pipeline
+        if wanted is not None and (pipeline is None or pipeline.feed(str(wanted)) is None):
+            return 404, {"error": f"no source {wanted!r}; sources: {', '.join(self.sources)}"}
+        feed = pipeline.feed(str(wanted)) if pipeline is not None and wanted is not None else None
+        latest = feed.latest if feed is not None else (pipeline.latest if pipeline is not None else None)
         if latest is None:
             return 409, {"error": "no analysed frame yet: the source is not streaming"}
         frame, inference = latest
@@ -342,7 +348,7 @@ class EdgeModule:
 
     def snapshot(self) -> ModuleSnapshot:
         """The one place the module's state is read from the live objects; every view is a function of it."""
-        model, manager, telemetry = self.model, self.manager, self.telemetry
+        model, manager, telemetry, pipeline = self.model, self.manager, self.telemetry, self.pipeline
         update = manager.status() if manager is not None else None
         return ModuleSnapshot(
             module_version=__version__,
@@ -351,7 +357,8 @@ class EdgeModule:
             desired_version=self.state.version,
             last_error=self.last_error,
             hub_connected=self.client.connected.is_set(),
-            sources=(_source_snapshot(self.state.settings.source, self.source, self.pipeline),),
+            sources=tuple(_source_snapshot(s, self.sources.get(s.id), pipeline.feed(s.id) if pipeline else None)
+                          for s in self.state.settings.source_list()),
             model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
             model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
             telemetry=telemetry.stats() if telemetry is not None else None,
@@ -362,10 +369,10 @@ class EdgeModule:
         return status_view(self.snapshot(), state)
 
 
-def _source_snapshot(settings: SourceSettings, source: Source | None, pipeline: Pipeline | None) -> SourceSnapshot:
+def _source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed | None) -> SourceSnapshot:
     """The configured source, its state and the pipeline's counters for it."""
     uri = redact_url(settings.uri) if "://" in settings.uri else settings.uri
-    stats = pipeline.stats if pipeline is not None else None
+    stats = feed.stats if feed is not None else None
     return SourceSnapshot(
         id=settings.id, uri=uri,
         state=source.state if source else None,
@@ -373,12 +380,12 @@ def _source_snapshot(settings: SourceSettings, source: Source | None, pipeline: 
         fps=stats.fps if stats else 0.0,
         captured=stats.captured if stats else 0,
         analyzed=stats.inferred if stats else 0,
-        dropped=pipeline.skipped() if pipeline else 0,
+        dropped=feed.skipped() if feed else 0,
         errors=stats.errors if stats else 0,
         frame_age_s=stats.frame_age_s if stats else 0.0,
-        reopened=pipeline.reopened if pipeline else 0,
+        reopened=feed.reopened if feed else 0,
         last_error=stats.last_error if stats else "",
-        gate=pipeline.gate.stats() if pipeline is not None and pipeline.gate is not None else None,
+        gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
     )
 
 

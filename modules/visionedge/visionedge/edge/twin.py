@@ -8,19 +8,29 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from visionedge.acks import ack
 from visionedge.config import DesiredProperties, describe_validation_error
 
 log = logging.getLogger(__name__)
 
-SECTIONS: dict[str, type[BaseModel]] = {
-    name: info.annotation  # type: ignore[misc]
-    for name, info in DesiredProperties.model_fields.items()
-}
+
+
+def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
+    """Validates one section alone, with the constraints the field declares (e.g. unique source ids)."""
+    if info.metadata:
+        return TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+    return TypeAdapter(info.annotation)
+
+
+SECTIONS: dict[str, TypeAdapter[Any]] = {name: _adapter(info) for name, info in DesiredProperties.model_fields.items()}
+ABSENT: dict[str, Any] = {name: [] if get_origin(info.annotation) is list else {}
+                          for name, info in DesiredProperties.model_fields.items()}
+"""What a section that is not in the desired document validates from: its defaults."""
 
 
 def merge(document: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -89,15 +99,15 @@ class DesiredState:
             if key in self.deferred:
                 self._apply_deferred(key, values, outcome)
                 continue
-            raw = self.document.get(key, {})
+            raw = self.document.get(key, ABSENT[key])
             try:
-                section = SECTIONS[key].model_validate(raw)
+                section = SECTIONS[key].validate_python(raw)
             except ValidationError as err:
                 reason = f"rejected: {describe_validation_error(err, key)}; keeping the previous value"
                 outcome.reported[key] = ack(values[key], 400, version, reason)
                 log.warning("desired $version %s: %s", version, reason)
                 continue
-            new_value = section.model_dump(mode="json")
+            new_value = SECTIONS[key].dump_python(section, mode="json")
             if new_value != values[key]:
                 outcome.changed.add(key)
                 values[key] = new_value
@@ -116,7 +126,8 @@ class DesiredState:
             return
         outcome.changed.add(key)
         try:
-            values[key] = SECTIONS[key].model_validate(self.document[key]).model_dump(mode="json")
+            adapter = SECTIONS[key]
+            values[key] = adapter.dump_python(adapter.validate_python(self.document[key]), mode="json")
         except ValidationError:
             return
 

@@ -99,6 +99,8 @@ class Signature:
     height: int
     dtype: np.dtype
     outputs: dict[str, tuple[int | str | None, ...]]
+    batchable: bool
+    """The batch dimension is dynamic, so frames of several sources can share one run."""
 
 
 def read_signature(session: object, manifest: ModelManifest) -> Signature:
@@ -125,7 +127,9 @@ def read_signature(session: object, manifest: ModelManifest) -> Signature:
     width = _dimension("width", w, manifest.width, tensor.name)
     height = _dimension("height", h, manifest.height, tensor.name)
     outputs = {o.name: tuple(o.shape) for o in session.get_outputs()}  # type: ignore[attr-defined]
-    return Signature(tensor.name, width, height, DTYPES[tensor.type], outputs)
+    batch = shape[0]
+    batchable = not isinstance(batch, int) and all(o and not isinstance(o[0], int) for o in outputs.values())
+    return Signature(tensor.name, width, height, DTYPES[tensor.type], outputs, batchable)
 
 
 def _dimension(what: str, in_model: int | str | None, in_manifest: int | None, name: str) -> int:
@@ -149,7 +153,7 @@ class Model:
         self.variant: VariantChoice | None = None
         """Which variant file this is and why it was chosen; set by models.variants.open_model."""
         self.labels = read_labels(labels_path)
-        self.session, self.providers = create_session(model_path, runtime or RuntimeSettings())
+        self.session, self.providers, self.layout = create_session(model_path, runtime or RuntimeSettings())
         self.signature = read_signature(self.session, manifest)
         sig = self.signature
         self._check_labels_fit()
@@ -163,6 +167,11 @@ class Model:
     def name(self) -> str:
         """Manifest name."""
         return self.manifest.name
+
+    @property
+    def batchable(self) -> bool:
+        """Frames of several sources can share one run."""
+        return self.signature.batchable
 
     @property
     def version(self) -> str:
@@ -208,6 +217,13 @@ class Model:
         start = time.perf_counter()
         raw: list[np.ndarray] = self.session.run(None, {self.signature.input_name: tensor})
         return raw, (time.perf_counter() - start) * 1000.0
+
+    def run_batch(self, tensors: list[np.ndarray]) -> tuple[list[list[np.ndarray]], float]:
+        """Stage 2 for several frames in one session.run (a model with a dynamic batch dimension): per-frame outputs."""
+        start = time.perf_counter()
+        raw: list[np.ndarray] = self.session.run(None, {self.signature.input_name: np.concatenate(tensors)})
+        elapsed = (time.perf_counter() - start) * 1000.0
+        return [[out[i:i + 1] for out in raw] for i in range(len(tensors))], elapsed
 
     def finish(self, raw: list[np.ndarray], geometry: Geometry, elapsed_ms: float,
                what: str = "this frame") -> Inference:

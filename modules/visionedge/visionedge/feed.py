@@ -1,0 +1,224 @@
+"""One source's side of the pipeline: its capture thread, hand-off, watchdog, sequence numbers and counters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from visionedge.errors import VisionEdgeError
+from visionedge.frame import Frame, Inference
+from visionedge.gate import SceneGate
+from visionedge.models.model import Model
+from visionedge.models.preprocess import Geometry
+from visionedge.sources import Source, SourceState
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+ORDERED_DEPTH = 8
+"""Prepared frames a file source may queue ahead of inference (each a model input tensor)."""
+AGE_SAMPLES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A captured frame, with its input tensor when the capture thread could prepare it for `model`."""
+
+    frame: Frame
+    model: Model | None = None
+    tensor: np.ndarray | None = None
+    geometry: Geometry | None = None
+
+
+@dataclass
+class FeedStats:
+    """Counters of one source that status, metrics and the closing summary read (one writer thread each)."""
+
+    captured: int = 0
+    inferred: int = 0
+    published: int = 0
+    errors: int = 0
+    last_error: str = ""
+    label_counts: Counter[str] = field(default_factory=Counter)
+    fps: float = 0.0
+    frame_age_s: float = 0.0
+    """How old the last frame was when inference started: latency that a latest-frame source keeps bounded."""
+    ages: deque[float] = field(default_factory=lambda: deque(maxlen=AGE_SAMPLES))
+    """Recent frame ages, for percentiles."""
+
+
+class Handoff:
+    """Frames of one source waiting for a worker, under the pipeline's shared condition.
+
+    `latest`: only the newest frame waits and every overwritten one is counted (live sources: a slow model sees fresh
+    frames). Otherwise every frame waits in order and capture blocks when ORDERED_DEPTH are waiting (file analysis).
+    """
+
+    def __init__(self, cond: threading.Condition, latest: bool) -> None:
+        self._cond = cond
+        self.latest = latest
+        self._jobs: deque[Job] = deque()
+        self.overwritten = 0
+        self.closed = False
+
+    def put(self, job: Job, stop: threading.Event) -> None:
+        """Queue a frame (replacing the waiting one when `latest`); blocks for room otherwise, honouring stop."""
+        with self._cond:
+            if self.latest:
+                if self._jobs:
+                    self._jobs.clear()
+                    self.overwritten += 1
+            else:
+                while len(self._jobs) >= ORDERED_DEPTH and not stop.is_set():
+                    self._cond.wait(POLL_S)
+                if stop.is_set():
+                    return
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def pop(self) -> Job | None:
+        """The next waiting frame; the caller holds the shared condition."""
+        if not self._jobs:
+            return None
+        job = self._jobs.popleft()
+        self._cond.notify_all()  # a producer may be waiting for room
+        return job
+
+    @property
+    def drained(self) -> bool:
+        """Closed and nothing left waiting: this source is finished."""
+        return self.closed and not self._jobs
+
+    def close(self) -> None:
+        """No more frames will come."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class Feed:
+    """A source as the pipeline drives it: capture on its own thread, reopened by the watchdog when it goes silent."""
+
+    def __init__(self, source: Source, cond: threading.Condition, model: Callable[[], Model],
+                 fps: float | None, watchdog_s: float | None) -> None:
+        self.source = source
+        self.current_model = model
+        self.period = 1.0 / fps if fps else 0.0
+        self.watchdog_s = watchdog_s if source.live else None
+        self.handoff = Handoff(cond, latest=source.live)
+        self.stats = FeedStats()
+        self.reopened = 0
+        self.fatal: VisionEdgeError | None = None
+        self.latest: tuple[Frame, Inference] | None = None
+        """The last analysed frame of this source and its result, for on-device snapshots."""
+        self.gate: SceneGate | None = None
+        """Scene-change gate of this source (consulted at dispatch, under the pipeline's condition)."""
+        self.gated_model: Model | None = None
+        self.last_inference: Inference | None = None
+        """The result a frame the gate found unchanged reuses (publish thread; None after a failure)."""
+        # Scheduling state, changed only under the pipeline's condition.
+        self.next_due = 0.0
+        self.rate_skipped = 0
+        self.dispatched = 0
+        # Publishing state, changed only on the publish thread.
+        self.expected = 0
+        self._recent: deque[float] = deque(maxlen=64)
+        self._last_frame = time.monotonic()
+        self._thread = threading.Thread()
+        self._stop = threading.Event()
+
+    @property
+    def source_id(self) -> str:
+        """The id every record of this source carries."""
+        return self.source.source_id
+
+    def skipped(self) -> int:
+        """Frames captured but never analysed: overwritten by newer ones, or over the target rate."""
+        return self.handoff.overwritten + self.rate_skipped
+
+    def start(self) -> None:
+        """A capture thread with its own stop event, so a stuck one can be abandoned and replaced."""
+        self._stop = threading.Event()
+        self._last_frame = time.monotonic()
+        self._thread = threading.Thread(target=self._capture, args=(self._stop,),
+                                        name=f"capture-{self.source_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the capture thread to end."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait a bounded time for the capture thread."""
+        self._thread.join(timeout)
+
+    def watch(self) -> None:
+        """The watchdog: a live source that delivered nothing for watchdog_s is reopened, even if a read hangs."""
+        if self.watchdog_s is None or time.monotonic() - self._last_frame < self.watchdog_s:
+            return
+        if self.source.state not in (SourceState.STREAMING, SourceState.CONNECTING):
+            return  # retrying already: its own backoff decides when to try again
+        self.reopened += 1
+        self.source.note_stall(f"no frame for {self.watchdog_s:g} s: reopening")
+        self.stop()
+        self.start()
+
+    def due(self, now: float) -> bool:
+        """Rate limit at dispatch (caller holds the condition): a frame before the next due time is skipped."""
+        if not self.period:
+            return True
+        if now < self.next_due:
+            self.rate_skipped += 1
+            return False
+        self.next_due = max(self.next_due + self.period, now)
+        return True
+
+    def unchanged(self, frame: Frame, model: Model) -> bool:
+        """The gate's verdict; a swapped model always runs first, so a reused result never names an old model."""
+        gate = self.gate
+        if gate is None:
+            return False
+        if model is not self.gated_model:
+            gate.reset()
+            self.gated_model = model
+        return not gate.should_infer(frame.image, frame.timestamp)
+
+    def note_result(self) -> None:
+        """One frame of this source came out of the model (publish thread): refresh the recent rate."""
+        self.stats.inferred += 1
+        now = time.monotonic()
+        self._recent.append(now)
+        span = now - self._recent[0]
+        self.stats.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
+
+    def _capture(self, stop: threading.Event) -> None:
+        ordered = not self.handoff.latest
+        try:
+            for frame in self.source.frames(stop):
+                if stop.is_set():
+                    return
+                self._last_frame = time.monotonic()
+                self.stats.captured += 1
+                # Every queued frame will be analysed, so preprocess it here, overlapping inference; a latest-frame
+                # hand-off would throw most of that work away, so there the worker prepares.
+                self.handoff.put(self._prepare(frame) if ordered else Job(frame), stop)
+        except VisionEdgeError as err:
+            self.fatal = err
+            self.stats.last_error = str(err)
+            log.error("%s", err)
+        if not stop.is_set():
+            self.handoff.close()
+
+    def _prepare(self, frame: Frame) -> Job:
+        model = self.current_model()
+        try:
+            tensor, geometry = model.prepare(frame.image)
+        except Exception:  # noqa: BLE001 - the worker prepares it again and reports the error
+            return Job(frame)
+        return Job(frame, model, tensor, geometry)
