@@ -180,19 +180,29 @@ class Recorder:
 
 
 class Clock:
-    """A settable clock for the policy, outbox and budget."""
+    """A settable pair of clocks for the policy, outbox and budget: wall time (call it) and steady time."""
 
     def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now
+        self.mono = 1000.0
 
     def __call__(self) -> float:
-        """The current simulated time."""
+        """The current simulated wall time."""
         return self.now
 
+    def steady(self) -> float:
+        """The current simulated monotonic time."""
+        return self.mono
+
     def advance(self, seconds: float) -> float:
-        """Move forward and return the new time."""
+        """Time passes: both clocks move forward; returns the new wall time."""
         self.now += seconds
+        self.mono += seconds
         return self.now
+
+    def step(self, seconds: float) -> None:
+        """The wall clock is set (NTP, an operator): only wall time jumps, by `seconds` (negative: back)."""
+        self.now += seconds
 
 
 def record(counts: Mapping[str, int], confidence: float | Mapping[str, float] = 0.9, *, source_id: str = "cam",

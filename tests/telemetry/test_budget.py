@@ -110,19 +110,19 @@ def test_batching_never_costs_more_and_keeps_every_event_in_order(specs: list[tu
 
 def test_usage_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
     """Messages and units sent today are persisted in the outbox database."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     budget = DailyBudget(100, outbox, clock=clock)
     for cost in (1, 1, 3):
         budget.record(cost)
     outbox.close()
-    again = DailyBudget(100, Outbox(tmp_path, OutboxSettings(), clock=clock), clock=clock).stats()
+    again = DailyBudget(100, Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady), clock=clock).stats()
     assert (again.messages_sent_today, again.units_used_today, again.budget_remaining) == (3, 5, 95)
 
 
 def test_the_budget_resets_at_utc_midnight(tmp_path: Path, clock: Clock) -> None:
     """Spent at 23:59:59 UTC, it allows sending again at 00:00:00, also after a restart across midnight."""
     clock.now = (clock.now // DAY + 1) * DAY - 1
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     budget = DailyBudget(2, outbox, clock=clock)
     budget.record(2)
     assert not budget.allows(1, heartbeat=True)
@@ -138,7 +138,8 @@ def test_heartbeats_keep_a_reserve_and_nothing_exceeds_the_budget(tmp_path: Path
     assert heartbeat_reserve(8000, 300) == 288
     assert heartbeat_reserve(1000, 60) == 100
     assert heartbeat_reserve(0, 60) == 0
-    budget = DailyBudget(10, Outbox(tmp_path, OutboxSettings(), clock=clock), reserve=2, clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    budget = DailyBudget(10, outbox, reserve=2, clock=clock)
     budget.record(8)
     assert not budget.allows(1, heartbeat=False)
     assert budget.allows(2, heartbeat=True)

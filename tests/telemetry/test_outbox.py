@@ -36,7 +36,7 @@ def seqs(items: list[OutboxItem]) -> list[tuple[str, int]]:
 
 def test_events_come_out_in_order_per_source(tmp_path: Path, clock: Clock) -> None:
     """Interleaved sources come back oldest first, each in seq order, with bodies intact."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(5):
         outbox.put(results(sequencer, "a", 2, clock) + results(sequencer, "b", 1, clock))
@@ -49,7 +49,7 @@ def test_events_come_out_in_order_per_source(tmp_path: Path, clock: Clock) -> No
 
 def test_live_events_go_before_the_backlog_after_an_outage(tmp_path: Path, clock: Clock) -> None:
     """After mark_link_up, events put since go first (oldest first), then the backlog oldest first."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 5, clock))
     outbox.mark_link_up()
@@ -61,14 +61,14 @@ def test_live_events_go_before_the_backlog_after_an_outage(tmp_path: Path, clock
 
 def test_acked_events_are_gone_and_counted_and_state_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
     """Ack deletes; depth, counters, epoch and last seqs persist across reopening the file."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 10, clock))
     outbox.ack([i.row_id for i in outbox.next_batch(4, live_first=False)])
     epoch = outbox.epoch
     outbox.close()
 
-    reopened = Outbox(tmp_path, OutboxSettings(), clock=clock)
+    reopened = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     stats = reopened.stats()
     assert (stats.depth, stats.sent, stats.dropped) == (6, 4, 0)
     assert reopened.epoch == epoch
@@ -102,7 +102,7 @@ def test_every_committed_event_survives_kill_9(tmp_path: Path) -> None:
 
 def test_a_full_outbox_compacts_old_results_into_aggregates(tmp_path: Path, clock: Clock) -> None:
     """Over max_mb, the oldest results become per-window aggregates: counted, and no detection is lost."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), compact_window_s=60, clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), compact_window_s=60, clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(40):
         outbox.put(results(sequencer, "cam", 10, clock, step=1.0))
@@ -126,7 +126,7 @@ def test_a_full_outbox_compacts_old_results_into_aggregates(tmp_path: Path, cloc
 
 def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock) -> None:
     """With overflow drop-oldest the oldest events go, the newest stay, and every drop is counted."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05, overflow="drop-oldest"), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05, overflow="drop-oldest"), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(40):
         outbox.put(results(sequencer, "cam", 10, clock))
@@ -140,7 +140,7 @@ def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock) -> None:
 
 def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path, clock: Clock) -> None:
     """Past max_age_h an event is dropped, counted as dropped and as expired."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 3, clock))
     clock.advance(1800)
@@ -153,7 +153,7 @@ def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path, clock
 
 def test_events_in_flight_are_neither_compacted_nor_dropped(tmp_path: Path, clock: Clock) -> None:
     """Rows handed to the sender stay untouched by the bounds until acknowledged, so an ack never removes others."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 5, clock))
     leased = outbox.next_batch(5, live_first=False)
@@ -189,7 +189,7 @@ def test_an_unusable_data_dir_is_reported_with_the_path(tmp_path: Path) -> None:
 
 def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock) -> None:
     """The in-memory depth and byte count equal a fresh count after mixed puts, acks, compaction and drops."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for n in range(30):
         outbox.put(results(sequencer, "cam", 7, clock, step=2.0, counts={"dog": n % 3}))
@@ -197,14 +197,14 @@ def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock) -> None:
             outbox.ack([i.row_id for i in outbox.next_batch(3, live_first=True)])
     before = outbox.stats()
     outbox.close()
-    after = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock).stats()
+    after = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady).stats()
     assert (before.depth, before.bytes) == (after.depth, after.bytes)
     assert Counter({"sent": before.sent}) == Counter({"sent": after.sent})
 
 
 def test_compaction_never_folds_two_models_into_one_aggregate(tmp_path: Path, clock: Clock) -> None:
     """Results of model a, then b, then a again in one window become three aggregates, one model each."""
-    outbox = Outbox(tmp_path, OutboxSettings(), compact_window_s=60, clock=clock)
+    outbox = Outbox(tmp_path, OutboxSettings(), compact_window_s=60, clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for model in ("a", "b", "a"):
         outbox.put([sequencer.make("result", "cam", record({"person": 1}, model=model), clock.advance(0.1))

@@ -30,7 +30,8 @@ def make_policy(clock: Clock | None = None, heartbeat: dict[str, Any] | None = N
     clock = clock or Clock(T0)
     fields = heartbeat or {}
     return TelemetryPolicy(TelemetrySettings(**overrides), source_id="cam", sequencer=Sequencer("e1"),
-                           heartbeat_fields=lambda: fields, clock=clock)
+                           heartbeat_fields=lambda: fields, clock=clock,
+                           steady=clock.steady)
 
 
 def feed(policy: TelemetryPolicy, counts_per_frame: list[dict[str, int]], start: float = T0) -> list[Event]:

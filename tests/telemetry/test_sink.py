@@ -79,13 +79,15 @@ def test_results_reach_the_local_broker_during_a_hub_outage_and_the_hub_after(
 
 def test_close_flushes_the_open_window_into_the_outbox(tmp_path: Path, clock: Clock) -> None:
     """Records mid-window, then close: the partial aggregate is stored for the next run to send."""
-    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock)
+    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock,
+                         steady=clock.steady)
     for _ in range(25):
         clock.advance(0.1)
         sink.publish(record({"car": 2}))
     sink.emit("model-swapped", {"from": "a", "to": "b"})
     sink.close()
-    bodies = [i.event.body for i in Outbox(tmp_path, OutboxSettings(), clock=clock).next_batch(100, False)]
+    reopened = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    bodies = [i.event.body for i in reopened.next_batch(100, False)]
     assert [b["type"] for b in bodies] == ["result", "event", "aggregate"]
     assert bodies[1]["event"] == "model-swapped"
     assert bodies[1]["to"] == "b"
@@ -96,7 +98,7 @@ def test_a_full_disk_loses_events_with_a_reason_and_never_raises(
         tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     """SQLite says the disk is full: publish returns normally, the loss is logged and counted, later puts work."""
     sink = TelemetrySink(TelemetrySettings(policy="every-frame"), OutboxSettings(), data_dir=tmp_path,
-                         source_id="cam", clock=clock)
+                         source_id="cam", clock=clock, steady=clock.steady)
     sink.publish(record({"cat": 1}))
     conn = sink.outbox._conn
     assert conn is not None
@@ -116,7 +118,8 @@ def test_a_full_disk_loses_events_with_a_reason_and_never_raises(
 
 def test_twin_updates_apply_at_once(tmp_path: Path, clock: Clock) -> None:
     """Switching to every-frame makes each record an event from the next record on."""
-    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock)
+    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock,
+                         steady=clock.steady)
     sink.publish(record({"car": 1}))
     sink.update(TelemetrySettings(policy="every-frame"))
     for _ in range(5):
@@ -128,7 +131,7 @@ def test_twin_updates_apply_at_once(tmp_path: Path, clock: Clock) -> None:
 def test_the_outbox_losing_events_is_announced_on_the_events_output(tmp_path: Path, clock: Clock) -> None:
     """When the outbox compacts or drops, a "telemetry-dropped" event says how many."""
     sink = TelemetrySink(TelemetrySettings(policy="every-frame"), OutboxSettings(max_mb=0.02, overflow="drop-oldest"),
-                         data_dir=tmp_path, source_id="cam", clock=clock)
+                         data_dir=tmp_path, source_id="cam", clock=clock, steady=clock.steady)
     for _ in range(100):
         clock.advance(0.1)
         sink.publish(record({"person": 3}))

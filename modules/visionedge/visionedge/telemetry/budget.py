@@ -9,7 +9,8 @@ free tier (body plus properties), and each tier caps those units per day (8,000 
   oversize (to discard).
   Each batched event carries its own `message_id` (and seq), so consumers can deduplicate inside batches.
 - `DailyBudget` counts units (what IoT Hub bills) and messages sent per UTC day, persisted through a `MetaStore`
-  (the outbox) so a restart does not reset it. When the budget is spent the sender stops; events stay in the
+  (the outbox) so a restart does not reset it; a day only ever rolls forward, so a clock set back cannot re-grant
+  a spent budget. When the budget is spent the sender stops; events stay in the
   outbox. Heartbeats have a reserve (`heartbeat_reserve`: one day of heartbeats, at most a tenth of the budget) that
   other events cannot use, so liveness survives a burst of results; nothing ever goes beyond the budget.
 """
@@ -250,9 +251,9 @@ class DailyBudget:
         return datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
 
     def _roll(self) -> None:
-        """Start a new day's count after UTC midnight."""
+        """Start a new day's count after UTC midnight; a wall clock set back to an earlier day re-grants nothing."""
         today = self._today()
-        if today != self._day:
+        if today > self._day:
             self._day, self._messages, self._units = today, 0, 0
             self._save()
 

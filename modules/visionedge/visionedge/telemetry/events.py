@@ -127,8 +127,9 @@ class WindowSummary:
             stats.max_confidence = max(stats.max_confidence, confidence)
 
     def fields(self, until: float | None = None) -> dict[str, Any]:
-        """The aggregate body fields; `until` ends a window early (shutdown, settings change)."""
-        end = self.end if until is None else min(self.end, until)
+        """The aggregate body fields; `until` ends a window early (shutdown, settings change), never before it began
+        (the wall clock may have stepped back)."""
+        end = self.end if until is None else min(self.end, max(self.start, until))
         return {
             "timestamp": iso_utc(end),
             "window_start": iso_utc(self.start),

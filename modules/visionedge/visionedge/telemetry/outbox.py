@@ -18,6 +18,11 @@ model swap starts a new aggregate, so none mixes models), then drops the oldest 
 enough; with "drop-oldest" it drops. Events older than `max_age_h` are dropped (they are counted as dropped and as
 expired). Every loss is counted in persisted counters.
 
+Age is measured on the steady (monotonic) clock, never the wall clock, so NTP setting a clock that booted at 1970
+does not expire the queue, and a clock stepped back does not keep events forever. Each row stores its steady
+time; after a reboot (a new boot id, or a steady clock behind the last one stored) the stored times are shifted so
+that ages continue from where they were: time powered off does not age events.
+
 A database that SQLite reports corrupt is moved aside (`outbox.sqlite.corrupt-<UTC time>`) and a fresh one created;
 the fresh one gets a new epoch, so message ids never repeat those of the lost file.
 """
@@ -66,10 +71,10 @@ CREATE TABLE IF NOT EXISTS events (
     output TEXT NOT NULL,
     message_id TEXT NOT NULL,
     created REAL NOT NULL,
+    steady REAL,
     size INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_created ON events (created);
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 CREATE TABLE IF NOT EXISTS sources (source_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -124,11 +129,12 @@ class Outbox:
     """Durable FIFO of events with persisted seqs, counters and small metadata; safe to use from any thread."""
 
     def __init__(self, data_dir: Path, settings: OutboxSettings, *, compact_window_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, steady: Callable[[], float] = time.monotonic) -> None:
         self.path = data_dir / FILENAME
         self.settings = settings
         self.compact_window_s = compact_window_s
         self.clock = clock
+        self.steady = steady
         self._lock = threading.RLock()
         self._new = threading.Event()
         self._leased: set[int] = set()
@@ -140,6 +146,7 @@ class Outbox:
         except (OSError, sqlite3.Error) as err:
             raise OutboxError(f"cannot open the telemetry outbox {self.path}: {err}") from err
         conn = self._conn
+        self._rebase_steady(conn)
         self.epoch = str(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
         self._rows, self._bytes = self._count(conn)
         self._mark = self._last_id(conn)
@@ -153,14 +160,16 @@ class Outbox:
         if not events:
             return
         rows = []
+        steady = self.steady()
         for event in events:
             text = event.payload().decode("utf-8")
             rows.append((event.source_id, event.seq, event.kind, event.output, event.message_id, event.created,
-                         len(text.encode("utf-8")), text))
+                         len(text.encode("utf-8")), text, steady))
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT INTO events (source_id, seq, kind, output, message_id, created, size, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "INSERT INTO events (source_id, seq, kind, output, message_id, created, size, body, steady) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('steady.last', ?)", (repr(steady),))
             conn.executemany(
                 "INSERT INTO sources VALUES (?, ?) "
                 "ON CONFLICT(source_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
@@ -225,12 +234,12 @@ class Outbox:
         """Depth, age of the oldest event, accounted bytes and the persisted loss/sent counters (cheap: indexed)."""
         with self._lock:
             conn = self._live()
-            oldest = conn.execute("SELECT MIN(created) FROM events").fetchone()[0]
+            oldest = conn.execute("SELECT MIN(steady) FROM events").fetchone()[0]
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
             depth, size = self._rows, self._bytes
         return OutboxStats(
             depth=depth,
-            oldest_age_s=max(0.0, self.clock() - float(oldest)) if oldest is not None else 0.0,
+            oldest_age_s=max(0.0, self.steady() - float(oldest)) if oldest is not None else 0.0,
             bytes=size,
             dropped=int(counters.get("dropped", 0)),
             expired=int(counters.get("expired", 0)),
@@ -314,8 +323,8 @@ class Outbox:
 
     def _expire(self, conn: sqlite3.Connection) -> None:
         """Drop events older than max_age_h (not those in flight), counted as dropped and expired."""
-        cutoff = self.clock() - self.settings.max_age_h * 3600.0
-        rows = conn.execute("SELECT id, size FROM events WHERE created < ? ORDER BY id", (cutoff,)).fetchall()
+        cutoff = self.steady() - self.settings.max_age_h * 3600.0
+        rows = conn.execute("SELECT id, size FROM events WHERE steady < ? ORDER BY id", (cutoff,)).fetchall()
         rows = [(i, s) for i, s in rows if i not in self._leased]
         if not rows:
             return
@@ -439,6 +448,9 @@ class Outbox:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA journal_size_limit=8388608")
             conn.executescript(_SCHEMA)
+            if "steady" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+                conn.execute("ALTER TABLE events ADD COLUMN steady REAL")
+            conn.execute("CREATE INDEX IF NOT EXISTS events_steady ON events (steady)")
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (secrets.token_hex(4),))
         except BaseException:
             conn.close()
@@ -456,6 +468,19 @@ class Outbox:
                 os.replace(extra, Path(f"{aside}{suffix}"))
         return aside
 
+    def _rebase_steady(self, conn: sqlite3.Connection) -> None:
+        """Carry the rows' steady times over a reboot (or from a file written before they were stored)."""
+        now, boot = self.steady(), _boot_id()
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('steady.boot', 'steady.last')"))
+        last = float(meta.get("steady.last", now))
+        conn.execute("BEGIN IMMEDIATE")
+        if meta.get("steady.boot", boot) != boot or last > now:
+            conn.execute("UPDATE events SET steady = steady + ?", (now - last,))
+        conn.execute("UPDATE events SET steady = ? - max(0, ? - created) WHERE steady IS NULL", (now, self.clock()))
+        conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         [("steady.boot", boot), ("steady.last", repr(now))])
+        conn.execute("COMMIT")
+
     @staticmethod
     def _count(conn: sqlite3.Connection) -> tuple[int, int]:
         """Rows and accounted bytes, read once at open (and after a rollback); kept up to date in memory after."""
@@ -467,6 +492,14 @@ class Outbox:
         """The highest row id ever given (AUTOINCREMENT never reuses one), which `mark_link_up` records."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         return 0 if row is None else int(row[0])
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux); the steady clock restarts with each boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
 
 
 def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:

@@ -1,6 +1,9 @@
 """Which result records become telemetry events: on change (debounced), every frame, or window aggregates only.
 
-Pure logic with an injected clock and no locking: the caller serialises `offer`, `tick`, `update` and `flush`.
+Pure logic with injected clocks and no locking: the caller serialises `offer`, `tick`, `update` and `flush`.
+Two clocks: `clock` (wall time) only labels events and aligns windows; `steady` (monotonic) times every interval
+(debounce, window ends, heartbeat cadence), so a wall-clock step (NTP fixing a clock that booted at 1970, or going
+back) neither pauses nor bunches heartbeats and aggregates. An explicit `now` (simulations) stands for both.
 
 Rules, per source:
 - every-frame: every record is a result event; no aggregates.
@@ -64,6 +67,8 @@ class _SourceState:
     model: Any = None
     recent: deque[_Frame] = field(default_factory=lambda: deque(maxlen=MAX_RECENT))
     window: WindowSummary | None = None
+    window_closes: float = math.inf
+    """The steady time at which the open window ends."""
 
 
 class TelemetryPolicy:
@@ -77,12 +82,14 @@ class TelemetryPolicy:
         sequencer: Sequencer,
         heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        steady: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.source_id = source_id
         self.sequencer = sequencer
         self.heartbeat_fields = heartbeat_fields
         self.clock = clock
+        self.steady = steady
         self.model: Any = None
         self._sources: dict[str, _SourceState] = {}
         self._next_heartbeat: float | None = None
@@ -90,7 +97,7 @@ class TelemetryPolicy:
 
     def offer(self, record: Mapping[str, Any], now: float | None = None) -> list[Event]:
         """Events caused by one result record: a closed window's aggregate and/or a result."""
-        now = self.clock() if now is None else now
+        now, steady = self._now(now)
         source_id = str(record.get("source_id") or self.source_id)
         state = self._sources.setdefault(source_id, _SourceState())
         if record.get("model") is not None:
@@ -98,37 +105,36 @@ class TelemetryPolicy:
         policy = self.settings.policy
         if policy == "every-frame":
             return [self.sequencer.make("result", source_id, record, now)]
-        events = self._fold_into_window(source_id, state, record, now)
+        events = self._fold_into_window(source_id, state, record, now, steady)
         if policy == "on-change":
-            dominant = self._dominant_change(state, record, now)
+            dominant = self._dominant_change(state, record, steady)
             if dominant is not None:
                 events.append(self.sequencer.make("result", source_id, dominant, now))
         return events
 
     def tick(self, now: float | None = None) -> list[Event]:
         """Aggregates of windows that have closed and the heartbeat when it is due."""
-        now = self.clock() if now is None else now
+        now, steady = self._now(now)
         events = [self._close(sid, st, None) for sid, st in self._sources.items()
-                  if st.window is not None and now >= st.window.end]
-        if self._next_heartbeat is None or now >= self._next_heartbeat:
-            events.append(self._heartbeat(now))
+                  if st.window is not None and steady >= st.window_closes]
+        if self._next_heartbeat is None or steady >= self._next_heartbeat:
+            events.append(self._heartbeat(now, steady))
         return events
 
     def flush(self, now: float | None = None) -> list[Event]:
         """Aggregates of every open window, cut short at `now` (shutdown, settings change)."""
-        now = self.clock() if now is None else now
+        now, _ = self._now(now)
         return [self._close(sid, st, now) for sid, st in self._sources.items() if st.window is not None]
 
     def event(self, name: str, fields: Mapping[str, Any], now: float | None = None,
               source_id: str | None = None) -> Event:
         """A state-change event (model swap, rollback, dropped telemetry) on the events output."""
-        now = self.clock() if now is None else now
+        now, _ = self._now(now)
         body = {"event": name, "timestamp": iso_utc(now), **fields}
         return self.sequencer.make("event", source_id or self.source_id, body, now)
 
     def update(self, settings: TelemetrySettings, now: float | None = None) -> list[Event]:
         """Apply new settings; open windows close early when the window or policy changes, so none is mixed."""
-        now = self.clock() if now is None else now
         old, self.settings = self.settings, settings
         events: list[Event] = []
         if old.aggregate_window_s != settings.aggregate_window_s or old.policy != settings.policy:
@@ -140,11 +146,15 @@ class TelemetryPolicy:
             self._next_heartbeat = self._last_heartbeat + settings.heartbeat_s
         return events
 
+    def _now(self, now: float | None) -> tuple[float, float]:
+        """(wall, steady) time now; an explicit `now` stands for both."""
+        return (now, now) if now is not None else (self.clock(), self.steady())
+
     def _fold_into_window(self, source_id: str, state: _SourceState, record: Mapping[str, Any],
-                          now: float) -> list[Event]:
-        """Add the record to its source's window, first closing the window if `now` is past its end."""
+                          now: float, steady: float) -> list[Event]:
+        """Add the record to its source's window, first closing the window if its (steady) end has passed."""
         events = []
-        if state.window is not None and now >= state.window.end:
+        if state.window is not None and steady >= state.window_closes:
             events.append(self._close(source_id, state, None))
         start = None
         if state.window is not None and state.window.frames and record.get("model") != state.window.model:
@@ -152,6 +162,7 @@ class TelemetryPolicy:
             events.append(self._close(source_id, state, now))
         if state.window is None:
             state.window = WindowSummary.containing(now, self.settings.aggregate_window_s, since=start)
+            state.window_closes = steady + state.window.end - now
         state.window.add(record)
         return events
 
@@ -159,8 +170,8 @@ class TelemetryPolicy:
         """The aggregate of the source's open window, which is then forgotten."""
         window, state.window = state.window, None
         assert window is not None
-        end = window.end if until is None else min(window.end, until)
-        return self.sequencer.make("aggregate", source_id, window.fields(until), end)
+        fields = window.fields(until)
+        return self.sequencer.make("aggregate", source_id, fields, window.start + fields["window_s"])
 
     def _dominant_change(self, state: _SourceState, record: Mapping[str, Any],
                          now: float) -> Mapping[str, Any] | None:
@@ -191,12 +202,12 @@ class TelemetryPolicy:
         state.sent, state.sent_at = newest.state, now
         return newest.record
 
-    def _heartbeat(self, now: float) -> Event:
-        """The heartbeat, scheduling the next one on the fixed cadence (or from now, after a stall)."""
+    def _heartbeat(self, now: float, steady: float) -> Event:
+        """The heartbeat, scheduling the next one on the fixed (steady) cadence, or from now after a stall."""
         period = self.settings.heartbeat_s
-        self._last_heartbeat = now
-        due = now if self._next_heartbeat is None else self._next_heartbeat
-        self._next_heartbeat = due + period if due + period > now else now + period
+        self._last_heartbeat = steady
+        due = steady if self._next_heartbeat is None else self._next_heartbeat
+        self._next_heartbeat = due + period if due + period > steady else steady + period
         fields: dict[str, Any] = {"timestamp": iso_utc(now), "policy": self.settings.policy, "model": self.model}
         if self.heartbeat_fields is not None:
             fields.update(self.heartbeat_fields())

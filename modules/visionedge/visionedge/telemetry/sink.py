@@ -62,12 +62,14 @@ class TelemetrySink:
         local: LocalMqttPublisher | None = None,
         heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        steady: Callable[[], float] = time.monotonic,
         tick_s: float = 1.0,
         sender_options: SenderOptions | None = None,
         billing_unit_bytes: int = UNIT_BYTES,
         local_client_id: str | None = None,
     ) -> None:
         self.clock = clock
+        self.steady = steady
         self.local_client_id = local_client_id
         self.tick_s = tick_s
         self.local = local
@@ -78,10 +80,11 @@ class TelemetrySink:
         self._closed = False
         self._lost = 0
         self._final: TelemetryStats | None = None
-        self.outbox = Outbox(data_dir, outbox_settings, compact_window_s=settings.aggregate_window_s, clock=clock)
+        self.outbox = Outbox(data_dir, outbox_settings, compact_window_s=settings.aggregate_window_s, clock=clock,
+                             steady=steady)
         self.policy = TelemetryPolicy(settings, source_id=source_id,
                                       sequencer=Sequencer(self.outbox.epoch, self.outbox.last_seqs()),
-                                      heartbeat_fields=self._heartbeat_fields, clock=clock)
+                                      heartbeat_fields=self._heartbeat_fields, clock=clock, steady=steady)
         self.budget = DailyBudget(settings.daily_message_budget, self.outbox,
                                   reserve=heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s),
                                   unit_bytes=billing_unit_bytes, clock=clock)
@@ -120,11 +123,11 @@ class TelemetrySink:
                 self._store(self.policy.offer(record))
 
     def tick(self, now: float | None = None) -> None:
-        """Closed windows, a due heartbeat and, when the outbox lost events, a notice on the events output."""
+        """Closed windows, a due heartbeat and, when the outbox lost events, a notice on the events output; an
+        explicit `now` (tests) stands for both wall and steady time."""
         with self._lock:
             if self._closed:
                 return
-            now = self.clock() if now is None else now
             events = self.policy.tick(now)
             notice = self._drop_notice(now)
             self._store(events + ([notice] if notice is not None else []))
@@ -229,15 +232,16 @@ class TelemetrySink:
             for event in events:
                 self.local.publish(event)
 
-    def _drop_notice(self, now: float) -> Event | None:
+    def _drop_notice(self, now: float | None) -> Event | None:
         """An "telemetry-dropped" event when the outbox dropped or compacted since the last notice."""
-        if now - self._last_notice < NOTICE_INTERVAL_S:
+        steady = self.steady() if now is None else now
+        if steady - self._last_notice < NOTICE_INTERVAL_S:
             return None
         stats = self.outbox.stats()
         dropped, compacted = stats.dropped - self._noticed[0], stats.compacted - self._noticed[1]
         if not dropped and not compacted:
             return None
-        self._noticed, self._last_notice = (stats.dropped, stats.compacted), now
+        self._noticed, self._last_notice = (stats.dropped, stats.compacted), steady
         return self.policy.event("telemetry-dropped", {
             "dropped": dropped, "compacted": compacted, "dropped_total": stats.dropped,
             "compacted_total": stats.compacted, "outbox_depth": stats.depth}, now)
