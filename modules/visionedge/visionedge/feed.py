@@ -37,8 +37,8 @@ class Job:
 
 
 @dataclass
-class FeedStats:
-    """Counters of one source that status, metrics and the closing summary read (one writer thread each)."""
+class Counters:
+    """What the pipeline counts, for one source or over all of them."""
 
     captured: int = 0
     inferred: int = 0
@@ -49,6 +49,12 @@ class FeedStats:
     fps: float = 0.0
     frame_age_s: float = 0.0
     """How old the last frame was when inference started: latency that a latest-frame source keeps bounded."""
+
+
+@dataclass
+class FeedStats(Counters):
+    """Counters of one source that status, metrics and the closing summary read (one writer thread each)."""
+
     ages: deque[float] = field(default_factory=lambda: deque(maxlen=AGE_SAMPLES))
     """Recent frame ages, for percentiles."""
 

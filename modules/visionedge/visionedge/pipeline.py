@@ -6,7 +6,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from visionedge.config import GateSettings
-from visionedge.feed import POLL_S, Feed, Job
+from visionedge.feed import POLL_S, Counters, Feed, Job
 from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats, gate_for
 from visionedge.models.model import Model
@@ -54,20 +53,11 @@ class Ran:
 
 
 @dataclass
-class PipelineStats:
-    """Totals over every source, for status, metrics and the closing summary."""
+class PipelineStats(Counters):
+    """Totals over every source, for status, metrics and the closing summary (frame age: the oldest source's)."""
 
     started: float = field(default_factory=time.monotonic)
-    captured: int = 0
-    inferred: int = 0
     skipped: int = 0
-    published: int = 0
-    errors: int = 0
-    last_error: str = ""
-    label_counts: Counter[str] = field(default_factory=Counter)
-    fps: float = 0.0
-    frame_age_s: float = 0.0
-    """The oldest of the sources' last frame ages."""
 
     def elapsed(self) -> float:
         """Seconds since start."""

@@ -200,6 +200,8 @@ class EdgeModule:
                 model = self.store.load(active, settings.runtime)
                 model.set_overrides(settings.inference)
                 self._swap_model(model)
+                if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
+                    self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
             if manager is not None:
                 manager.update_settings(runtime=settings.runtime)
         elif key == "rollback" and manager is not None:

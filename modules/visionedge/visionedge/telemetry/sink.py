@@ -101,7 +101,8 @@ class TelemetrySink:
                     client_id: str | None = None) -> TelemetrySink:
         """The module's wiring: outbox under data_dir, the configured source id, local MQTT when enabled."""
         desired = config.desired
-        return cls(desired.telemetry, desired.outbox, data_dir=config.local.data_dir, source_id=desired.source.id,
+        return cls(desired.telemetry, desired.outbox, data_dir=config.local.data_dir,
+                   source_id=desired.source_list()[0].id,
                    transport=transport, local=local_publisher(desired.local_mqtt, config.local, client_id),
                    heartbeat_fields=heartbeat_fields, local_client_id=client_id,
                    billing_unit_bytes=int(desired.telemetry.billing_unit_kb * 1024))
