@@ -12,6 +12,9 @@ Sections (run all by default, or pick with --section; each prints its own table)
   sources     1, 2, 4, 8 paced vtest.avi sources at 10 fps each into one module pipeline, per model: total
               inferences/s, per-source fps (fairness), frame age p50/p95 at inference start, skipped frames, RSS.
   rss         --rss-minutes (default 10) of 4 sources at 10 fps on YOLOX-nano, RSS sampled every 30 s (must be flat).
+  report      `visionedge analyze sample --model yolox-nano --report` (the documented sample command), then
+              `visionedge report` over --report-records YOLOX records (real records replayed over 24 h): wall time,
+              CPU time and peak RSS of each command, and the report's size.
 The machine is shared and noisy: rerun on a quiet one; every section takes the same flags there.
 
     python scripts/bench.py [--section throughput sources rss] [--frames 300] [--rounds 5] [--models ...]
@@ -331,6 +334,52 @@ def section_rss(args: argparse.Namespace) -> int:
     return 0
 
 
+PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+"""Runs a command and prints its own peak RSS (KB) last on stderr: a wrapper per command, so peaks do not mix."""
+
+
+def _timed_command(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one command in its own process."""
+    import resource
+
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr.strip()}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return time.monotonic() - started, cpu, int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def section_report(args: argparse.Namespace) -> int:
+    """The sample report's time, then a long result file streamed into a report in bounded memory."""
+    import tempfile
+
+    from visionedge.result import iso_utc
+
+    cli = [sys.executable, "-m", "visionedge", "--log-level", "WARNING"]
+    print(f"report: {machine_line()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        wall, cpu, rss = _timed_command([*cli, "analyze", "sample", "--model", "yolox-nano", "--no-progress",
+                                         "--jsonl", str(folder / "sample.jsonl"), "--report", str(folder / "s.html")])
+        print(f"analyze sample --model yolox-nano --report: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS "
+              f"{rss:.0f} MB, report {(folder / 's.html').stat().st_size / 1e6:.1f} MB")
+        records = [json.loads(line) for line in (folder / "sample.jsonl").read_text(encoding="utf-8").splitlines()]
+        big = folder / "day.jsonl"
+        step = 86_400 / args.report_records
+        with big.open("w", encoding="utf-8") as out:
+            for i in range(args.report_records):
+                record = dict(records[i % len(records)], frame_index=i, timestamp=iso_utc(1.79e9 + i * step))
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        wall, cpu, rss = _timed_command([*cli, "report", str(big), "-o", str(folder / "day.html"), "--no-progress"])
+        print(f"report over {args.report_records:,} records ({big.stat().st_size / 1e9:.2f} GB JSONL, 24 h): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {rss:.0f} MB, report "
+              f"{(folder / 'day.html').stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
 # ---- plumbing -----------------------------------------------------------------------------------------------------
 
 
@@ -365,9 +414,10 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "throughput": section_throughput,
     "sources": section_sources,
     "rss": section_rss,
+    "report": section_report,
 }
 DEFAULT_SECTIONS = ("throughput", "sources")
-"""`rss` takes 10 minutes: ask for it by name."""
+"""`rss` takes 10 minutes and `report` about 3: ask for them by name."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -382,6 +432,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="sources: how many sources per run (default 1 2 4 8)")
     parser.add_argument("--source-seconds", type=float, default=20.0, help="sources: seconds per run (default 20)")
     parser.add_argument("--rss-minutes", type=float, default=10.0, help="rss: minutes of the long run (default 10)")
+    parser.add_argument("--report-records", type=int, default=1_000_000,
+                        help="report: records in the long result file (default 1,000,000)")
     parser.add_argument("--min-ratio", type=float, help="throughput: exit 1 when a median analyze/plain is below")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
