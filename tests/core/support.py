@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import http.server
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -136,6 +137,9 @@ class Route:
     stall_after: int | None = None
     """Send this many body bytes, then go silent until the server closes."""
     stall_before_headers: bool = False
+    failures: list[str] = field(default_factory=list)
+    """Answers given before the real one, one per request: an HTTP status ("503"), or "reset" (half the rest of the
+    body, then the connection is closed short of the announced length). The real answer honours a Range header."""
 
 
 def serve(handler: type[http.server.BaseHTTPRequestHandler], name: str, port: int = 0,
@@ -171,18 +175,36 @@ class FileServer:
                 if route.stall_before_headers:
                     server._release.wait()
                     return
-                self.send_response(route.status)
+                failure = route.failures.pop(0) if route.failures else None
+                if failure is not None and failure != "reset":
+                    self.send_response(int(failure))
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
+                ranged = self.headers.get("Range", "")
+                start = int(ranged[6:].split("-")[0]) if ranged.startswith("bytes=") and route.status == 200 else 0
+                body = route.body[start:]
+                self.send_response(206 if start else route.status)
                 if route.send_length:
-                    self.send_header("Content-Length", str(len(route.body)))
+                    self.send_header("Content-Length", str(len(body)))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(route.body) - 1}/{len(route.body)}")
                 self.send_header("Connection", "close")
                 self.end_headers()
                 try:
+                    if failure == "reset":
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     if route.stall_after is not None:
-                        self.wfile.write(route.body[: route.stall_after])
+                        self.wfile.write(body[: route.stall_after])
                         self.wfile.flush()
                         server._release.wait()
                         return
-                    self.wfile.write(route.body)
+                    self.wfile.write(body)
                 except OSError:
                     return
                 self.close_connection = True

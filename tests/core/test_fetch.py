@@ -164,7 +164,7 @@ def test_download_over_the_size_limit_is_refused(file_server, tmp_path):
 def test_stalling_server_times_out_with_the_reason(file_server, tmp_path, route):
     """A server that goes silent (before the headers or in the body) ends in a timeout reason, not a hang."""
     file_server.routes["/slow"] = route
-    policy = DownloadPolicy(allow_insecure_http=True, connect_timeout_s=5, read_timeout_s=0.5)
+    policy = DownloadPolicy(allow_insecure_http=True, connect_timeout_s=5, read_timeout_s=0.5, retry_initial_s=0.05)
     with pytest.raises(FetchError) as err:
         download(file_server.url("/slow"), tmp_path / "slow", policy, sha256=BODY_SHA)
     assert str(err.value) == f"timed out downloading {file_server.url('/slow')} (connect 5 s, read 0.5 s)"
@@ -270,3 +270,30 @@ def test_an_unreadable_ca_bundle_is_named_in_one_line(tmp_path: Path) -> None:
     bundle.write_text("not a certificate\n", encoding="utf-8")
     with pytest.raises(FetchError, match=rf"^local\.ca_bundle {bundle} cannot be loaded as PEM CA certificates: "):
         download("https://127.0.0.1:9/model.onnx", tmp_path / "m.onnx", DownloadPolicy(ca_bundle=bundle))
+
+
+def test_transient_failures_are_retried_and_the_download_resumes(file_server, tmp_path):
+    """A 503, then a connection reset half-way: the third attempt asks only for the rest (Range) and completes."""
+    big = os.urandom(1_000_000)
+    file_server.routes["/model.onnx"] = Route(body=big, failures=["503", "reset"])
+    policy = DownloadPolicy(allow_insecure_http=True, retry_initial_s=0.05)
+    dest = download(file_server.url("/model.onnx"), tmp_path / "model.onnx", policy,
+                    sha256=hashlib.sha256(big).hexdigest())
+    assert dest.read_bytes() == big
+    ranges = [headers.get("Range") for path, headers in file_server.requests if path == "/model.onnx"]
+    assert ranges[:2] == [None, None]
+    assert len(ranges) == 3
+    assert ranges[2] is not None
+    assert 0 < int(ranges[2][6:-1]) < len(big)
+
+
+def test_a_server_that_stays_unavailable_fails_after_three_attempts_and_a_404_at_once(file_server, tmp_path):
+    """503 on every try: the error after the third attempt; 404 is final on the first."""
+    file_server.routes["/busy.onnx"] = Route(body=BODY, failures=["503"] * 5)
+    policy = DownloadPolicy(allow_insecure_http=True, retry_initial_s=0.05)
+    with pytest.raises(FetchError, match=r"^HTTP 503 Service Unavailable for "):
+        download(file_server.url("/busy.onnx"), tmp_path / "busy.onnx", policy, sha256=BODY_SHA)
+    with pytest.raises(FetchError, match=r"^HTTP 404 Not Found for "):
+        download(file_server.url("/missing.onnx"), tmp_path / "missing.onnx", policy, sha256=BODY_SHA)
+    paths = [path for path, _ in file_server.requests]
+    assert (paths.count("/busy.onnx"), paths.count("/missing.onnx")) == (3, 1)

@@ -58,8 +58,9 @@ def video(media: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def policy(certs: CertBundle) -> DownloadPolicy:
-    """Download limits as the device would have them, trusting the test CA; short read timeout for stalls."""
-    return DownloadPolicy(ca_bundle=certs.ca_cert, connect_timeout_s=5.0, read_timeout_s=1.0)
+    """Download limits as the device would have them, trusting the test CA; short read timeout and retry
+    backoff for stalls."""
+    return DownloadPolicy(ca_bundle=certs.ca_cert, connect_timeout_s=5.0, read_timeout_s=1.0, retry_initial_s=0.1)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""Bounded, verified downloads: https only by default, host allow-list, size cap, timeouts, sha256."""
+"""Bounded, verified downloads: https only by default, host allow-list, size cap, timeouts, sha256, and retries.
+
+A transfer that fails in a way a retry may cure (a timeout, a connection reset, HTTP 408/429/5xx) is tried again,
+up to `attempts` times in all, with backoff; each attempt resumes the `.part` file where the server allows (Range).
+Anything else (404, a refusal, a wrong sha256) is final at once.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import hashlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import certifi
@@ -18,12 +24,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from visionedge.errors import FetchError
+from visionedge.retry import backoff_delay
 from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
 Progress = Callable[[int, int | None], None]
+RETRY_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP answers that say "not now" rather than "no"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +46,18 @@ class DownloadPolicy:
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     ca_bundle: Path | None = None
     """PEM file of extra CAs, trusted besides the system store; verification is never turned off."""
+    attempts: int = 3
+    """Tries in all for a transfer that fails transiently."""
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 10.0
 
 
 class TransferError(FetchError):
     """The server or the network failed (HTTP status, timeout, reset): unlike a refusal, a retry may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class DownloadCancelled(FetchError):
@@ -104,7 +121,28 @@ def session_for(policy: DownloadPolicy) -> requests.Session:
 def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None = None,
              size: int | None = None, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None) -> Path:
-    """Stream url to dest (via dest.part, resumed when the server allows), verifying size and sha256."""
+    """Stream url to dest (via dest.part, resumed when the server allows), verifying size and sha256; transient
+    failures are retried with backoff (see the module docstring)."""
+    attempt = 1
+    while True:
+        try:
+            return _attempt(url, dest, policy, sha256=sha256, size=size, progress=progress, should_stop=should_stop)
+        except TransferError as err:
+            if not err.transient or attempt >= policy.attempts:
+                raise
+            delay = backoff_delay(attempt - 1, policy.retry_initial_s, policy.retry_max_s)
+            log.warning("%s; attempt %d of %d in %.1f s", err, attempt + 1, policy.attempts, delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if should_stop is not None and should_stop():
+                    raise DownloadCancelled(f"download of {redact_url(url)} cancelled") from err
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            attempt += 1
+
+
+def _attempt(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None, size: int | None,
+             progress: Progress | None, should_stop: Callable[[], bool] | None) -> Path:
+    """One transfer: resume or start the .part, stream it within the limits, verify, move into place."""
     check_url(url, policy)
     if size is not None and size > policy.max_bytes:
         raise FetchError(f"declared size {size} bytes exceeds the download limit of {policy.max_bytes} bytes")
@@ -119,10 +157,11 @@ def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
             if resp.status_code == 416 and have:
                 # The .part is not a prefix the server can continue (e.g. the file changed): start afresh.
                 part.unlink(missing_ok=True)
-                return download(url, dest, policy, sha256=sha256, size=size, progress=progress,
+                return _attempt(url, dest, policy, sha256=sha256, size=size, progress=progress,
                                 should_stop=should_stop)
             if resp.status_code not in (200, 206):
-                raise TransferError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}")
+                raise TransferError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}",
+                                    transient=resp.status_code in RETRY_STATUS)
             if resp.url != url:
                 check_url(resp.url, policy)
             if resp.status_code == 200:
