@@ -8,7 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
+# onnxruntime >= 1.29 starts its own telemetry when it is imported (a device id and an upload queue under $HOME, sent
+# to Microsoft). A privacy-first module sends nothing it was not asked to, and this variable is onnxruntime's only
+# switch that acts before the import; `disable_telemetry_events()` below covers builds that do not read it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402 - must follow the switch above
 
 from visionedge.config import RuntimeSettings
 from visionedge.errors import AcceleratorError, ModelError
@@ -59,6 +63,7 @@ def create_session(path: Path, settings: RuntimeSettings) -> tuple[ort.Inference
     requested = settings.resolved_providers()
     chosen = choose_providers(settings)
     layout = plan_layout(settings, chosen, usable_cores())
+    ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = layout.intra_op_threads
