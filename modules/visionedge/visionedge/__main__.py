@@ -2,6 +2,6 @@
 
 import sys
 
-from visionedge.cli import main
+from visionedge.entry import main
 
 sys.exit(main())

@@ -18,7 +18,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from visionedge import __version__
-from visionedge.app import install_stop_handlers, load_model, make_fetcher, sample_video
+from visionedge.app import (
+    check_data_dir,
+    install_stop_handlers,
+    load_model,
+    local_metrics,
+    make_fetcher,
+    sample_video,
+)
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
@@ -258,6 +265,7 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     for sink in sinks:
         sink.on_broken = stop.set
     pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
+    metrics = local_metrics(config, pipeline)
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
@@ -268,6 +276,7 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     finally:
         for sink in sinks:
             sink.close()
+        metrics.close()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
     if pipeline.fatal is not None:
@@ -427,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = config.local.data_dir
         if data.exists() and not data.is_dir():
             raise ConfigError(f"data dir {data} is a file, not a folder: pass --data-dir or set VISIONEDGE_DATA_DIR")
+        if not (args.command == "models" and args.models_command == "list"):
+            check_data_dir(config.local)
         handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models,
                     "report": cmd_report}
         return handlers[args.command](args, config)

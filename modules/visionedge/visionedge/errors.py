@@ -11,6 +11,10 @@ class ConfigError(VisionEdgeError):
     """A setting is invalid; the previous good value stays in use."""
 
 
+class DataDirError(VisionEdgeError):
+    """The data dir (model cache, outbox, saved settings) cannot be written."""
+
+
 class ModelError(VisionEdgeError):
     """A model file, manifest or labels file cannot be used."""
 

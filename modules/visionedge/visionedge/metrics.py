@@ -117,6 +117,15 @@ class Metrics:
         """Per published record: inference latency into the histogram."""
         self.latency.observe(float(record.get("inference_ms", 0.0)) / 1000.0)
 
+    def start(self, port: int) -> None:
+        """Serve on the configured port (0: not at all); a port in use is logged, never fatal to the module."""
+        if not port:
+            return
+        try:
+            self.serve(port)
+        except OSError as err:
+            log.error("metrics server not started on port %d: %s", port, err)
+
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Start /metrics and /healthz on a daemon thread; returns the bound port (0 picks a free one)."""
         metrics = self

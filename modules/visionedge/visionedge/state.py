@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from visionedge.config import SourceSettings
 from visionedge.gate import GateStats
 from visionedge.models.variants import VariantChoice
 from visionedge.result import iso_utc
-from visionedge.sources import SourceState
+from visionedge.sources import Source, SourceState
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
+from visionedge.urls import redact_url
+
+if TYPE_CHECKING:
+    from visionedge.feed import Feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +176,23 @@ def heartbeat_view(s: ModuleSnapshot) -> dict[str, Any]:
     if s.telemetry is not None:
         fields.update(heartbeat_telemetry(s.telemetry))
     return fields
+
+
+def source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed | None) -> SourceSnapshot:
+    """The configured source, its state and the pipeline's counters for it."""
+    uri = redact_url(settings.uri) if "://" in settings.uri else settings.uri
+    stats = feed.stats if feed is not None else None
+    return SourceSnapshot(
+        id=settings.id, uri=uri,
+        state=source.state if source else None,
+        reason=source.reason if source else "",
+        fps=stats.fps if stats else 0.0,
+        captured=stats.captured if stats else 0,
+        analyzed=stats.inferred if stats else 0,
+        dropped=feed.skipped() if feed else 0,
+        errors=stats.errors if stats else 0,
+        frame_age_s=stats.frame_age_s if stats else 0.0,
+        reopened=feed.reopened if feed else 0,
+        last_error=stats.last_error if stats else "",
+        gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
+    )

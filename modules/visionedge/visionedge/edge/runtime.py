@@ -14,7 +14,7 @@ from typing import Any
 from visionedge import __version__
 from visionedge.acks import ack
 from visionedge.app import make_fetcher, sample_video
-from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
+from visionedge.config import DesiredProperties, ModuleConfig
 from visionedge.edge.client import (
     ControlItem,
     DesiredPatch,
@@ -27,7 +27,6 @@ from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
-from visionedge.feed import Feed
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
@@ -40,12 +39,11 @@ from visionedge.state import (
     ModelSnapshot,
     ModelUpdateSnapshot,
     ModuleSnapshot,
-    SourceSnapshot,
     heartbeat_view,
+    source_snapshot,
     status_view,
 )
 from visionedge.telemetry.sink import TelemetrySink
-from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +90,7 @@ class EdgeModule:
     def run(self, stop: threading.Event) -> int:
         """Start offline on the last good settings, connect in the background, serve the control loop."""
         settings = self.state.restore()
-        if self.config.local.metrics_port:
-            try:
-                self.metrics.serve(self.config.local.metrics_port)
-            except OSError as err:
-                log.error("metrics server not started on port %d: %s", self.config.local.metrics_port, err)
+        self.metrics.start(self.config.local.metrics_port)
         self._start_telemetry(settings)
         self._start_model(settings)
         try:
@@ -359,7 +353,7 @@ class EdgeModule:
             desired_version=self.state.version,
             last_error=self.last_error,
             hub_connected=self.client.connected.is_set(),
-            sources=tuple(_source_snapshot(s, self.sources.get(s.id), pipeline.feed(s.id) if pipeline else None)
+            sources=tuple(source_snapshot(s, self.sources.get(s.id), pipeline.feed(s.id) if pipeline else None)
                           for s in self.state.settings.source_list()),
             model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
             model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
@@ -369,26 +363,6 @@ class EdgeModule:
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""
         return status_view(self.snapshot(), state)
-
-
-def _source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed | None) -> SourceSnapshot:
-    """The configured source, its state and the pipeline's counters for it."""
-    uri = redact_url(settings.uri) if "://" in settings.uri else settings.uri
-    stats = feed.stats if feed is not None else None
-    return SourceSnapshot(
-        id=settings.id, uri=uri,
-        state=source.state if source else None,
-        reason=source.reason if source else "",
-        fps=stats.fps if stats else 0.0,
-        captured=stats.captured if stats else 0,
-        analyzed=stats.inferred if stats else 0,
-        dropped=feed.skipped() if feed else 0,
-        errors=stats.errors if stats else 0,
-        frame_age_s=stats.frame_age_s if stats else 0.0,
-        reopened=feed.reopened if feed else 0,
-        last_error=stats.last_error if stats else "",
-        gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
-    )
 
 
 def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 # to Microsoft). A privacy-first module sends nothing it was not asked to, and this variable is onnxruntime's only
 # switch that acts before the import; `disable_telemetry_events()` below covers builds that do not read it.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402 - must follow the switch above
+import onnxruntime as ort  # after the switch above, on purpose
 
 from visionedge.config import RuntimeSettings
 from visionedge.errors import AcceleratorError, ModelError

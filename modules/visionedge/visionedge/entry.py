@@ -1,0 +1,26 @@
+"""The `visionedge` command's first code: SIGTERM ends the process cleanly from its first moment, even as PID 1.
+
+A container's PID 1 gets no default action for SIGTERM: until a handler exists the signal is ignored and `docker
+stop` waits out its grace period, then kills. Importing the command line (onnxruntime, OpenCV, the IoT SDK) takes
+about a second, so the handler is installed here, before those imports. Commands with a loop (`run`, `analyze`)
+replace it with one that sets their stop event; every other command exits with 143 (128 + SIGTERM).
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _terminate(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_TERMINATED)
+
+
+def main() -> int:
+    """Install the early SIGTERM handler, then load and run the command line."""
+    signal.signal(signal.SIGTERM, _terminate)
+    from visionedge.cli import main as cli_main
+
+    return cli_main()
