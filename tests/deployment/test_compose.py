@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
-from visionedge.config import load_config
+from visionedge.config import DesiredProperties, load_config
 
 from .manifests import DOCKER_DIR, image_stage, last, stages
 
@@ -57,13 +58,21 @@ def test_module_joins_the_devhub_with_its_environment() -> None:
 
 
 def test_module_analyses_the_sample_video_and_publishes_to_mosquitto() -> None:
-    """The mounted settings are valid, read the bundled sample and publish to the compose broker."""
+    """The devhub's desired properties are valid, read the bundled sample and publish to the compose broker."""
+    command = services()["devhub"]["command"]
+    desired = DesiredProperties.model_validate(json.loads(command[command.index("--desired") + 1]))
+    assert desired.source.uri == "sample"
+    assert (desired.local_mqtt.enabled, desired.local_mqtt.host) == (True, "mosquitto")
+
+
+def test_module_settings_file_holds_only_local_settings() -> None:
+    """The mounted file sets what only the device decides; the twin (the devhub) owns every desired section."""
     module = services()["visionedge"]
     mount = next(v for v in module["volumes"] if v.startswith("./compose.visionedge.yaml:"))
     assert mount.split(":")[1] == module["environment"]["VISIONEDGE_CONFIG"]
+    raw = yaml.safe_load((DOCKER_DIR / "compose.visionedge.yaml").read_text(encoding="utf-8"))
+    assert set(raw) == {"local"}
     config = load_config(DOCKER_DIR / "compose.visionedge.yaml", env={})
-    assert config.desired.source.uri == "sample"
-    assert (config.desired.local_mqtt.enabled, config.desired.local_mqtt.host) == (True, "mosquitto")
     assert str(config.local.data_dir) == module["environment"]["VISIONEDGE_DATA_DIR"] == "/data"
 
 

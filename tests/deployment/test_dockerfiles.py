@@ -82,6 +82,11 @@ def test_data_is_a_volume_the_user_owns(dockerfile: Path) -> None:
     assert "VISIONEDGE_DATA_DIR=/data" in " ".join(i.args for i in image if i.keyword == "ENV")
 
 
+def test_onnxruntime_telemetry_is_switched_off(dockerfile: Path) -> None:
+    """onnxruntime's own telemetry (a device id under $HOME, uploads) is off before any Python code runs."""
+    assert "ORT_DISABLE_TELEMETRY=1" in " ".join(i.args for i in image_stage(dockerfile) if i.keyword == "ENV")
+
+
 def test_health_check_asks_the_module_with_python(dockerfile: Path) -> None:
     """HEALTHCHECK fetches http://127.0.0.1:9600/healthz with urllib (a 503 raises), no curl in the image."""
     image = image_stage(dockerfile)
