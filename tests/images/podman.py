@@ -24,6 +24,7 @@ BASE_TAG = "docker.io/library/python:3.11-slim-bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates", "netbase", "tzdata")
 APT_PACKAGES = ("podman", "buildah", "runc", "fuse-overlayfs", "uidmap", "slirp4netns", "mmdebstrap")
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("VISIONEDGE_PODMAN_ROOT", "/tmp/visionedge-podman"))
 """Podman's storage, runtime state and temporary files for these tests: /tmp, an ext4 file system here."""
 
@@ -36,6 +37,17 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image built by this session: its tag, the Dockerfile it came from, build seconds and size."""
+
+    tag: str
+    dockerfile: str
+    target: str | None
+    build_s: float
+    size_mb: float
 
 
 class PodmanUnavailable(Exception):
