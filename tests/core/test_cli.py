@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,55 @@ def test_run_with_no_arguments_plays_the_sample_video(run_cli):
     assert {r["source_id"] for r in records} == {"camera"}
     assert {tuple(r["frame_size"]) for r in records} == {(768, 576)}
     assert "stopped after" in done.stderr
+
+
+CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILD_BUILDID")
+"""onnxruntime suppresses its telemetry by itself under these; the test below must not rely on that."""
+
+
+def test_onnxruntime_leaves_nothing_under_home(run_cli, cli_env, media, tmp_path):
+    """`analyze` writes no onnxruntime telemetry (a device id and upload queue under $HOME when it is on)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in cli_env.items() if k not in CI_MARKERS and k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(home)
+    done = run_cli("analyze", media("kitten_224.png"), "--no-progress", env=env)
+    assert done.returncode == 0, done.stderr
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
+
+
+@pytest.mark.timeout(90)
+def test_local_run_serves_health_and_metrics(cli_env, media, tmp_path):
+    """Outside IoT Edge, `run` answers /healthz (ready) and /metrics on local.metrics_port, as the image expects."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "visionedge.yaml"
+    config.write_text(yaml.safe_dump({"local": {"metrics_port": port}}), encoding="utf-8")
+    command = [sys.executable, "-m", "visionedge", "--config", str(config), "run", "--source", str(media("vtest.avi")),
+               "--sink", f"jsonl:{tmp_path / 'out.jsonl'}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env)
+    health: dict[str, object] = {}
+    analyzed = 0.0
+    try:
+        deadline = time.monotonic() + 60
+        while not (health.get("ready") and analyzed) and time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                    health = json.loads(answer.read())
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                    lines = answer.read().decode().splitlines()
+                analyzed = float(next(x for x in lines if x.startswith("visionedge_frames_analyzed_total")).split()[-1])
+            except OSError:
+                pass
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = process.stderr.read() if process.stderr else ""
+    assert health == {"ready": True, "model": True, "source_state": "streaming", "hub_connected": False}, stderr
+    assert analyzed >= 1
+    assert code == 0, stderr

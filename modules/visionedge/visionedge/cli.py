@@ -436,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = config.local.data_dir
         if data.exists() and not data.is_dir():
             raise ConfigError(f"data dir {data} is a file, not a folder: pass --data-dir or set VISIONEDGE_DATA_DIR")
-        if not (args.command == "models" and args.models_command == "list"):
-            check_data_dir(config.local)
+        if args.command in ("analyze", "run", "compare") or getattr(args, "models_command", "") == "fetch":
+            check_data_dir(config.local)  # the commands that write the model cache (and, for run, the outbox)
         handlers = {"analyze": cmd_analyze, "run": cmd_run, "compare": cmd_compare, "models": cmd_models,
                     "report": cmd_report}
         return handlers[args.command](args, config)
