@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ SUBSCRIBE = """
 import sys, paho.mqtt.client as mqtt
 got = []
 c = mqtt.Client()
-c.on_connect = lambda c, u, f, rc: c.subscribe("visionedge/#")
+c.on_connect = lambda c, u, f, rc: c.subscribe("visionedge/+/results")
 c.on_message = lambda c, u, m: got.append(m)
 c.connect("127.0.0.1", 1883)
 c.loop_start()
@@ -80,7 +81,7 @@ def test_image_runs_as_10001_with_a_data_volume_and_a_health_check(image: Image,
     config = podman.inspect("image", image.tag)["Config"]
     assert config["User"] == "10001"
     assert "/data" in config["Volumes"]
-    assert any("/healthz" in part for part in config["Healthcheck"]["Test"])
+    assert any("/healthz" in part for part in podman.inspect("image", image.tag)["Healthcheck"]["Test"])
 
 
 def test_analyze_a_sample_image_read_only(image: Image, podman: Podman, names: Callable[[str], str],
@@ -110,6 +111,20 @@ def test_run_is_healthy_locally_and_stops_on_sigterm(image: Image, podman: Podma
     assert "received SIGTERM: stopping" in logs.stderr
 
 
+def test_sigterm_while_starting_is_honoured_as_pid_1(image: Image, podman: Podman, names: Callable[[str], str],
+                                                     mirror_mounts: list[str]) -> None:
+    """PID 1 has no default SIGTERM action: a stop during start-up (imports, model load) still ends it in time."""
+    name = names("early")
+    podman("run", "-d", "--name", name, "--network", "none", *LOCKED_DOWN, "-v", f"{names('data')}:/data",
+           *mirror_mounts, image.tag, "run", "--source", "sample")
+    started = time.monotonic()
+    podman("stop", "-t", str(GRACE_S), name, timeout=GRACE_S + 30)
+    seconds = time.monotonic() - started
+    code = podman.inspect("container", name)["State"]["ExitCode"]
+    assert code in (0, 143), f"exit {code} after {seconds:.1f} s (137 = killed after the grace period)"
+    assert seconds < GRACE_S
+
+
 def test_root_owned_data_dir_is_one_line(podman: Podman, build: Callable[..., Image], tmp_path: Path) -> None:
     """A /data the module's user cannot write gives one line naming the owner and the fix, and exit 1."""
     data = tmp_path / "data"
@@ -130,14 +145,26 @@ def devhub(podman: Podman, hub: str, *args: str, timeout: float = 30.0) -> str:
 
 
 def telemetry(podman: Podman, hub: str) -> list[dict[str, Any]]:
-    """Every result event the devhub has received (batches unpacked), in arrival order."""
+    """Every event the devhub has received on any output (batches unpacked), in arrival order."""
     out = podman("exec", hub, "timeout", "-s", "INT", "3", "visionedge-devhub", "--workdir", "/devhub/work", "watch",
-                 "--all", "--output", "results", check=False).stdout
+                 "--all", check=False).stdout
     events: list[dict[str, Any]] = []
     for line in out.splitlines():
         body = json.loads(line)["body"]
         events += body["events"] if body.get("type") == "batch" else [body]
     return events
+
+
+def outbox_depth(podman: Podman, hub: str) -> float:
+    """visionedge_outbox_depth from the module's /metrics, read inside the shared network namespace."""
+    script = ("import urllib.request as u; print(next(l for l in u.urlopen('http://127.0.0.1:9600/metrics')"
+              ".read().decode().splitlines() if l.startswith('visionedge_outbox_depth')).split()[-1])")
+    return float(podman("exec", hub, "python", "-c", script).stdout)
+
+
+def epoch_s(iso: str) -> float:
+    """A record's ISO timestamp as seconds since the epoch."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def test_compose_flow_devhub_and_module(podman: Podman, build: Callable[..., Image], names: Callable[[str], str],
@@ -161,8 +188,9 @@ def test_compose_flow_devhub_and_module(podman: Podman, build: Callable[..., Ima
     wait_healthy(podman, hub)
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost mosquitto\n", encoding="utf-8")
+    data = names("data")
     volumes = [v.replace("./", f"{REPO / 'docker'}/", 1).replace("devhub:", f"{volume}:", 1)
-               .replace("visionedge-data:", f"{names('data')}:", 1) for v in module_spec["volumes"]]
+               .replace("visionedge-data:", f"{data}:", 1) for v in module_spec["volumes"]]
     podman("run", "-d", "--name", module, "--network", f"container:{hub}", *LOCKED_DOWN,
            *[arg for v in volumes for arg in ("-v", v)], "-v", f"{hosts}:/etc/hosts:ro",
            *[arg for k, v in module_spec["environment"].items() for arg in ("-e", f"{k}={v}")], *mirror_mounts,
@@ -178,25 +206,29 @@ def test_compose_flow_devhub_and_module(podman: Podman, build: Callable[..., Ima
     assert answer["payload"]["model"]["name"] == "squeezenet"
     assert answer["payload"]["source"]["id"] == "sample"
     topic, payload = podman("exec", hub, "timeout", "30", "python", "-c", SUBSCRIBE, timeout=40).stdout.split(" ", 1)
-    assert topic.startswith("visionedge/")
-    assert json.loads(payload)["model"]["name"] == "squeezenet"
+    assert topic == "visionedge/sample/results"
+    assert json.loads(payload)["type"] == "result"
+    assert any(e["type"] == "result" for e in telemetry(podman, hub)), "no result reached the devhub"
 
-    before = telemetry(podman, hub)
-    assert before, "no telemetry reached the devhub"
     devhub(podman, hub, "down")
-    time.sleep(3.0)
-    stop_cleanly(podman, module)
-    podman("start", module)
-    devhub(podman, hub, "up-link")
-    wait_healthy(podman, module)
+    down_at = time.time()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        after = telemetry(podman, hub)
-        seqs = sorted({e["seq"] for e in after})
-        if seqs and seqs[-1] - seqs[0] + 1 == len(seqs) and seqs[-1] > max(e["seq"] for e in before) + 3:
-            break
+    while outbox_depth(podman, hub) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stop_cleanly(podman, module)
+    stopped_at = time.time()
+    podman("start", module)
+    wait_healthy(podman, module)
+    devhub(podman, hub, "up-link")
+    deadline = time.monotonic() + 30
+    queued: list[dict[str, Any]] = []
+    while not queued and time.monotonic() < deadline:
         time.sleep(1.0)
-    assert seqs == list(range(seqs[0], seqs[-1] + 1)), "results queued while the hub was down were lost"
+        queued = [e for e in telemetry(podman, hub)
+                  if e["type"] == "result" and down_at <= epoch_s(e["timestamp"]) <= stopped_at]
+    assert queued, "results queued in the outbox while the hub was down did not arrive after the restart"
+    seqs = sorted({e["seq"] for e in telemetry(podman, hub) if e.get("source_id") == "sample"})
+    assert seqs == list(range(seqs[0], seqs[-1] + 1)), "events of the sample source are missing"
     logs = podman("logs", module).stderr
     restart = logs[logs.rindex("starting under IoT Edge"):]
     assert "fetched" not in restart, "the restarted module fetched its model again instead of using /data"
