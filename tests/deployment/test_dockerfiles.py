@@ -98,12 +98,14 @@ def test_health_check_asks_the_module_with_python(dockerfile: Path) -> None:
 
 
 def test_image_starts_the_module(dockerfile: Path) -> None:
-    """`visionedge run` by default; the debug image runs the same command under debugpy on port 5678."""
+    """`visionedge run` by default; the debug image runs the same command under debugpy on port 5678, with tini as
+    PID 1 so that a stop during debugpy's start-up is not ignored."""
     image = image_stage(dockerfile)
     entrypoint = last(image, "ENTRYPOINT").exec_form()
     assert last(image, "CMD").exec_form() == ["run"]
     if dockerfile.name in DEBUG:
-        assert entrypoint == ["python", "-m", "debugpy", "--listen", "0.0.0.0:5678", "/opt/venv/bin/visionedge"]
+        assert entrypoint == ["tini", "--", "python", "-m", "debugpy", "--listen", "0.0.0.0:5678",
+                              "/opt/venv/bin/visionedge"]
         assert "5678" in last(image, "EXPOSE").args.split()
         assert "debugpy==" in builder_runs(dockerfile)
     else:
