@@ -28,6 +28,11 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("VISIONEDGE_PODMAN_ROOT", "/tmp/visionedge-podman"))
 """Podman's storage, runtime state and temporary files for these tests: /tmp, an ext4 file system here."""
 
+LOCKED_DOWN = ["--user", "10001", "--read-only", "--tmpfs", "/tmp"]
+"""How a locked-down device runs the module: its own uid, a read-only root, only /tmp and /data writable."""
+GRACE_S = 10
+"""`podman stop` and compose's stop_grace_period: SIGTERM, then SIGKILL after this long."""
+
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -169,3 +174,34 @@ def check_runs(podman: Podman) -> None:
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [f"exit {done.returncode}"]
         raise PodmanUnavailable(f"podman cannot run containers on this machine: {last[0]}")
+
+
+def own_lines(stderr: str) -> list[str]:
+    """The container's stderr without podman's own log lines (no systemd here to schedule health checks)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("time=")]
+
+
+def wait_healthy(podman: Podman, name: str, timeout: float = 60.0) -> float:
+    """Run the image's HEALTHCHECK by hand until it passes (no systemd timer here); returns the seconds it took."""
+    started = time.monotonic()
+    while True:
+        check = podman("healthcheck", "run", name, check=False)
+        if check.returncode == 0:
+            return time.monotonic() - started
+        state = podman.inspect("container", name)["State"]
+        if not state["Running"]:
+            logs = podman("logs", "--tail", "5", name, check=False)
+            raise AssertionError(f"{name} exited {state['ExitCode']} before it was healthy:\n{logs.stderr}")
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{name} not healthy after {timeout:.0f} s: {check.stdout.strip()}")
+        time.sleep(1.0)
+
+
+def stop_cleanly(podman: Podman, name: str) -> float:
+    """`podman stop` within the grace period; the module exits 0 on SIGTERM. Returns the seconds it took."""
+    started = time.monotonic()
+    podman("stop", "-t", str(GRACE_S), name, timeout=GRACE_S + 30)
+    seconds = time.monotonic() - started
+    code = podman.inspect("container", name)["State"]["ExitCode"]
+    assert (code, seconds < GRACE_S) == (0, True), f"exit {code} after {seconds:.1f} s (137 = killed after grace)"
+    return seconds
