@@ -11,7 +11,8 @@ Sections (run all by default, or pick with --section; each prints its own table)
               Reports the best round of each and the spread over rounds, and analyze/plain per round.
   sources     1, 2, 4, 8 paced vtest.avi sources at 10 fps each into one module pipeline, per model: total
               inferences/s, per-source fps (fairness), frame age p50/p95 at inference start, skipped frames, RSS.
-  rss         --rss-minutes (default 10) of 4 sources at 10 fps on YOLOX-nano, RSS sampled every 30 s (must be flat).
+  rss         --rss-minutes (default 10) of 4 sources at 10 fps on --rss-model (YOLOX-nano), RSS sampled every 30 s
+              (it must stay flat).
   report      `visionedge analyze sample --model yolox-nano --report` (the documented sample command), then
               `visionedge report` over --report-records YOLOX records (real records replayed over 24 h): wall time,
               CPU time and peak RSS of each command, and the report's size.
@@ -323,9 +324,10 @@ def section_sources(args: argparse.Namespace) -> int:
 
 def section_rss(args: argparse.Namespace) -> int:
     """A long run of 4 YOLOX-nano sources; RSS sampled every 30 s."""
-    data = worker(["rss-worker", "yolox-nano", "4"], args)
+    data = worker(["rss-worker", args.rss_model, "4"], args)
     run, samples = SourcesRun(**data["run"]), data["samples"]
-    print(f"rss: 4 paced sources at {SOURCE_FPS:g} fps on yolox-nano for {args.rss_minutes:g} min; {machine_line()}")
+    print(f"rss: 4 paced sources at {SOURCE_FPS:g} fps on {args.rss_model} for {args.rss_minutes:g} min; "
+          f"{machine_line()}")
     print(f"total {run.total:.1f} inf/s, per source {spread(run.per_source_fps)} fps, age p50 {run.age_p50_ms:.0f} ms "
           f"p95 {run.age_p95_ms:.0f} ms; RSS before the pipeline {run.rss_start_mb:.0f} MB")
     print("  t (s)  RSS (MB)")
@@ -434,6 +436,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-minutes", type=float, default=10.0, help="rss: minutes of the long run (default 10)")
     parser.add_argument("--report-records", type=int, default=1_000_000,
                         help="report: records in the long result file (default 1,000,000)")
+    parser.add_argument("--rss-model", default="yolox-nano", help="rss: the model of the long run (default yolox-nano)")
     parser.add_argument("--min-ratio", type=float, help="throughput: exit 1 when a median analyze/plain is below")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -279,6 +279,10 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         metrics.close()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
+    if len(pipeline.feeds) > 1:
+        for feed in pipeline.feeds:
+            log.info("source %s: frames %d, skipped %d, errors %d, state %s", feed.source_id, feed.stats.inferred,
+                     feed.skipped(), feed.stats.errors, feed.source.state.value)
     if pipeline.fatal is not None:
         raise pipeline.fatal
     return 0
