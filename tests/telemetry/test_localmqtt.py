@@ -55,22 +55,21 @@ def test_subscribers_see_events_and_a_retained_online(broker: Mosquitto, caplog:
 
 def test_the_last_will_says_offline_when_the_publisher_is_killed(broker: Mosquitto) -> None:
     """kill -9 of the process: the broker publishes the retained "offline" will."""
-    child = subprocess.Popen([sys.executable, "-m", "tests.telemetry.children", "local-publisher", str(broker.port),
-                              "site"], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        viewer = Recorder(broker.port, "site/#", client_id="viewer")
-        wait_until(lambda: status(viewer) == [("online", True)], what="retained online")
-        child.send_signal(signal.SIGKILL)
-        wait_until(lambda: status(viewer)[-1:] == [("offline", False)], what="last will")
-        viewer.close()
-        late = Recorder(broker.port, "site/status", client_id="late-viewer")
-        wait_until(lambda: status(late) == [("offline", True)], what="retained will")
-        late.close()
-    finally:
-        child.kill()
-        child.wait()
+    with subprocess.Popen([sys.executable, "-m", "tests.telemetry.children", "local-publisher", str(broker.port),
+                           "site"], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            viewer = Recorder(broker.port, "site/#", client_id="viewer")
+            wait_until(lambda: status(viewer) == [("online", True)], what="retained online")
+            child.send_signal(signal.SIGKILL)
+            wait_until(lambda: status(viewer)[-1:] == [("offline", False)], what="last will")
+            viewer.close()
+            late = Recorder(broker.port, "site/status", client_id="late-viewer")
+            wait_until(lambda: status(late) == [("offline", True)], what="retained will")
+            late.close()
+        finally:
+            child.kill()
 
 
 def test_publishing_never_blocks_while_the_broker_is_away(broker: Mosquitto) -> None:

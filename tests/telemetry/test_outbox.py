@@ -85,13 +85,13 @@ def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
 
 def test_every_committed_event_survives_kill_9(tmp_path: Path) -> None:
     """A child prints each seq after put returned; after SIGKILL every printed seq is in the database."""
-    child = subprocess.Popen([sys.executable, "-m", "tests.telemetry.children", "outbox-writer", str(tmp_path)],
-                             cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    printed = [int(child.stdout.readline()) for _ in range(300)]
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
-    printed += [int(line) for line in child.stdout.read().split()]
+    with subprocess.Popen([sys.executable, "-m", "tests.telemetry.children", "outbox-writer", str(tmp_path)],
+                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        printed = [int(child.stdout.readline()) for _ in range(300)]
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        printed += [int(line) for line in child.stdout.read().split()]
 
     outbox = Outbox(tmp_path, OutboxSettings())
     stored = {i.event.seq for i in outbox.next_batch(100_000, live_first=False)}
