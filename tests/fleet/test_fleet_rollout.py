@@ -160,6 +160,7 @@ def test_bad_model_is_halted_at_canary_and_rolled_back_there(
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr
     rid = rollout_id(result.stdout)
     assert "halted and rolled back" in result.stdout
+    assert f"rollback confirmed: {len(members['canary'])}/{len(members['canary'])} devices" in result.stdout
     assert "refused" in result.stdout
     assert created(fleet, f"{rid}-canary")
     assert not created(fleet, f"{rid}-early")
@@ -175,6 +176,9 @@ def test_bad_model_is_halted_at_canary_and_rolled_back_there(
     record = fleet.service.get_configuration(f"{rid}-canary")
     assert record["labels"]["visionedge.state"] == "halted"
     assert record["targetCondition"] == f"tags.visionedge.halted='{rid}'"
+    status = fleet_cli.run("status", rid)
+    assert status.returncode == 0
+    assert f"{rid}  squeezenet-custom@3  halted" in status.stdout
     again = fleet_cli.run("rollout", str(bad), *FAST_GATES)
     assert again.returncode == 3
     assert "stays halted" in again.stdout
@@ -223,7 +227,7 @@ def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
         wait_until(lambda: all(reported_model(fleet, d).get("value", {}).get("version") == "5"
                                and reported_model(fleet, d).get("ac") == 200 for d in canary),
                    timeout=90, what="canary devices to apply the model during the outage")
-        time.sleep(3)
+        time.sleep(8)  # longer than the SDK's own retries of a 503 (about 6 s), so reads really fail
         fleet.api.outage = False
         outage_end = time.time()
         assert proc.wait(240) == 0, log.read_text()[-3000:]

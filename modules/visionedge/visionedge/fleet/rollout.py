@@ -36,6 +36,7 @@ from visionedge.fleet.rings import members
 log = logging.getLogger(__name__)
 
 CONFIRMING_READS = 2
+ROLLBACK_CONFIRM_S = 300.0
 REASON_CHARS = 120
 
 
@@ -77,6 +78,16 @@ def _label_time(text: str | None) -> float | None:
         return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
         return None
+
+
+def _runs_desired_model(twin: dict[str, Any]) -> bool:
+    """The module acknowledged (200) the model its desired properties name now."""
+    properties = twin.get("properties") or {}
+    desired = (properties.get("desired") or {}).get("model") or {}
+    ack = (properties.get("reported") or {}).get("model") or {}
+    value = ack.get("value") or {}
+    return bool(ack.get("ac") == 200 and value.get("name") == desired.get("name")
+                and value.get("version") == desired.get("version"))
 
 
 def rollout_configs(configs: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
@@ -170,8 +181,8 @@ class Controller:
             started = _label_time((configs[index] or {}).get("labels", {}).get(LABEL_STARTED)) or time.time()
             if current.targeted != expected[current.ring]:
                 good_reads = 0
-                note = (f"waiting for the hub's metrics: {current.targeted} of {expected[current.ring]} devices of "
-                        f"ring {current.ring} counted so far")
+                note = (f"waiting for the hub's metrics: {current.targeted} of {expected.pop(current.ring)} devices "
+                        f"of ring {current.ring} counted so far")
             else:
                 soak_from = soak_from or time.time()
                 share = 100.0 * current.applied / current.targeted if current.targeted else 100.0
@@ -213,10 +224,15 @@ class Controller:
     def _halt(self, reason: str) -> Outcome:
         """Record the halt in every started ring's labels, then roll back."""
         self.table.say(f"HALT: {reason}")
-        for config in rollout_configs(self._configs_or_retry(), self.plan.rollout_id):
+        mine = rollout_configs(self._configs_or_retry(), self.plan.rollout_id)
+        created_rings = {c["id"]: True for c in mine}
+        for config in mine:
             self._set_labels(config["id"], {LABEL_STATE: "halted", LABEL_REASON: reason[:REASON_CHARS]})
+        started = [w["labels"]["visionedge.ring"] for w in self.plan.waves if created_rings.get(w["id"])]
         removed = self._finish_rollback()
-        return Outcome(Exit.HALTED, f"rollout {self.plan.rollout_id} halted and rolled back ({removed}): {reason}")
+        confirmed = self._confirm_rollback(started)
+        return Outcome(Exit.HALTED, f"rollout {self.plan.rollout_id} halted and rolled back ({removed}; {confirmed}): "
+                                    f"{reason}")
 
     def _finish_rollback(self) -> str:
         """Delete every started ring but the first, which is retargeted to no device and kept as the record."""
@@ -229,6 +245,26 @@ class Controller:
             self._set_labels(mine[0]["id"], {}, target=halted_condition(self.plan.rollout_id))
         rings = ", ".join(str(c["labels"].get("visionedge.ring")) for c in mine)
         return f"rings {rings} back on the previous model" if mine else "nothing was started"
+
+    def _confirm_rollback(self, rings: list[str]) -> str:
+        """Wait until every device of the started rings runs the model its twin now asks for again, or time out."""
+        module = next(iter(self.plan.waves[0]["content"]["modulesContent"]))
+        deadline = time.monotonic() + min(self.gates.wave_timeout_s, ROLLBACK_CONFIRM_S)
+        devices: set[str] = set()
+        back: set[str] = set()
+        while True:
+            try:
+                devices = {d for ring in rings for d in members(self.hub, ring)}
+                back = {str(t["deviceId"]) for t in self.hub.query(
+                    f"SELECT * FROM devices.modules WHERE moduleId = '{module}'")
+                    if str(t["deviceId"]) in devices and _runs_desired_model(t)}
+            except HubError as err:
+                self.table.say(f"retrying: {err}")
+            if back == devices or time.monotonic() > deadline:
+                break
+            self.sleep(self.gates.poll_s)
+        state = "confirmed" if back == devices else "NOT confirmed"
+        return f"rollback {state}: {len(back)}/{len(devices)} devices run their previous model"
 
     # ---- completing -----------------------------------------------------------------------------------------
 
