@@ -164,7 +164,8 @@ def test_run_with_two_sources_in_the_config_file_writes_records_of_both(run_cli,
     out = tmp_path / "out.jsonl"
     done = run_cli("--config", config, "run", "--model", "squeezenet", "--duration", "4", "--sink", f"jsonl:{out}")
     assert done.returncode == 0, done.stderr
-    assert "source left: frames " in done.stderr and "source right: frames " in done.stderr
+    assert "source left: frames " in done.stderr
+    assert "source right: frames " in done.stderr
     groups = by_source([json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()])
     assert sorted(groups) == ["left", "right"]
     for records in groups.values():
