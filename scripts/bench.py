@@ -13,6 +13,11 @@ Sections (run all by default, or pick with --section; each prints its own table)
               inferences/s, per-source fps (fairness), frame age p50/p95 at inference start, skipped frames, RSS.
   rss         --rss-minutes (default 10) of 4 sources at 10 fps on --rss-model (YOLOX-nano), RSS sampled every 30 s
               (it must stay flat).
+  gate        the scene-change gate: gated share of a still scene (60 s of one frame with sensor noise) and of
+              vtest.avi, CPU per frame with the gate on and off, the gate's own CPU per frame.
+  variants    inf/s and agreement (visionedge.compare against the deployed file) of each variant (deployed fp16/fp32,
+              fp32, int8 from `models quantize`) on each execution provider onnxruntime offers (OpenVINO when the
+              onnxruntime-openvino build is installed).
   report      `visionedge analyze sample --model yolox-nano --report` (the documented sample command), then
               `visionedge report` over --report-records YOLOX records (real records replayed over 24 h): wall time,
               CPU time and peak RSS of each command, and the report's size.
@@ -33,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +51,7 @@ import onnxruntime as ort
 from visionedge.app import load_model, make_fetcher
 from visionedge.config import ModuleConfig, load_config
 from visionedge.frame import Frame
-from visionedge.models.catalog import SAMPLE_VIDEO
+from visionedge.models.catalog import ASSETS, SAMPLE_VIDEO
 from visionedge.models.fetch import resolve_model
 from visionedge.models.model import Model
 from visionedge.models.runtime import usable_cores
@@ -412,14 +418,140 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- less work per frame (i14): the scene-change gate, and model variants per provider -------------------------
+
+
+class HeldFrame(Source):
+    """One frame held still for `seconds` at `fps` with fresh sensor-like noise per frame (sigma 4 grey levels)."""
+
+    def __init__(self, image: np.ndarray, seconds: float, fps: float) -> None:
+        super().__init__("still", "a held frame with noise")
+        self.image, self.total, self.rate = image.astype(np.float32), int(seconds * fps), fps
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Noisy copies of the frame (25 noise fields made beforehand, so making them costs no CPU per frame),
+        timestamped as a camera at `fps` would stamp them."""
+        rng = np.random.default_rng(0)
+        noisy = [np.clip(self.image + 4.0 * rng.standard_normal(self.image.shape, dtype=np.float32), 0, 255)
+                 .astype(np.uint8) for _ in range(25)]
+        start = time.time()
+        for index in range(int(self.total or 0)):
+            yield Frame(noisy[index % len(noisy)], self.source_id, index, start + index / self.rate)
+
+
+def gate_run(model: Model, source: Source, gate_on: bool) -> dict[str, float]:
+    """One pipeline pass; CPU per frame covers every thread of the process (decode, gate, inference, records)."""
+    from visionedge.config import GateSettings
+
+    sink = jsonl_sink(Path(os.devnull))
+    try:
+        pipeline = Pipeline(source, model, [sink], gate=GateSettings(mode="on" if gate_on else "off"))
+        wall, cpu = time.perf_counter(), time.process_time()
+        pipeline.run(threading.Event())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        sink.close()
+    frames = pipeline.stats.published
+    stats = pipeline.gate_stats()
+    return {"frames": frames, "gated": stats.gated if stats else 0, "fps": frames / wall,
+            "cpu_ms_per_frame": 1000 * cpu / frames, "gate_ms_per_frame": 1000 * stats.cpu_s / frames if stats else 0.0}
+
+
+def section_gate(args: argparse.Namespace) -> int:
+    """Gated share and CPU per frame with the gate on and off: a still scene (60 s, noise) and vtest.avi (busy)."""
+    from visionedge.config import GateSettings
+    from visionedge.gate import SceneGate
+
+    config = load_config()
+    fetcher = make_fetcher(config)
+    video = fetcher.media(SAMPLE_VIDEO)
+    capture = cv2.VideoCapture(str(video))
+    first = capture.read()[1]
+    capture.release()
+    # Camera time: the still clip as a 10 fps camera delivers it, max_skip_s re-checks counted on frame timestamps.
+    still = HeldFrame(first, 60.0, 10.0)
+    camera = SceneGate(GateSettings(mode="on"))
+    for frame in still.frames(threading.Event()):
+        camera.should_infer(frame.image, frame.timestamp)
+    held = camera.stats()
+    print(f"gate decisions on a 10 fps camera clock: still scene 60 s: {held.gated}/{held.gated + held.inferred} "
+          f"gated ({100 * held.gated / (held.gated + held.inferred):.1f} %, re-checked every "
+          f"{GateSettings().max_skip_s:g} s); gate CPU {1000 * held.cpu_s / (held.gated + held.inferred):.3f} ms/frame")
+    print()
+    head = (f"{'model':<12} {'clip':<14} {'gate':<5} {'frames':>7} {'gated':>6} {'share':>6} {'fps':>7} "
+            f"{'CPU ms/frame':>13} {'gate ms/frame':>14}")
+    print(head)
+    print("-" * len(head))
+    for name in args.models:
+        model = load_model(name, config, fetcher)
+        for clip, make in (("still 60 s", lambda: HeldFrame(first, 60.0, 10.0)),
+                           ("vtest.avi", lambda: VideoFileSource(video, "vtest"))):
+            for gate_on in (False, True):
+                r = gate_run(model, make(), gate_on)
+                print(f"{name:<12} {clip:<14} {'on' if gate_on else 'off':<5} {r['frames']:>7.0f} {r['gated']:>6.0f} "
+                      f"{100 * r['gated'] / r['frames']:>5.1f}% {r['fps']:>7.1f} {r['cpu_ms_per_frame']:>13.2f} "
+                      f"{r['gate_ms_per_frame']:>14.3f}")
+    print()
+    print("The still clip's frames carry 10 fps camera timestamps, so its max_skip_s re-checks count as on a camera; "
+          "vtest.avi is analysed as fast as it decodes (wall-clock timestamps). CPU ms/frame: all threads of the "
+          "process (decode, gate, inference, records) over frames published.")
+    return 0
+
+
+def section_variants(args: argparse.Namespace) -> int:
+    """Inferences per second and agreement for each variant of each model on each execution provider offered."""
+    from visionedge.compare import compare_frames
+    from visionedge.config import RuntimeSettings
+    from visionedge.models.fetch import resolve_model
+    from visionedge.models.quantize import quantize, sample_frames
+    from visionedge.models.variants import discover, time_models, variants_folder
+
+    config = load_config()
+    fetcher = make_fetcher(config)
+    video = fetcher.media(SAMPLE_VIDEO)
+    media = [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
+    root = args.variants_dir
+    providers = [p for p in ("OpenVINOExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    print(f"{machine_line()}; providers {', '.join(providers)}; variants in {root}")
+    head = f"{'model':<12} {'variant':<8} {'provider':<10} {'inf/s':>7} {'ms p50':>7} {'agreement':>10} {'frames':>7}"
+    print(head)
+    print("-" * len(head))
+    for name in args.models:
+        resolved = resolve_model(name, fetcher)
+        folder = variants_folder(root, resolved.model_path)
+        if not discover(resolved.model_path, root):
+            quantize(resolved, folder, media, runtime=config.desired.runtime)
+        files = {"deployed": (resolved.manifest, resolved.model_path, resolved.labels_path)}
+        files |= {c.kind: (c.manifest, c.path, c.labels) for c in discover(resolved.model_path, root)}
+        threads = config.desired.runtime.intra_op_threads
+        reference = Model(*files["deployed"], RuntimeSettings(providers=["cpu"], intra_op_threads=threads))
+        for provider in providers:
+            runtime = RuntimeSettings(providers=[provider], intra_op_threads=threads)
+            models = {kind: Model(*spec, runtime) for kind, spec in files.items()}
+            timings = time_models(models, runs=args.variant_runs)
+            for kind, model in models.items():
+                figures = compare_frames(reference, model, sample_frames([video], 100, offset=0.5)).figures()
+                agreement = "undefined" if figures.agreement is None else f"{figures.agreement:.3f}"
+                label = kind if kind != "deployed" else ("fp16*" if model.signature.dtype == np.float16 else "fp32*")
+                print(f"{name:<12} {label:<8} {provider.removesuffix('ExecutionProvider'):<10} "
+                      f"{1000 / timings[kind]:>7.1f} {timings[kind]:>7.2f} {agreement:>10} {figures.frames:>7}")
+    print()
+    print("*: the deployed file. inf/s: session.run alone, median of interleaved runs on one frame. agreement: "
+          "visionedge.compare against the deployed file on the CPU provider (classifiers top-1, detectors F1), "
+          "on 100 vtest frames between the calibration frames.")
+    return 0
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "throughput": section_throughput,
     "sources": section_sources,
     "rss": section_rss,
     "report": section_report,
+    "gate": section_gate,
+    "variants": section_variants,
 }
 DEFAULT_SECTIONS = ("throughput", "sources")
-"""`rss` takes 10 minutes and `report` about 3: ask for them by name."""
+"""`rss` takes 10 minutes, `report` about 3, `gate` and `variants` 2-5 (variants quantizes first): ask by name."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -438,6 +570,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="report: records in the long result file (default 1,000,000)")
     parser.add_argument("--rss-model", default="yolox-nano", help="rss: the model of the long run (default yolox-nano)")
     parser.add_argument("--min-ratio", type=float, help="throughput: exit 1 when a median analyze/plain is below")
+    parser.add_argument("--variants-dir", type=Path, default=Path(tempfile.gettempdir()) / "visionedge-bench-variants",
+                        help="variants: where the int8/fp32 variants are made, or reused when already there")
+    parser.add_argument("--variant-runs", type=int, default=100, help="variants: timed runs per variant and provider")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.frames < WARMUP_RUNS or args.rounds < 1:
