@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from visionedge.devhub.fleet import BASE_ID, Fleet
+from visionedge.fleet.plan import check_model_block
+from visionedge.fleet.plan import rollout_id as plan_rollout_id
 from visionedge.fleet.rings import parse_rings, ring_of
 
 from tests.fleet.conftest import (
@@ -241,6 +243,26 @@ def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
     assert early_created > outage_end + 1.0, "promoted without two fresh reads after the outage"
     assert not [c for at, a, c in fleet.service.history if outage_start < at < outage_end]
     assert all(reported_model(fleet, d)["value"]["version"] == "5" for d in fleet.devices)
+
+
+def test_an_operator_rollback_from_another_shell_stops_the_running_controller(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """`fleet rollback ID` while a rollout runs: its deployments go, the controller stops with exit 3 and the canary
+    devices are asked for the previous model again."""
+    block = refs("squeezenet", "7")
+    rid = plan_rollout_id(check_model_block(block))
+    proc, log = fleet_cli.start("rollout", str(write_model(tmp_path, block)), *FAST_GATES, name="operator")
+    try:
+        wait_until(lambda: bool(created(fleet, f"{rid}-canary")), timeout=60, what="the canary ring to start")
+        removed = fleet_cli.run("rollback", rid)
+        assert removed.returncode == 0, removed.stderr
+        assert proc.wait(120) == 3, log.read_text()[-2000:]
+    finally:
+        stop(proc)
+    assert "removed from the hub" in log.read_text()
+    assert not created(fleet, f"{rid}-early")
+    assert all(fleet.devices[d].hub.emulator.desired["model"]["version"] == "5" for d in fleet.devices)
 
 
 def test_report_figures(fleet: Fleet) -> None:

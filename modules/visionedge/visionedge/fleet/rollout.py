@@ -225,10 +225,12 @@ class Controller:
         """Record the halt in every started ring's labels, then roll back."""
         self.table.say(f"HALT: {reason}")
         mine = rollout_configs(self._configs_or_retry(), self.plan.rollout_id)
-        created_rings = {c["id"]: True for c in mine}
+        if not mine:
+            return Outcome(Exit.HALTED, f"rollout {self.plan.rollout_id} stopped: {reason}")
         for config in mine:
             self._set_labels(config["id"], {LABEL_STATE: "halted", LABEL_REASON: reason[:REASON_CHARS]})
-        started = [w["labels"]["visionedge.ring"] for w in self.plan.waves if created_rings.get(w["id"])]
+        ids = {c["id"] for c in mine}
+        started = [w["labels"]["visionedge.ring"] for w in self.plan.waves if w["id"] in ids]
         removed = self._finish_rollback()
         confirmed = self._confirm_rollback(started)
         return Outcome(Exit.HALTED, f"rollout {self.plan.rollout_id} halted and rolled back ({removed}; {confirmed}): "
