@@ -8,7 +8,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,16 +37,6 @@ class CollectSink:
         """True once at least `count` records have arrived, False after `timeout` seconds."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self.records) >= count, timeout)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
 
 
 def epoch(iso: str) -> float:

@@ -13,7 +13,9 @@ from visionedge.config import SourceSettings
 from visionedge.pipeline import Pipeline
 from visionedge.sources import ImageSource, LiveSource, SourceState, VideoFileSource, open_source
 
-from .support import CollectSink, MjpegCamera, wait_until
+from tests.support import wait_until
+
+from .support import CollectSink, MjpegCamera
 
 LIVE = {"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5, "watchdog_s": 5.0}
 
@@ -107,13 +109,13 @@ def test_live_mjpeg_stream_reconnects_after_an_outage(camera, model):
         assert source.state is SourceState.STREAMING
 
         camera.stop()
-        assert wait_until(lambda: source.state is SourceState.RETRYING, timeout=20), source.state
+        wait_until(lambda: source.state is SourceState.RETRYING, 20, "retrying", detail=lambda: source.state)
         assert "stopped delivering frames" in source.reason or "cannot open" in source.reason
         before = len(sink.records)
         last_index = sink.records[-1]["frame_index"]
 
         camera.start()  # same port: the camera is back
-        assert wait_until(lambda: source.state is SourceState.STREAMING, timeout=20), source.reason
+        wait_until(lambda: source.state is SourceState.STREAMING, 20, "streaming", detail=lambda: source.reason)
         assert sink.wait_for(before + 5, timeout=30), "records did not resume after the camera came back"
 
     assert running.states[:2] == [SourceState.STREAMING, SourceState.RETRYING]
@@ -137,7 +139,7 @@ def test_stream_credentials_never_reach_logs_or_description(vtest_jpegs, model, 
     sink = CollectSink()
     try:
         with Running(Pipeline(source, model("squeezenet"), [sink])):
-            assert wait_until(lambda: source.state is SourceState.RETRYING, timeout=20)
+            wait_until(lambda: source.state is SourceState.RETRYING, 20, "retrying", detail=lambda: source.state)
             camera.start()
             assert sink.wait_for(3, timeout=30), f"no frames with credentials ({source.state}: {source.reason})"
     finally:

@@ -8,7 +8,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from visionedge.devhub.emulator import merge_patch, parse_properties
+from visionedge.acks import merge_patch
+from visionedge.devhub.emulator import parse_properties
 from visionedge.devhub.front import AuthError, ConnectPacket, Identity, verify_connect
 from visionedge.devhub.hub import DevHub, DevHubError, random_key
 from visionedge.devhub.testing import running_devhub

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from visionedge.devhub.broker import free_port
 from visionedge.devhub.hub import DevHub
 from visionedge.devhub.testing import running_devhub, sdk_nodelay
 from visionedge.models.fetch import mirrors_from_env
@@ -31,13 +31,6 @@ def _quiet_sdk() -> None:
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model/media cache for every module process in the session (files are verified on first use)."""
     return tmp_path_factory.mktemp("cache")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from visionedge.devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
-from tests.telemetry.support import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

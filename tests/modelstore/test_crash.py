@@ -16,7 +16,7 @@ from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelManager, ModelStore
 
-from tests.core.support import wait_until
+from tests.support import wait_until
 
 from .conftest import Refs
 from .support import RUNTIME, ModelServer
@@ -49,12 +49,16 @@ def test_kill_9_during_an_update_restarts_on_the_last_good_model(
     child = subprocess.Popen([sys.executable, str(CHILD), json.dumps(args)], stdout=log, stderr=log)
     part = root / "staging" / YOLOX / "model.onnx.part"
     try:
+        def child_log() -> str:
+            return (tmp_path / "child.log").read_text(encoding="utf-8")
+
         if moment == "download":
-            reached = wait_until(lambda: part.is_file() and part.stat().st_size > 300_000, 60)
+            wait_until(lambda: part.is_file() and part.stat().st_size > 300_000, 60, "a partial download",
+                       detail=child_log)
         else:
             expected = "done 200" if moment == "none" else moment
-            reached = wait_until(lambda: marker.is_file() and marker.read_text(encoding="utf-8") == expected, 60)
-        assert reached, (tmp_path / "child.log").read_text(encoding="utf-8")
+            wait_until(lambda: marker.is_file() and marker.read_text(encoding="utf-8") == expected, 60,
+                       f"the child to reach {expected!r}", detail=child_log)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
@@ -87,7 +91,7 @@ def test_a_version_that_died_on_probation_is_not_retried_on_redelivery(
     manager.start()
     try:
         assert manager.request(ModelRef(**refs("yolox", "2")), 9)
-        assert wait_until(lambda: len(acks) == 1, 30)
+        wait_until(lambda: len(acks) == 1, 30, "the first acknowledgement")
     finally:
         manager.stop()
     assert acks == [{"value": {"name": "squeezenet"}, "ac": 500, "av": 9,

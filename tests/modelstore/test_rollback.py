@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.core.support import wait_until
+from tests.support import wait_until
 
 from .conftest import MakeHarness, Refs
 
@@ -62,7 +62,7 @@ def test_rollback_model_during_the_watch_ends_it_at_once(make_harness: MakeHarne
     h = make_harness(video=video, watch_frames=1_000_000, watch_s=120.0, max_latency_factor=50.0)
     h.wait_records(5)
     assert h.request(refs("yolox", "7"), 2)
-    assert wait_until(lambda: h.manager.status()["state"] == "watching", 30)
+    wait_until(lambda: h.manager.status()["state"] == "watching", 30, "the watch", detail=h.manager.status)
     h.wait_records(5)
     text = f"rolled back yolox-nano@7 to {SQUEEZENET} on request (rollbackModel)"
     result = h.manager.rollback_now(timeout=30)

@@ -11,7 +11,7 @@ from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelManager, ModelStore
 
-from tests.core.support import wait_until
+from tests.support import wait_until
 
 from .conftest import MakeHarness, Refs
 from .support import RUNTIME, ModelServer
@@ -26,7 +26,8 @@ def test_a_newer_desired_version_cancels_a_slow_download(make_harness: MakeHarne
     h = make_harness()
     slow = server.url("yolox_nano.onnx", kind="slow/300000")
     assert h.request(refs("yolox", "2", url=slow), 2)
-    assert wait_until(lambda: any(a["ad"] == "downloading yolox-nano@2 10%" for a in h.acks), 30)
+    wait_until(lambda: any(a["ad"] == "downloading yolox-nano@2 10%" for a in h.acks), 30, "a 10% progress ack",
+               detail=lambda: h.acks)
     assert h.request(refs("squeezenet", "3"), 3)
     assert h.outcome(3)["ad"] == "squeezenet-custom@3 is active"
     assert [a for a in h.acks if a["av"] == 2 and a["ac"] != 202] == []

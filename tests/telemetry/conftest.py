@@ -6,23 +6,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from visionedge.devhub.broker import Broker
 
-from .support import Clock, Mosquitto
+from .support import Clock
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A running Mosquitto of our own; tests may stop and start it."""
-    process = Mosquitto(tmp_path / "broker")
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A running Mosquitto of our own (devhub's, plain listener only); tests may stop and start it."""
+    process = Broker(tmp_path / "broker")
     process.start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-def local_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def local_broker(tmp_path: Path) -> Iterator[Broker]:
     """A second broker, standing for the on-premises one beside the IoT Hub stand-in."""
-    process = Mosquitto(tmp_path / "local-broker")
+    process = Broker(tmp_path / "local-broker")
     process.start()
     yield process
     process.stop()

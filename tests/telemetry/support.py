@@ -1,84 +1,19 @@
-"""Real parts for the telemetry tests: a Mosquitto process, a paho Transport, a recording subscriber, records."""
+"""Real parts for the telemetry tests: a paho Transport, a recording subscriber, records (brokers: devhub's)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import paho.mqtt.client as mqtt
+from visionedge.devhub.broker import PLAIN_HOST
 from visionedge.telemetry.sender import TransientSendError
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll until `predicate` holds, failing with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-class Mosquitto:
-    """Our own Mosquitto on a free port (never the system one on 1883), with persistence so sessions survive a stop."""
-
-    def __init__(self, work_dir: Path) -> None:
-        self.work_dir = work_dir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "mosquitto.conf").write_text("\n".join([
-            *(["user root"] if os.geteuid() == 0 else []),
-            f"listener {self.port} {HOST}",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {work_dir}/",
-            "set_tcp_nodelay true",
-            "max_queued_messages 100000",
-            f"log_dest file {work_dir}/mosquitto.log",
-            "",
-        ]), encoding="utf-8")
-
-    def start(self) -> None:
-        """Start and wait until the listener accepts."""
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.work_dir / "mosquitto.conf")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start on port {self.port}") from None
-                time.sleep(0.01)
-
-    def stop(self) -> None:
-        """SIGTERM (so it saves sessions) and wait."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-        self.process = None
+HOST = PLAIN_HOST
 
 
 def paho_client(client_id: str, *, clean_session: bool = True) -> mqtt.Client:

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 from visionedge.config import OutboxSettings
+from visionedge.devhub.broker import Broker
 from visionedge.telemetry.budget import DailyBudget
 from visionedge.telemetry.events import EventType, Sequencer
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import FatalSendError, Sender, SenderOptions
 
-from .support import Mosquitto, PahoTransport, Recorder, record, wait_until
+from tests.support import wait_until
+
+from .support import PahoTransport, Recorder, record
 
 FAST = SenderOptions(send_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.5, linger_s=0.05,
                      budget_poll_s=0.1)
@@ -23,10 +26,10 @@ FAST = SenderOptions(send_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.
 class Rig:
     """Outbox + sender + paho transport + hub-side recorder, all on one broker."""
 
-    def __init__(self, data_dir: Path, broker: Mosquitto, *, limit: int = 0, batch: bool = True,
+    def __init__(self, data_dir: Path, broker: Broker, *, limit: int = 0, batch: bool = True,
                  options: SenderOptions = FAST) -> None:
-        self.recorder = Recorder(broker.port, "hub/#")
-        self.transport = PahoTransport(broker.port)
+        self.recorder = Recorder(broker.plain_port, "hub/#")
+        self.transport = PahoTransport(broker.plain_port)
         self.outbox = Outbox(data_dir, OutboxSettings())
         self.budget = DailyBudget(limit, self.outbox)
         self.sender = Sender(self.outbox, self.transport, self.budget, batch=batch, options=options)
@@ -51,14 +54,14 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, broker: Mosquitto) -> Iterator[Rig]:
+def rig(tmp_path: Path, broker: Broker) -> Iterator[Rig]:
     """A sender draining into the broker, not started yet."""
     made = Rig(tmp_path / "data", broker)
     yield made
     made.close()
 
 
-def test_every_event_arrives_across_a_broker_outage(rig: Rig, broker: Mosquitto) -> None:
+def test_every_event_arrives_across_a_broker_outage(rig: Rig, broker: Broker) -> None:
     """Broker down for 3 s while events keep coming: all arrive after it is back; repeats keep their message_id."""
     rig.sender.start()
     rig.put(50, pause=0.01)
@@ -100,7 +103,7 @@ def test_messages_carry_json_content_type_and_string_properties(rig: Rig) -> Non
                                   "type": "result"}
 
 
-def test_a_spent_budget_stops_sending_and_keeps_the_rest(tmp_path: Path, broker: Mosquitto) -> None:
+def test_a_spent_budget_stops_sending_and_keeps_the_rest(tmp_path: Path, broker: Broker) -> None:
     """With 5 units a day, 5 messages go and 15 events wait in the outbox; a larger budget lets them go."""
     rig = Rig(tmp_path / "data", broker, limit=5, batch=False)
     try:
@@ -119,7 +122,7 @@ def test_a_spent_budget_stops_sending_and_keeps_the_rest(tmp_path: Path, broker:
         rig.close()
 
 
-def test_heartbeats_still_go_when_results_have_spent_their_share(tmp_path: Path, broker: Mosquitto) -> None:
+def test_heartbeats_still_go_when_results_have_spent_their_share(tmp_path: Path, broker: Broker) -> None:
     """Budget 5 with 2 reserved for heartbeats: 3 results go, later heartbeats go past the waiting results."""
     rig = Rig(tmp_path / "data", broker, limit=5, batch=False)
     try:
@@ -135,7 +138,7 @@ def test_heartbeats_still_go_when_results_have_spent_their_share(tmp_path: Path,
         rig.close()
 
 
-def test_stop_is_prompt_while_the_link_is_down(tmp_path: Path, broker: Mosquitto) -> None:
+def test_stop_is_prompt_while_the_link_is_down(tmp_path: Path, broker: Broker) -> None:
     """Retrying with long backoff, the sender still stops within about a second."""
     rig = Rig(tmp_path / "data", broker, options=SenderOptions(backoff_initial_s=5, send_timeout_s=0.5))
     try:
@@ -177,7 +180,7 @@ def test_a_fatal_error_stops_the_sender_and_is_reported(tmp_path: Path) -> None:
     assert outbox.stats().depth == 1
 
 
-def test_link_up_cuts_the_backoff_short_and_live_events_go_first(tmp_path: Path, broker: Mosquitto) -> None:
+def test_link_up_cuts_the_backoff_short_and_live_events_go_first(tmp_path: Path, broker: Broker) -> None:
     """Backing off for ~10 s, the sender retries as soon as it hears the link is back, and sends live events first."""
     rig = Rig(tmp_path / "data", broker, options=SenderOptions(backoff_initial_s=20, backoff_max_s=20,
                                                                send_timeout_s=0.5, linger_s=0.3))

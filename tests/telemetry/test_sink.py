@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
+from visionedge.devhub.broker import Broker
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import SenderOptions
 from visionedge.telemetry.sink import TelemetrySink
 
-from .support import Clock, Mosquitto, PahoTransport, Recorder, record, wait_until
+from tests.support import wait_until
+
+from .support import Clock, PahoTransport, Recorder, record
 
 FAST = SenderOptions(send_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.5, linger_s=0.05)
 
@@ -33,12 +36,12 @@ def kinds(bodies: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_results_reach_the_local_broker_during_a_hub_outage_and_the_hub_after(
-        tmp_path: Path, broker: Mosquitto, local_broker: Mosquitto) -> None:
+        tmp_path: Path, broker: Broker, local_broker: Broker) -> None:
     """Hub down: the local dashboard still gets the change live; hub back: it gets everything, in seq order."""
-    hub = Recorder(broker.port, "hub/#")
-    dashboard = Recorder(local_broker.port, "site/#", client_id="dashboard")
-    transport = PahoTransport(broker.port)
-    local = LocalMqttPublisher(LocalMqttSettings(enabled=True, host="127.0.0.1", port=local_broker.port,
+    hub = Recorder(broker.plain_port, "hub/#")
+    dashboard = Recorder(local_broker.plain_port, "site/#", client_id="dashboard")
+    transport = PahoTransport(broker.plain_port)
+    local = LocalMqttPublisher(LocalMqttSettings(enabled=True, host="127.0.0.1", port=local_broker.plain_port,
                                                  topic_prefix="site"))
     sink = TelemetrySink(TelemetrySettings(debounce_s=0.3, aggregate_window_s=1.0, heartbeat_s=1.0),
                          OutboxSettings(), data_dir=tmp_path, source_id="cam", transport=transport, local=local,
@@ -144,12 +147,12 @@ def test_the_outbox_losing_events_is_announced_on_the_events_output(tmp_path: Pa
     sink.close()
 
 
-def test_local_mqtt_follows_the_twin(tmp_path: Path, local_broker: Mosquitto) -> None:
+def test_local_mqtt_follows_the_twin(tmp_path: Path, local_broker: Broker) -> None:
     """Enabling local_mqtt starts publishing, the same settings again change nothing, disabling says offline."""
     sink = TelemetrySink(TelemetrySettings(policy="every-frame"), OutboxSettings(), data_dir=tmp_path,
                          source_id="cam", local_client_id="dev-local")
-    dashboard = Recorder(local_broker.port, "site/#", client_id="dashboard")
-    settings = LocalMqttSettings(enabled=True, host="127.0.0.1", port=local_broker.port, topic_prefix="site")
+    dashboard = Recorder(local_broker.plain_port, "site/#", client_id="dashboard")
+    settings = LocalMqttSettings(enabled=True, host="127.0.0.1", port=local_broker.plain_port, topic_prefix="site")
     sink.replace_local(settings, LocalSettings(data_dir=tmp_path))
     publisher = sink.local
     assert publisher is not None

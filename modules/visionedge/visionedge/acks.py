@@ -1,7 +1,9 @@
-"""Plug and Play writable-property acknowledgements, shared by the twin handler and the model manager."""
+"""Twin documents as IoT Hub treats them: merge patches and Plug and Play acknowledgements (module and devhub)."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -17,3 +19,19 @@ def without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value
+
+
+def merge_patch(document: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Merge a twin patch into `document` in place as IoT Hub does: objects merge, null deletes, `$` keys ignored."""
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            document.pop(key, None)
+        elif isinstance(value, Mapping):
+            target = document.get(key)
+            if not isinstance(target, dict):
+                target = document[key] = {}
+            merge_patch(target, value)
+        else:
+            document[key] = copy.deepcopy(value)

@@ -29,3 +29,9 @@ class SourceError(VisionEdgeError):
 
 class AcceleratorError(VisionEdgeError):
     """An accelerator was required but only the CPU is available."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An error's first line, at most `limit` characters: runtimes raise pages of internals, users need one line."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]

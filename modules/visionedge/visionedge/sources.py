@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -18,6 +17,7 @@ from visionedge.config import SourceSettings
 from visionedge.errors import SourceError
 from visionedge.frame import Frame
 from visionedge.images import read_image
+from visionedge.retry import backoff_delay
 from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -186,10 +186,8 @@ class LiveSource(Source):
         return None
 
     def backoff(self) -> float:
-        """Next wait: doubling from the initial delay up to the cap, with +-25% jitter so cameras desynchronise."""
-        s = self.settings
-        base = min(s.reconnect_max_s, s.reconnect_initial_s * (2 ** max(self.attempts - 1, 0)))
-        return float(base * random.uniform(0.75, 1.25))
+        """Next wait: the shared retry schedule, counted from this source's first failed attempt."""
+        return backoff_delay(self.attempts - 1, self.settings.reconnect_initial_s, self.settings.reconnect_max_s)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Newest frames as they arrive; outages become retrying states, never exceptions."""

@@ -24,7 +24,7 @@ class BrokerError(RuntimeError):
     """Mosquitto could not be started or did not come up."""
 
 
-def free_port(host: str) -> int:
+def free_port(host: str = PLAIN_HOST) -> int:
     """Return a TCP port that is free on `host` right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -33,16 +33,17 @@ def free_port(host: str) -> int:
 
 
 class Broker:
-    """Mosquitto with a plain listener on 127.0.0.1 and a TLS 1.2 listener on the devhub's own loopback IP.
+    """Mosquitto with a plain listener on 127.0.0.1 and, given certs, a TLS 1.2 listener on the devhub's loopback IP.
 
-    Ports are chosen once, so a stop + start comes back on the same addresses with the persisted sessions.
+    Tests that need only a plain broker leave out `tls_ip` and `certs`. Ports are chosen once, so a stop + start
+    comes back on the same addresses with the persisted sessions.
     """
 
     def __init__(
         self,
         work_dir: Path,
-        tls_ip: str,
-        certs: CertBundle,
+        tls_ip: str | None = None,
+        certs: CertBundle | None = None,
         *,
         plain_port: int | None = None,
         tls_port: int | None = None,
@@ -53,7 +54,7 @@ class Broker:
         self.tls_ip = tls_ip
         self.certs = certs
         self.plain_port = plain_port if plain_port is not None else free_port(PLAIN_HOST)
-        self.tls_port = tls_port if tls_port is not None else free_port(tls_ip)
+        self.tls_port = tls_port if tls_port is not None else free_port(tls_ip) if tls_ip is not None else 0
         self.executable = executable or shutil.which("mosquitto") or _FALLBACK_EXECUTABLE
         self.config_path = work_dir / "mosquitto.conf"
         self.log_path = work_dir / "mosquitto.log"
@@ -66,9 +67,9 @@ class Broker:
         return (PLAIN_HOST, self.plain_port)
 
     @property
-    def tls_address(self) -> tuple[str, int]:
-        """Mosquitto's own TLS listener (the front on port 8883 is what the SDK uses)."""
-        return (self.tls_ip, self.tls_port)
+    def tls_address(self) -> tuple[str, int] | None:
+        """Mosquitto's own TLS listener (the front on port 8883 is what the SDK uses); None without certs."""
+        return (self.tls_ip, self.tls_port) if self.tls_ip is not None and self.certs is not None else None
 
     @property
     def running(self) -> bool:
@@ -96,14 +97,8 @@ class Broker:
         except BrokerError:
             self.stop()
             raise
-        _log.info(
-            "broker up (pid %s): plain %s:%s, tls %s:%s",
-            self._process.pid,
-            PLAIN_HOST,
-            self.plain_port,
-            self.tls_ip,
-            self.tls_port,
-        )
+        _log.info("broker up (pid %s): plain %s:%s, tls %s", self._process.pid, PLAIN_HOST, self.plain_port,
+                  self.tls_address)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop Mosquitto with SIGTERM, so it saves its sessions, and wait for it to exit."""
@@ -149,7 +144,7 @@ class Broker:
             f"persistence_location {self.persistence_dir}/",
             "persistence_file mosquitto.db",
             "set_tcp_nodelay true",
-            "max_queued_messages 10000",
+            "max_queued_messages 100000",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -157,19 +152,21 @@ class Broker:
             "log_type information",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             f"listener {self.plain_port} {PLAIN_HOST}",
-            f"listener {self.tls_port} {self.tls_ip}",
-            f"cafile {self.certs.ca_cert}",
-            f"certfile {self.certs.server_cert}",
-            f"keyfile {self.certs.server_key}",
-            "tls_version tlsv1.2",
-            "",
         ]
-        return "\n".join(lines)
+        if self.tls_address is not None and self.certs is not None:
+            lines += [
+                f"listener {self.tls_port} {self.tls_ip}",
+                f"cafile {self.certs.ca_cert}",
+                f"certfile {self.certs.server_cert}",
+                f"keyfile {self.certs.server_key}",
+                "tls_version tlsv1.2",
+            ]
+        return "\n".join([*lines, ""])
 
     def _wait_listening(self, timeout: float) -> None:
         """Poll both listeners until they accept, failing fast if Mosquitto exits."""
         deadline = time.monotonic() + timeout
-        pending = [self.plain_address, self.tls_address]
+        pending = [address for address in (self.plain_address, self.tls_address) if address is not None]
         while pending:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode

@@ -19,6 +19,8 @@ from urllib.parse import quote, unquote
 
 import paho.mqtt.client as mqtt
 
+from visionedge.acks import merge_patch
+
 _log = logging.getLogger(__name__)
 
 EMULATOR_CLIENT_ID = "devhub-emulator"
@@ -67,22 +69,6 @@ class Telemetry:
             "body": self.json if self.json is not None else self.text,
             "received_at": self.received_at,
         }
-
-
-def merge_patch(document: Document, patch: Mapping[str, Any]) -> None:
-    """Merge a twin patch into `document` in place as IoT Hub does: objects merge, null deletes, `$` keys ignored."""
-    for key, value in patch.items():
-        if key.startswith("$"):
-            continue
-        if value is None:
-            document.pop(key, None)
-        elif isinstance(value, Mapping):
-            target = document.get(key)
-            if not isinstance(target, dict):
-                target = document[key] = {}
-            merge_patch(target, value)
-        else:
-            document[key] = copy.deepcopy(value)
 
 
 def parse_properties(segment: str) -> dict[str, str | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
 from visionedge.result import iso_utc
+from visionedge.retry import backoff_delay
 from visionedge.sinks import Sink
 from visionedge.snapshot import save_snapshot
 from visionedge.sources import Source, SourceState, open_source
@@ -135,7 +135,7 @@ class EdgeModule:
         self.metrics.close()
 
     def _connect_loop(self, stop: threading.Event) -> None:
-        delay = 1.0
+        attempt = 0
         while not stop.is_set():
             try:
                 self.client.connect()
@@ -150,10 +150,11 @@ class EdgeModule:
                 return
             except HubUnavailable as err:
                 self.last_error = f"hub unreachable: {err}"
+                delay = backoff_delay(attempt, 1.0, CONNECT_RETRY_MAX_S)
                 log.warning("%s; retrying in %.0f s (results keep flowing to the outbox)", self.last_error, delay)
-            if stop.wait(delay * random.uniform(0.8, 1.2)):
+            attempt += 1
+            if stop.wait(delay):
                 return
-            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 
     # ---- settings --------------------------------------------------------------------------------------------
 

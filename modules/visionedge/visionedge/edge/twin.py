@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_origin
@@ -13,8 +12,9 @@ from typing import Annotated, Any, get_origin
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from visionedge.acks import ack
+from visionedge.acks import ack, merge_patch
 from visionedge.config import DesiredProperties, describe_validation_error
+from visionedge.durable import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,6 @@ SECTIONS: dict[str, TypeAdapter[Any]] = {name: _adapter(info) for name, info in 
 ABSENT: dict[str, Any] = {name: [] if get_origin(info.annotation) is list else {}
                           for name, info in DesiredProperties.model_fields.items()}
 """What a section that is not in the desired document validates from: its defaults."""
-
-
-def merge(document: dict[str, Any], patch: dict[str, Any]) -> None:
-    """JSON merge patch as IoT Hub applies it to twins: objects merge, null deletes."""
-    for key, value in patch.items():
-        if value is None:
-            document.pop(key, None)
-        elif isinstance(value, dict) and isinstance(document.get(key), dict):
-            merge(document[key], value)
-        else:
-            document[key] = copy.deepcopy(value)
 
 
 @dataclass
@@ -85,7 +74,7 @@ class DesiredState:
             self.document = copy.deepcopy(body)
             touched = set(body) | set(SECTIONS)
         else:
-            merge(self.document, body)
+            merge_patch(self.document, body)
             touched = set(body)
         self.version = version
         outcome = Outcome(self.settings)
@@ -144,8 +133,6 @@ class DesiredState:
             return
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": self.version, "document": self.document}), encoding="utf-8")
-            os.replace(tmp, self.cache)
+            write_json_atomic(self.cache, {"version": self.version, "document": self.document})
         except OSError as err:
             log.warning("cannot save desired properties to %s: %s", self.cache, err.strerror)

@@ -15,7 +15,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # after the switch above, on purpose
 
 from visionedge.config import RuntimeSettings
-from visionedge.errors import AcceleratorError, ModelError
+from visionedge.errors import AcceleratorError, ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ def create_session(path: Path, settings: RuntimeSettings) -> tuple[ort.Inference
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
     except Exception as err:  # onnxruntime raises several unrelated types for unreadable models
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path.name} is not a loadable ONNX model: {detail[:200]}") from err
+        raise ModelError(f"{path.name} is not a loadable ONNX model: {first_line(err)}") from err
     in_effect = list(session.get_providers())
     if settings.require_accelerator and all(p == CPU for p in in_effect):
         raise AcceleratorError(

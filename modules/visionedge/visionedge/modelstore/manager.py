@@ -35,7 +35,7 @@ from visionedge.config import (
     RuntimeSettings,
     describe_validation_error,
 )
-from visionedge.errors import VisionEdgeError
+from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
@@ -217,8 +217,7 @@ class ModelManager:
 
     def observe_error(self, model: Model, err: Exception) -> None:
         """Pipeline(on_inference_error=...) hook: a frame the model failed on."""
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=text[:REASON_CHARS])
+        self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=first_line(err, REASON_CHARS))
 
     def update_settings(self, runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
                         rollback: RollbackSettings | None = None) -> None:

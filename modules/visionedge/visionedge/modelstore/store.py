@@ -21,13 +21,7 @@ from typing import Any
 
 from visionedge.config import ModelRef, ModuleConfig, RuntimeSettings
 from visionedge.download import DownloadPolicy, sha256_file, verify_file
-from visionedge.errors import FetchError, ModelError, VisionEdgeError
-from visionedge.models.catalog import DEFAULT_MODEL
-from visionedge.models.fetch import Fetcher
-from visionedge.models.manifest import load_manifest
-from visionedge.models.model import Model
-from visionedge.models.variants import variants_root
-from visionedge.modelstore.durable import (
+from visionedge.durable import (
     TMP_PREFIX,
     fsync_dir,
     fsync_tree,
@@ -35,6 +29,12 @@ from visionedge.modelstore.durable import (
     remove_tree,
     write_json_atomic,
 )
+from visionedge.errors import FetchError, ModelError, VisionEdgeError
+from visionedge.models.catalog import DEFAULT_MODEL
+from visionedge.models.fetch import Fetcher
+from visionedge.models.manifest import load_manifest
+from visionedge.models.model import Model
+from visionedge.models.variants import variants_root
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.refs import MANIFEST_FILE, MODEL_FILE, Resolved, resolve
 from visionedge.modelstore.staging import StageProgress, construct, fill

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from visionedge.errors import VisionEdgeError
+from visionedge.retry import backoff_delay
 from visionedge.telemetry.budget import BudgetStats, DailyBudget, Message, pack
 from visionedge.telemetry.outbox import Outbox, OutboxClosed
 
@@ -169,7 +170,7 @@ class Sender:
 
     def _await_retry(self) -> None:
         """Back off (cut short by `link_up`), then make everything stored so far backlog and linger for live events."""
-        delay = self._backoff(self._attempt)
+        delay = backoff_delay(self._attempt, self.options.backoff_initial_s, self.options.backoff_max_s, self._rng)
         self._attempt += 1
         self._wake.wait(delay)
         self._wake.clear()
@@ -222,8 +223,3 @@ class Sender:
             self._link = "up"
         self._attempt = 0
         return True
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff, capped, with jitter in [50 %, 100 %] so many devices do not retry in step."""
-        base = min(self.options.backoff_max_s, self.options.backoff_initial_s * 2 ** min(attempt, 30))
-        return float(base * self._rng.uniform(0.5, 1.0))

@@ -1,0 +1,37 @@
+"""The helpers every part shares: one retry schedule, one first-line-of-an-error, one durable JSON write."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from visionedge.durable import read_json, write_json_atomic
+from visionedge.errors import first_line
+from visionedge.retry import JITTER, backoff_delay
+
+
+def test_backoff_doubles_from_the_initial_delay_up_to_the_cap_within_the_jitter() -> None:
+    """Retry n waits initial * 2**n give or take 25 %, never over the cap: cameras, sender and hub link follow it."""
+    rng = random.Random(7)
+    for attempt, base in [(0, 0.5), (1, 1.0), (2, 2.0), (6, 30.0), (40, 30.0)]:
+        delays = [backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(200)]
+        assert min(delays) >= base * (1 - JITTER)
+        assert max(delays) <= min(base * (1 + JITTER), 30.0)
+        assert max(delays) - min(delays) > base * JITTER / 2  # jittered, so a fleet does not retry in step
+
+
+def test_first_line_keeps_one_short_line_of_a_long_runtime_error() -> None:
+    """Runtime errors carry pages of internals; users and reported properties get their first line."""
+    err = RuntimeError("  [ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 300 + "\n  at node 17\n  at ...")
+    assert first_line(err) == ("[ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 300)[:200]
+    assert first_line(err, 20) == "[ONNXRuntimeError] :"
+    assert first_line(ValueError("")) == "ValueError"
+
+
+def test_write_json_atomic_replaces_the_file_and_leaves_no_temporary_behind(tmp_path: Path) -> None:
+    """The twin cache and the model store write their JSON this way: old or new content, never a mix."""
+    target = tmp_path / "twin-desired.json"
+    write_json_atomic(target, {"version": 1})
+    write_json_atomic(target, {"version": 2, "document": {"inference": {"top_k": 3}}})
+    assert read_json(target) == {"version": 2, "document": {"inference": {"top_k": 3}}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twin-desired.json"]
