@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import ssl
 from pathlib import Path
 
 import pytest
+from visionedge.devhub.broker import free_port
 from visionedge.devhub.certs import generate_certs
 from visionedge.download import DownloadPolicy, download, sha256_file
 from visionedge.errors import FetchError
@@ -22,17 +22,11 @@ BODY = os.urandom(10_000)
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def offline_env(cli_env, tmp_path) -> dict[str, str]:
     """A CLI environment with its own empty data dir and mirror, whose internet is a refused proxy port."""
     env = {k: v for k, v in cli_env.items() if k.lower() not in ("no_proxy", "http_proxy", "https_proxy")}
-    proxy = f"http://127.0.0.1:{_closed_port()}"
+    proxy = f"http://127.0.0.1:{free_port()}"
     env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
     (tmp_path / "empty-mirror").mkdir()
     env[MIRROR_ENV] = str(tmp_path / "empty-mirror")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from visionedge.devhub.certs import CertBundle
 from visionedge.devhub.fleet import Fleet
 
 from tests.modelstore.conftest import Refs, certs, refs, served, server  # noqa: F401 - fixtures reused here
+from tests.support import wait_until
 
 FLEET_SIZE = 20
 RINGS = "canary=15,early=35,broad=50"
@@ -35,18 +36,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle,  # noqa: 
     with Fleet(FLEET_SIZE, work, fps=1.0, cache_dir=shared_cache, model_ca=certs.ca_cert,
                metrics_interval_s=0.5) as running:
         wait_until(lambda: all(reported_model(running, d).get("ac") == 200 for d in running.devices),
-                   timeout=180, what="every device to run its first model")
+                   timeout=180, what="every device to run its first model", poll=0.5)
         yield running
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    """Poll `check` until it holds or fail with what was awaited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def reported_model(fleet: Fleet, device_id: str) -> dict[str, Any]:

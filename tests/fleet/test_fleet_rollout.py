@@ -26,10 +26,10 @@ from tests.fleet.conftest import (
     FleetCli,
     reported_model,
     stop,
-    wait_until,
     write_model,
 )
 from tests.modelstore.conftest import Refs
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -200,7 +200,7 @@ def test_controller_killed_mid_rollout_resumes_and_finishes(
     try:
         wait_until(lambda: any(cid.endswith("-early") and action == "create"
                                for _, action, cid in fleet.service.history if "-4-" in cid),
-                   timeout=150, what="the early ring to start")
+                   timeout=150, what="the early ring to start", poll=0.5)
     finally:
         stop(proc, signal.SIGKILL)
     resumed = fleet_cli.run("rollout", str(model), *FAST_GATES)
@@ -222,13 +222,13 @@ def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
     proc, log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="outage")
     try:
         wait_until(lambda: any(cid.endswith("-canary") and "-5-" in cid for _, _, cid in fleet.service.history),
-                   timeout=60, what="the canary ring to start")
+                   timeout=60, what="the canary ring to start", poll=0.5)
         fleet.api.outage = True
         outage_start = time.time()
         canary = ring_members(fleet)["canary"]
         wait_until(lambda: all(reported_model(fleet, d).get("value", {}).get("version") == "5"
                                and reported_model(fleet, d).get("ac") == 200 for d in canary),
-                   timeout=90, what="canary devices to apply the model during the outage")
+                   timeout=90, what="canary devices to apply the model during the outage", poll=0.5)
         time.sleep(8)  # longer than the SDK's own retries of a 503 (about 6 s), so reads really fail
         fleet.api.outage = False
         outage_end = time.time()

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from visionedge.acks import merge_patch
 from visionedge.devhub.deployments import DESIRED, SYSTEM_MODULES, diff_patch, module_desired, modules_content, select
-from visionedge.devhub.emulator import HubEmulator, merge_patch
+from visionedge.devhub.emulator import HubEmulator
 from visionedge.devhub.query import QueryError, parse_condition, parse_query
 
 _log = logging.getLogger(__name__)
