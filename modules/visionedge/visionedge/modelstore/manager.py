@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeGuard
+from typing import Any
 
 from pydantic import ValidationError
 
+from visionedge.acks import ack
 from visionedge.config import (
     InferenceSettings,
     ModelRef,
@@ -38,6 +39,7 @@ from visionedge.config import (
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
+from visionedge.modelstore.ledger import DeliveryLedger
 from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
 from visionedge.modelstore.store import ModelStore
 from visionedge.modelstore.watch import LatencyWindow, Watch
@@ -50,7 +52,6 @@ SwapFn = Callable[[Model], None]
 
 POLL_S = 0.1
 PROGRESS_STEP = 10
-REMEMBERED = 16
 MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
@@ -129,10 +130,7 @@ class ModelManager:
         self._progress: float | None = None
         self._last_error = "; ".join(store.load_errors)
         self._last_ack: Ack | None = None
-        self._handled: tuple[int, str] | None = None
-        self._latest: tuple[int, str] | None = None
-        self._refused: dict[str, tuple[int, str]] = {}
-        self._load_memory()
+        self._ledger = DeliveryLedger(store.read_updates, store.write_updates)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -164,7 +162,7 @@ class ModelManager:
         ref, invalid = _as_ref(block)
         text = canonical(ref) if ref is not None else json.dumps(block, sort_keys=True, default=str)
         with self._lock:
-            self._latest = (desired_version, text)
+            fresh = self._ledger.delivered(desired_version, text)
             pending, job = self._pending, self._job
             if pending is not None and pending.text == text:
                 pending.av = desired_version
@@ -172,7 +170,7 @@ class ModelManager:
             if pending is None and job is not None and job.text == text and not job.cancel.is_set():
                 job.av = desired_version
                 return False
-            if self._handled == (desired_version, text):
+            if not fresh:
                 return False
             if job is not None and not job.cancel.is_set():
                 log.info("desired version %d supersedes %d", desired_version, job.av)
@@ -241,7 +239,7 @@ class ModelManager:
                 "previous": split_key(previous) if previous else None,
                 "trial": self._in_use.key if self._watch is not None else None,
                 "progress": None if self._progress is None else round(self._progress * 100),
-                "desired_version": self._latest[0] if self._latest else None,
+                "desired_version": self._ledger.latest[0] if self._ledger.latest else None,
                 "last_error": self._last_error,
                 "ack": dict(self._last_ack) if self._last_ack else None,
             }
@@ -274,7 +272,7 @@ class ModelManager:
     def _apply(self, job: _Job) -> None:
         """One desired block to its terminal acknowledgement; every failure becomes a one-line reason."""
         try:
-            refused = self._refused.get(job.text)
+            refused = self._ledger.refusal(job.text)
             if refused is not None:
                 self._finish(job, refused[0], refused[1], self._in_use.block)
                 return
@@ -419,15 +417,12 @@ class ModelManager:
     def _settle_manual_rollback(self, text: str, job: _Job | None) -> None:
         """The operator's choice sticks: the desired block it undid is not re-applied until the block changes."""
         log.warning("%s", text)
+        latest = self._ledger.latest
+        for t in {t for t in (job.text if job else None, latest[1] if latest else None) if t is not None}:
+            self._ledger.refuse(t, 200, text)
+        self._ledger.handle(latest)
         with self._lock:
-            latest = self._latest
-            texts = {t for t in (job.text if job else None, latest[1] if latest else None) if t is not None}
-            for t in texts:
-                self._remember(t, 200, text)
-            if latest is not None:
-                self._handled = latest
             av = latest[0] if latest is not None else job.av if job is not None else None
-        self._save_memory()
         if av is not None:
             self._emit(av, 200, text, self._in_use.block)
 
@@ -464,24 +459,16 @@ class ModelManager:
 
     def _refuse(self, job: _Job, code: int, text: str) -> None:
         """Terminal outcome that later deliveries of the same block repeat instead of retrying (this process)."""
-        with self._lock:
-            self._remember(job.text, code, text)
+        self._ledger.refuse(job.text, code, text)
         self._finish(job, code, text, self._in_use.block)
-
-    def _remember(self, block_text: str, code: int, text: str) -> None:
-        """Caller holds the lock."""
-        self._refused.pop(block_text, None)
-        self._refused[block_text] = (code, text)
-        while len(self._refused) > REMEMBERED:
-            self._refused.pop(next(iter(self._refused)))
 
     def _finish(self, job: _Job, code: int, text: str, value: dict[str, Any]) -> None:
         """Terminal acknowledgement: remembered (and persisted) so a re-delivery of this version is a no-op."""
         with self._lock:
-            self._handled = (job.av, job.text)
+            handled = (job.av, job.text)
             if code >= 400:
                 self._last_error = text
-        self._save_memory()
+        self._ledger.handle(handled)
         with self._lock:
             av = job.av
         self._emit(av, code, text, value)
@@ -489,10 +476,10 @@ class ModelManager:
     def _emit(self, av: int, code: int, text: str, value: dict[str, Any]) -> None:
         """Report one acknowledgement (worker thread only, so they arrive in order)."""
         with self._lock:
-            ack: Ack = {"value": value, "ac": code, "av": av, "ad": text}
-            self._last_ack = ack
+            self._last_ack = ack(value, code, av, text)
+            reported = dict(self._last_ack)
         try:
-            self._report(dict(ack))
+            self._report(reported)
         except Exception:  # reporting is best effort; the next acknowledgement or status refresh repeats it
             log.warning("reporting the model acknowledgement failed", exc_info=True)
 
@@ -506,30 +493,6 @@ class ModelManager:
         held = self._fallback or self._in_use
         return held.key
 
-    # ---- memory across restarts ----------------------------------------------------------------------------
-
-    def _load_memory(self) -> None:
-        """Only the last handled delivery survives a restart, so a re-sent desired document stays a no-op; refusals
-        are retried after a restart because local settings (allowed hosts, limits, accelerators) may have changed."""
-        data = self.store.read_updates()
-        handled, latest = data.get("handled"), data.get("latest")
-        if _is_version_pair(handled):
-            self._handled = (int(handled[0]), str(handled[1]))
-        if _is_version_pair(latest):
-            self._latest = (int(latest[0]), str(latest[1]))
-
-    def _save_memory(self) -> None:
-        """Persist the last handled delivery; a failure to write only costs a repeated no-op update later."""
-        with self._lock:
-            data = {
-                "handled": list(self._handled) if self._handled else None,
-                "latest": list(self._latest) if self._latest else None,
-            }
-        try:
-            self.store.write_updates(data)
-        except OSError as err:
-            log.warning("cannot persist the model update memory: %s", err)
-
 
 def _as_ref(block: ModelRef | Mapping[str, Any]) -> tuple[ModelRef | None, str]:
     """The block as a ModelRef, or None and the one-line reason it is not a valid `model` setting."""
@@ -539,11 +502,6 @@ def _as_ref(block: ModelRef | Mapping[str, Any]) -> tuple[ModelRef | None, str]:
         return ModelRef.model_validate(block), ""
     except ValidationError as err:
         return None, f"invalid model setting: {describe_validation_error(err, 'model')}"
-
-
-def _is_version_pair(value: object) -> TypeGuard[list[Any]]:
-    """[desired version, block text] as stored in updates.json."""
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
 
 
 def _non_finite(record: Mapping[str, Any]) -> str:
