@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from visionedge import __version__
@@ -22,18 +23,18 @@ from visionedge.edge.client import (
     HubUnavailable,
     MethodCall,
 )
+from visionedge.edge.methods import DirectMethods
 from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
+from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
-from visionedge.result import iso_utc
 from visionedge.retry import backoff_delay
 from visionedge.sinks import Sink
-from visionedge.snapshot import save_snapshot
 from visionedge.sources import Source, SourceState, open_source
 from visionedge.state import (
     ModelSnapshot,
@@ -62,8 +63,7 @@ class EdgeModule:
         self.instance_id = str(uuid.uuid4())
         self.fetcher = make_fetcher(config)
         data = config.local.data_dir
-        self.snapshot_dir = data / "snapshots"
-        self.state = DesiredState(config.desired, cache=data / "twin-desired.json", deferred=frozenset({"model"}))
+        self.state = DesiredState(config.desired, cache=data / "twin-desired.json", deferred=DEFERRED)
         self.reporter = Reporter(client)
         self.started_at = time.time()
         self.store = ModelStore.for_config(config, self.fetcher)
@@ -83,6 +83,9 @@ class EdgeModule:
             "module": os.environ.get("IOTEDGE_MODULEID", ""),
             "instance_number": self.instance_id,
         }
+        self.methods = DirectMethods(client, status=self.status, manager=lambda: self.manager,
+                                     latest=self._latest,
+                                     snapshot_dir=data / "snapshots")
         self.metrics = Metrics(identity, self.snapshot)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class EdgeModule:
                 if isinstance(item, DesiredPatch):
                     self.apply_desired(item.patch, full=item.full)
                 elif isinstance(item, MethodCall):
-                    self.handle_method(item)
+                    self.methods.handle(item)
                 if time.monotonic() >= next_status:
                     self._recover()
                     self.reporter.report({"status": self.status()})
@@ -166,9 +169,9 @@ class EdgeModule:
         reported = dict(outcome.reported)
         if "model" in patch and self.manager is not None:
             self.manager.request(self.state.document.get("model", {}), version)
-        for key in sorted(outcome.changed - {"model"}):
+        for key in sorted(outcome.changed - DEFERRED):
             try:
-                self._apply_section(key, outcome.settings)
+                APPLIERS[key](self, outcome.settings)
             except VisionEdgeError as err:
                 self.state.revert(key, before)
                 reason = f"rejected: {err}; keeping the previous value"
@@ -178,32 +181,35 @@ class EdgeModule:
         reported["status"] = self.status()
         self.reporter.report(reported)
 
-    def _apply_section(self, key: str, settings: DesiredProperties) -> None:
-        manager = self.manager
-        if key == "inference":
-            if self.model is not None:
-                self.model.set_overrides(settings.inference)
-            if self.pipeline is not None:
-                self.pipeline.set_gate(settings.inference.gate)
-            if manager is not None:
-                manager.update_settings(inference=settings.inference)
-        elif key in ("source", "sources"):
-            self._start_pipeline(settings)
-        elif key == "runtime":
-            active = self.store.active()
-            if active is not None:
-                model = self.store.load(active, settings.runtime)
-                model.set_overrides(settings.inference)
-                self._swap_model(model)
-                if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
-                    self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
-            if manager is not None:
-                manager.update_settings(runtime=settings.runtime)
-        elif key == "rollback" and manager is not None:
-            manager.update_settings(rollback=settings.rollback)
-        elif key in ("telemetry", "outbox") and self.telemetry is not None:
+    def _apply_inference(self, settings: DesiredProperties) -> None:
+        if self.model is not None:
+            self.model.set_overrides(settings.inference)
+        if self.pipeline is not None:
+            self.pipeline.set_gate(settings.inference.gate)
+        if self.manager is not None:
+            self.manager.update_settings(inference=settings.inference)
+
+    def _apply_runtime(self, settings: DesiredProperties) -> None:
+        active = self.store.active()
+        if active is not None:
+            model = self.store.load(active, settings.runtime)
+            model.set_overrides(settings.inference)
+            self._swap_model(model)
+            if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
+                self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
+        if self.manager is not None:
+            self.manager.update_settings(runtime=settings.runtime)
+
+    def _apply_rollback(self, settings: DesiredProperties) -> None:
+        if self.manager is not None:
+            self.manager.update_settings(rollback=settings.rollback)
+
+    def _apply_telemetry(self, settings: DesiredProperties) -> None:
+        if self.telemetry is not None:
             self.telemetry.update(settings.telemetry, settings.outbox)
-        elif key == "local_mqtt" and self.telemetry is not None:
+
+    def _apply_local_mqtt(self, settings: DesiredProperties) -> None:
+        if self.telemetry is not None:
             self.telemetry.replace_local(settings.local_mqtt, self.config.local)
 
     def _swap_model(self, model: Model) -> None:
@@ -298,50 +304,15 @@ class EdgeModule:
 
     # ---- methods and status ----------------------------------------------------------------------------------
 
-    def handle_method(self, call: MethodCall) -> None:
-        """Dispatch a direct method; every answer is JSON with a status code, unknown names get 404."""
-        handlers = {"getStatus": self._method_status, "captureSnapshot": self._method_snapshot,
-                    "rollbackModel": self._method_rollback}
-        handler = handlers.get(call.name)
-        if handler is None:
-            status, payload = 404, {"error": f"unknown method {call.name!r}; available: {', '.join(handlers)}"}
-        else:
-            try:
-                status, payload = handler(call.payload)
-            except VisionEdgeError as err:
-                status, payload = 500, {"error": str(err)}
-        try:
-            self.client.respond(call, status, payload)
-        except VisionEdgeError as err:
-            log.warning("could not answer method %s: %s", call.name, err)
-
-    def _method_status(self, _payload: Any) -> tuple[int, Any]:
-        return 200, self.status()
-
-    def _method_rollback(self, _payload: Any) -> tuple[int, Any]:
-        if self.manager is None:
-            return 409, {"error": "no model manager: no model has been loaded"}
-        answer = self.manager.rollback_now()
-        return int(answer["status"]), answer["payload"]
-
-    def _method_snapshot(self, payload: Any) -> tuple[int, Any]:
-        """The last analysed frame, of the source named by {"source": id} or of any source."""
-        wanted = payload.get("source") if isinstance(payload, dict) else None
+    def _latest(self, source_id: str | None) -> tuple[Frame, Inference] | None:
+        """The newest analysed frame of one source (or of any); LookupError for a source the pipeline lacks."""
         pipeline = self.pipeline
-        if wanted is not None and (pipeline is None or pipeline.feed(str(wanted)) is None):
-            return 404, {"error": f"no source {wanted!r}; sources: {', '.join(self.sources)}"}
-        feed = pipeline.feed(str(wanted)) if pipeline is not None and wanted is not None else None
-        latest = feed.latest if feed is not None else (pipeline.latest if pipeline is not None else None)
-        if latest is None:
-            return 409, {"error": "no analysed frame yet: the source is not streaming"}
-        frame, inference = latest
-        try:
-            path = save_snapshot(self.snapshot_dir, frame, inference)
-        except OSError as err:
-            return 500, {"error": f"cannot save snapshot: {err}"}
-        return 200, {"path": str(path), "frame_index": frame.index, "timestamp": iso_utc(frame.timestamp),
-                     "model": {"name": inference.model_name, "version": inference.model_version},
-                     "labels": inference.labels()}
+        if source_id is None:
+            return pipeline.latest if pipeline is not None else None
+        feed = pipeline.feed(source_id) if pipeline is not None else None
+        if feed is None:
+            raise LookupError(f"no source {source_id!r}; sources: {', '.join(self.sources)}")
+        return feed.latest
 
     def snapshot(self) -> ModuleSnapshot:
         """The one place the module's state is read from the live objects; every view is a function of it."""
@@ -364,6 +335,24 @@ class EdgeModule:
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""
         return status_view(self.snapshot(), state)
+
+
+SectionApplier = Callable[[EdgeModule, DesiredProperties], None]
+
+DEFERRED = frozenset({"model"})
+"""Desired sections applied and acknowledged by their owner (the model manager: 202, then 200/400/500)."""
+
+APPLIERS: dict[str, SectionApplier] = {
+    "source": EdgeModule._start_pipeline,
+    "sources": EdgeModule._start_pipeline,
+    "inference": EdgeModule._apply_inference,
+    "runtime": EdgeModule._apply_runtime,
+    "rollback": EdgeModule._apply_rollback,
+    "telemetry": EdgeModule._apply_telemetry,
+    "outbox": EdgeModule._apply_telemetry,
+    "local_mqtt": EdgeModule._apply_local_mqtt,
+}
+"""What changes in the running module when a desired section changes; a test keeps it covering every section."""
 
 
 def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float | None = None) -> int:
