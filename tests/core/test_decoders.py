@@ -10,10 +10,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from visionedge.frame import Geometry
 from visionedge.models.catalog import ASSETS, builtin_manifest
 from visionedge.models.decoders import Thresholds, YoloAnchorDecoder, classwise_nms, nms
 from visionedge.models.model import read_labels
-from visionedge.models.preprocess import Geometry
 
 GRID = 13
 SIZE = 416

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from visionedge.errors import VisionEdgeError
-from visionedge.frame import Frame, Inference
+from visionedge.frame import Frame, Geometry, Inference
 from visionedge.gate import SceneGate
 from visionedge.models.model import Model
-from visionedge.models.preprocess import Geometry
 from visionedge.sources import Source, SourceState
 
 log = logging.getLogger(__name__)

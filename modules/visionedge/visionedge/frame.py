@@ -50,3 +50,13 @@ class Inference:
         """The labels this result asserts, in order of confidence."""
         items = self.detections if self.task == "detect" else self.classifications
         return [item.label for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """How a frame maps into a model input (preprocess makes it, decoders read it): input_xy = original_xy * scale."""
+
+    orig_w: int
+    orig_h: int
+    scale_x: float
+    scale_y: float

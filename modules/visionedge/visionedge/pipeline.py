@@ -14,10 +14,9 @@ import numpy as np
 
 from visionedge.config import GateSettings
 from visionedge.feed import POLL_S, Counters, Feed, Job
-from visionedge.frame import Frame, Inference
+from visionedge.frame import Frame, Geometry, Inference
 from visionedge.gate import GateStats, gate_for
 from visionedge.models.model import Model
-from visionedge.models.preprocess import Geometry
 from visionedge.result import to_record
 from visionedge.sinks import Sink
 from visionedge.sources import Source

@@ -9,37 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from visionedge.config import describe_validation_error, read_yaml
 from visionedge.errors import ModelError
-
-
-class YoloHead(BaseModel):
-    """One anchor-grid output: which tensor, and the anchors that belong to it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    output: str | None = Field(None, description="output tensor name; None = the model's only output")
-    anchors: list[tuple[float, float]] = Field(min_length=1)
-
-
-class DecoderSpec(BaseModel):
-    """Which post-processing turns raw outputs into labels, with its parameters."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["classification", "yolox", "yolo"]
-    softmax: bool = Field(False, description="classification: apply softmax (False when outputs are probabilities)")
-    strides: list[int] = Field(default_factory=lambda: [8, 16, 32], description="yolox: grid strides in order")
-    heads: list[YoloHead] = Field(default_factory=list, description="yolo: anchor grids")
-    anchor_units: Literal["grid", "pixels"] = "pixels"
-    class_activation: Literal["sigmoid", "softmax"] = "sigmoid"
-    multi_label: bool | None = Field(
-        None, description="keep every class above threshold per box (default: yolox yes, yolo best class only)"
-    )
-
-    @model_validator(mode="after")
-    def _heads_for_yolo(self) -> DecoderSpec:
-        if self.type == "yolo" and not self.heads:
-            raise ValueError("decoder type 'yolo' needs at least one entry in 'heads'")
-        return self
+from visionedge.models.decoders import DecoderSpec
 
 
 class VariantInfo(BaseModel):
@@ -89,9 +59,9 @@ class ModelManifest(BaseModel):
 
     @model_validator(mode="after")
     def _task_matches_decoder(self) -> ModelManifest:
-        wants = "classify" if self.decoder.type == "classification" else "detect"
-        if self.task != wants:
-            raise ValueError(f"task {self.task!r} does not fit decoder {self.decoder.type!r} (expects {wants!r})")
+        if self.task != self.decoder.task:
+            raise ValueError(f"task {self.task!r} does not fit decoder {self.decoder.type!r} "
+                             f"(expects {self.decoder.task!r})")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be positive")
         return self

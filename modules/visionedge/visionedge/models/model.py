@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,10 @@ import numpy as np
 
 from visionedge.config import InferenceSettings, RuntimeSettings
 from visionedge.errors import ModelError
-from visionedge.frame import Inference
-from visionedge.models.decoders import DECODERS, Thresholds
+from visionedge.frame import Geometry, Inference
+from visionedge.models.decoders import Thresholds
 from visionedge.models.manifest import ModelManifest
-from visionedge.models.preprocess import Geometry, Preprocessor
+from visionedge.models.preprocess import Preprocessor
 from visionedge.models.runtime import create_session
 
 if TYPE_CHECKING:
@@ -156,9 +155,8 @@ class Model:
         self.session, self.providers, self.layout = create_session(model_path, runtime or RuntimeSettings())
         self.signature = read_signature(self.session, manifest)
         sig = self.signature
-        self._check_labels_fit()
+        self.decode = manifest.decoder.build(self.labels, sig.outputs, sig.width, sig.height)
         self.preprocess = Preprocessor(manifest, sig.width, sig.height, sig.dtype)
-        self.decode = DECODERS[manifest.decoder.type](manifest.decoder, self.labels, sig.outputs, sig.width, sig.height)
         self.output_names = list(sig.outputs)
         self.thresholds = Thresholds(manifest.confidence, manifest.iou, manifest.top_k)
         self.smoke_test()
@@ -177,20 +175,6 @@ class Model:
     def version(self) -> str:
         """Manifest version."""
         return self.manifest.version
-
-    def _check_labels_fit(self) -> None:
-        outputs = self.signature.outputs
-        first = next(iter(outputs.values()))
-        n = len(self.labels)
-        if self.manifest.decoder.type == "classification":
-            dims = [d for d in first if isinstance(d, int)]
-            classes = math.prod(dims[1:]) if len(dims) == len(first) else None
-            if classes is not None and classes != n:
-                raise ModelError(f"labels file has {n} labels but the model outputs {classes} classes")
-        elif self.manifest.decoder.type == "yolox":
-            last = first[-1]
-            if isinstance(last, int) and last != 5 + n:
-                raise ModelError(f"labels file has {n} labels but the yolox output has {last} columns (5 + classes)")
 
     def set_overrides(self, overrides: InferenceSettings) -> None:
         """Apply twin threshold overrides on top of the manifest's defaults."""
@@ -231,11 +215,8 @@ class Model:
         for name, value in zip(self.output_names, raw, strict=True):
             if not np.isfinite(value).all():
                 raise ModelError(f"model output {name!r} is not finite (NaN or inf) on {what}")
-        items = self.decode(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds)
-        m = self.manifest
-        if m.task == "classify":
-            return Inference(m.name, m.version, m.task, elapsed_ms, classifications=items)  # type: ignore[arg-type]
-        return Inference(m.name, m.version, m.task, elapsed_ms, detections=items)  # type: ignore[arg-type]
+        return self.decode.inference(dict(zip(self.output_names, raw, strict=True)), geometry, self.thresholds,
+                                     model=(self.name, self.version), inference_ms=elapsed_ms)
 
     def infer(self, image: np.ndarray) -> Inference:
         """Labels for one BGR frame: the three stages on this thread."""

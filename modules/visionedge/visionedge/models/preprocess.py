@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
+from visionedge.frame import Geometry
 from visionedge.models.manifest import ModelManifest
-
-
-@dataclass(frozen=True, slots=True)
-class Geometry:
-    """How the original frame maps into the model input: input_xy = original_xy * scale."""
-
-    orig_w: int
-    orig_h: int
-    scale_x: float
-    scale_y: float
 
 
 class Preprocessor:
