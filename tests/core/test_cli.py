@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from visionedge import __version__
+from visionedge.devhub.broker import free_port
 from visionedge.models.catalog import ASSETS, builtin_manifest
 
 SIGNAL_EXIT_S = 2.0
@@ -228,9 +228,7 @@ def test_onnxruntime_leaves_nothing_under_home(run_cli, cli_env, media, tmp_path
 @pytest.mark.timeout(90)
 def test_local_run_serves_health_and_metrics(cli_env, media, tmp_path):
     """Outside IoT Edge, `run` answers /healthz (ready) and /metrics on local.metrics_port, as the image expects."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = tmp_path / "visionedge.yaml"
     config.write_text(yaml.safe_dump({"local": {"metrics_port": port}}), encoding="utf-8")
     command = [sys.executable, "-m", "visionedge", "--config", str(config), "run", "--source", str(media("vtest.avi")),
