@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from visionedge.fleet.hub import FleetHub
 
-from tests.fleet.conftest import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,7 +27,7 @@ def test_fleet_up_serves_real_modules_to_the_fleet_commands(tmp_path: Path, mirr
                            "--fleet-dir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env_file = work / "hub.env"
     try:
-        wait_until(env_file.is_file, timeout=60, what="the hub env file")
+        wait_until(env_file.is_file, timeout=60, what="the hub env file", poll=0.5)
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
         values = dict(re.findall(r"export (\w+)='([^']*)'", env_file.read_text()))
         hub = FleetHub(values["IOTHUB_CONNECTION_STRING"], Path(values["VISIONEDGE_HUB_CA"]))
@@ -36,7 +36,7 @@ def test_fleet_up_serves_real_modules_to_the_fleet_commands(tmp_path: Path, mirr
             rows = list(hub.query("SELECT * FROM devices.modules WHERE properties.reported.model.ac = 200"))
             return sorted(r["deviceId"] for r in rows) == ["device-00", "device-01"]
 
-        wait_until(both_report_squeezenet, timeout=120, what="both modules to acknowledge their model")
+        wait_until(both_report_squeezenet, timeout=120, what="both modules to acknowledge their model", poll=0.5)
         env = {**os.environ, **values}
         assigned = subprocess.run([sys.executable, "-m", "visionedge", "fleet", "rings", "assign", "--rings",
                                    "canary=50,broad=50"], env=env, capture_output=True, text=True, timeout=60)
