@@ -19,7 +19,9 @@ from visionedge.models.model import Model
 from visionedge.pipeline import Pipeline
 from visionedge.sources import LiveSource, SourceState, VideoFileSource
 
-from .support import CollectSink, MjpegCamera, wait_until
+from tests.support import wait_until
+
+from .support import CollectSink, MjpegCamera
 
 LIVE = {"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5, "watchdog_s": 5.0, "fps": 5.0}
 TIMINGS = ("timestamp", "inference_ms")
@@ -55,16 +57,16 @@ def test_four_cameras_advance_and_a_killed_one_does_not_slow_the_others(cameras,
     thread = threading.Thread(target=pipeline.run, args=(stop,), name="test-pipeline", daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: all(len(g) >= 5 for g in by_source(sink.records).values())
-                          and len(by_source(sink.records)) == 4, timeout=45), Counter(
-            r["source_id"] for r in sink.records)
+        wait_until(lambda: all(len(g) >= 5 for g in by_source(sink.records).values())
+                   and len(by_source(sink.records)) == 4, 45, "five records from each of the four sources",
+                   detail=lambda: Counter(r["source_id"] for r in sink.records))
         window = 3.0
         start = Counter(r["source_id"] for r in sink.records)
         time.sleep(window)
         healthy = Counter(r["source_id"] for r in sink.records) - start
 
         cameras[0].stop()
-        assert wait_until(lambda: sources[0].state is SourceState.RETRYING, timeout=20), sources[0].state
+        wait_until(lambda: sources[0].state is SourceState.RETRYING, 20, "retrying", detail=lambda: sources[0].state)
         start = Counter(r["source_id"] for r in sink.records)
         time.sleep(window)
         after = Counter(r["source_id"] for r in sink.records) - start
