@@ -121,16 +121,18 @@ def run_cli(cli_env: dict[str, str]) -> RunCli:
 
 
 @pytest.fixture(scope="session")
-def vtest_clip(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, float], Path]:
-    """`vtest_clip(frames, fps)`: the first frames of vtest.avi re-encoded as an MJPG AVI at that rate, made once."""
-    made: dict[tuple[int, float], Path] = {}
+def vtest_clip(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`vtest_clip(frames, fps, start=0)`: frames of vtest.avi from `start` re-encoded as an MJPG AVI at that rate,
+    made once."""
+    made: dict[tuple[int, float, int], Path] = {}
 
-    def get(frames: int, fps: float) -> Path:
-        if (frames, fps) not in made:
+    def get(frames: int, fps: float, start: int = 0) -> Path:
+        if (frames, fps, start) not in made:
             import cv2
 
-            path = tmp_path_factory.mktemp("clip") / f"vtest_{frames}f_{fps:g}fps.avi"
+            path = tmp_path_factory.mktemp("clip") / f"vtest_{start}+{frames}f_{fps:g}fps.avi"
             capture = cv2.VideoCapture(str(media("vtest.avi")))
+            capture.set(cv2.CAP_PROP_POS_FRAMES, start)
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (768, 576))
             try:
                 for _ in range(frames):
@@ -140,7 +142,7 @@ def vtest_clip(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Ca
             finally:
                 writer.release()
                 capture.release()
-            made[(frames, fps)] = path
-        return made[(frames, fps)]
+            made[(frames, fps, start)] = path
+        return made[(frames, fps, start)]
 
     return get

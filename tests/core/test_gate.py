@@ -103,29 +103,12 @@ def test_a_still_scene_with_sensor_noise_is_mostly_gated(tmp_path, vtest_first, 
     assert sum(1 for e in events if e.body.get("reused")) == stats.gated, "results sent must say they were reused"
 
 
-@pytest.fixture(scope="module")
-def busy_street(media: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seconds 30-60 of vtest.avi (300 frames at 10 fps) as an MJPG AVI: people walking, with a few still moments."""
-    path = tmp_path_factory.mktemp("busy") / "vtest_30s.avi"
-    capture = cv2.VideoCapture(str(media("vtest.avi")))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 300)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (768, 576))
-    try:
-        for _ in range(300):
-            ok, image = capture.read()
-            assert ok, "vtest.avi ended early"
-            writer.write(image)
-    finally:
-        writer.release()
-        capture.release()
-    return path
-
-
 @pytest.mark.timeout(180)
-def test_on_a_busy_street_the_sent_results_match_with_the_gate_on_and_off(busy_street, model):
+def test_on_a_busy_street_the_sent_results_match_with_the_gate_on_and_off(vtest_clip, model):
     """YOLOX-nano on 30 s of vtest, default on-change policy: the gate changes little of what is sent: the same
     first results and about as many (on-change follows the dominant state, and a reused frame repeats its result
     exactly where a fresh inference would have wobbled by a count, so later results may shift)."""
+    busy_street = vtest_clip(300, 10.0, start=300)  # seconds 30-60: people walking, with a few still moments
     detector = model("yolox-nano")
     off, _ = run_pipeline(VideoFileSource(busy_street, "vtest"), detector, None)
     on, pipeline = run_pipeline(VideoFileSource(busy_street, "vtest"), detector, GateSettings(mode="on"))
