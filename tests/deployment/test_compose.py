@@ -52,7 +52,8 @@ def test_module_joins_the_devhub_with_its_environment() -> None:
     module = services()["visionedge"]
     assert module["network_mode"] == "service:devhub"
     assert "devhub:/devhub" in module["volumes"]
-    assert ". /devhub/work/devhub.env" in module["entrypoint"][2]
+    assert module["entrypoint"][:2] == ["tini", "--"]
+    assert ". /devhub/work/devhub.env" in module["entrypoint"][4]
     assert module["depends_on"]["devhub"] == {"condition": "service_healthy"}
     assert module["command"] == ["run"]
 
@@ -81,7 +82,7 @@ def test_devhub_image_stays_out_of_production() -> None:
     dockerfile = DOCKER_DIR / "Dockerfile.amd64"
     assert stages(dockerfile)[-1].base == "runtime"
     assert "mosquitto" not in " ".join(i.args for i in image_stage(dockerfile))
-    assert last(image_stage(dockerfile), "ENTRYPOINT").exec_form() == ["visionedge"]
+    assert last(image_stage(dockerfile), "ENTRYPOINT").exec_form() == ["tini", "--", "visionedge"]
 
 
 def test_published_ports_listen_on_loopback_only() -> None:

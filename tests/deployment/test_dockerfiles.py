@@ -109,7 +109,7 @@ def test_image_starts_the_module(dockerfile: Path) -> None:
         assert "5678" in last(image, "EXPOSE").args.split()
         assert "debugpy==" in builder_runs(dockerfile)
     else:
-        assert entrypoint == ["visionedge"]
+        assert entrypoint == ["tini", "--", "visionedge"]
 
 
 def test_gpu_images_swap_onnxruntime_for_onnxruntime_gpu(dockerfile: Path) -> None:
