@@ -56,3 +56,18 @@ def test_cli_flags_override_the_layout(run_cli, media, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "2 worker(s) x 1 thread(s)" in done.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_after_a_swap_no_record_of_the_old_model_follows_one_of_the_new(short_video, model):
+    """A swap during a 3-worker run: frames in flight finish on the old model, and the records switch model once."""
+    old, new = model("squeezenet", intra_op_threads=1), model("squeezenet-fp32", intra_op_threads=1)
+    sink = CollectSink()
+    pipeline = Pipeline(VideoFileSource(short_video, "swap"), old, [sink], workers=3,
+                        on_record=lambda r: pipeline.swap_model(new) if r["frame_index"] == 10 else None)
+    pipeline.run(threading.Event())
+    names = [r["model"]["name"] for r in sink.records]
+    assert [r["frame_index"] for r in sink.records] == list(range(48))
+    switch = names.index("squeezenet-fp32")
+    assert set(names[:switch]) == {"squeezenet"}
+    assert set(names[switch:]) == {"squeezenet-fp32"}, "an old model's record followed a new one"

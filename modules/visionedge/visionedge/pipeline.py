@@ -139,7 +139,8 @@ class Pipeline:
 
     def swap_model(self, model: Model) -> None:
         """Take effect at the next frame; frames in flight finish on the old model."""
-        self.model = model
+        with self._cond:
+            self.model = model
 
     def run(self, stop: threading.Event) -> PipelineStats:
         """Run until every source ends or stop is set; returns the final counters."""
@@ -177,19 +178,21 @@ class Pipeline:
 
     # ---- scheduling ------------------------------------------------------------------------------------------
 
-    def _take(self, stop: threading.Event, batch: int) -> list[Ticket] | None:
-        """Frames for one run, taking sources in turn; None once every source has ended and been drained."""
+    def _take(self, stop: threading.Event) -> tuple[Model, list[Ticket]] | None:
+        """Frames for one run and the model they run on, read together at dispatch so that a swap never lets an
+        older model's result follow a newer one; sources taken in turn; None once every source has ended."""
         with self._cond:
             while not stop.is_set():
-                tickets = self._ready(batch)
+                model = self.model
+                tickets = self._ready(model, len(self.feeds) if model.batchable else 1)
                 if tickets:
-                    return tickets
+                    return model, tickets
                 if all(f.handoff.drained for f in self.feeds):
                     return None
                 self._cond.wait(POLL_S)
         return None
 
-    def _ready(self, batch: int) -> list[Ticket]:
+    def _ready(self, model: Model, batch: int) -> list[Ticket]:
         count = len(self.feeds)
         tickets: list[Ticket] = []
         now = time.monotonic()
@@ -203,7 +206,7 @@ class Pipeline:
             age = max(time.time() - job.frame.timestamp, 0.0)
             feed.stats.frame_age_s = age
             feed.stats.ages.append(age)
-            tickets.append(Ticket(feed, feed.dispatched, job, reuse=feed.unchanged(job.frame, self.model)))
+            tickets.append(Ticket(feed, feed.dispatched, job, reuse=feed.unchanged(job.frame, model)))
             feed.dispatched += 1
             if len(tickets) >= batch:
                 self._turn = (self._turn + step + 1) % count
@@ -219,10 +222,10 @@ class Pipeline:
     def _work(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
-                model = self.model
-                tickets = self._take(stop, len(self.feeds) if model.batchable else 1)
-                if tickets is None:
+                taken = self._take(stop)
+                if taken is None:
                     return
+                model, tickets = taken
                 for ran in self._run(model, tickets):
                     self._put_result(ran, stop)
         finally:
