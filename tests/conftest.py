@@ -146,3 +146,20 @@ def vtest_clip(media: MediaPath, tmp_path_factory: pytest.TempPathFactory) -> Ca
         return made[(frames, fps, start)]
 
     return get
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """`tmpfs("8m")`: a real, small file system (needs root), so 'disk full' is the kernel's; unmounted after."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"tmpfs-{len(mounted)}"
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -8,8 +8,12 @@ from typing import Any
 
 
 def ack(value: Any, code: int, version: int, description: str) -> dict[str, Any]:
-    """`{value, ac, av, ad}`: the value in use, the status code, the desired $version it answers, and why."""
-    return {"value": without_nulls(value), "ac": code, "av": version, "ad": description}
+    """`{value, ac, av, ad}`: the value in use, the status code, the desired $version it answers, and why.
+
+    Unset fields stay explicit nulls: the hub merges reported patches, so a null is what removes a value that was
+    acknowledged before and is no longer in use.
+    """
+    return {"value": value, "ac": code, "av": version, "ad": description}
 
 
 def without_nulls(value: Any) -> Any:

@@ -35,6 +35,7 @@ def make_fetcher(config: ModuleConfig) -> Fetcher:
         max_bytes=int(local.max_download_mb * 1024 * 1024),
         connect_timeout_s=local.connect_timeout_s,
         read_timeout_s=local.read_timeout_s,
+        deadline_s=local.download_deadline_s,
         allow_insecure_http=local.allow_insecure_http,
         allowed_hosts=tuple(local.allowed_hosts),
         ca_bundle=local.ca_bundle,
@@ -110,5 +111,5 @@ def local_metrics(config: ModuleConfig, pipeline: Pipeline) -> Metrics:
 
     metrics = Metrics({"iothub": "", "edge_device": "", "module": "", "instance_number": instance}, snapshot)
     pipeline.on_record = metrics.observe
-    metrics.start(config.local.metrics_port)
+    metrics.start(config.local.metrics_port, config.local.metrics_host)
     return metrics

@@ -167,9 +167,13 @@ def apply_overrides(config: ModuleConfig, args: argparse.Namespace) -> ModuleCon
         raise VisionEdgeError(f"invalid option: {describe_validation_error(err)}") from err
 
 
-def file_source_id(path: str) -> str:
-    """A file's name as a source id: any name works, characters outside [A-Za-z0-9_.-] become '_'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:64] or "file"
+def file_source(path: str) -> SourceSettings:
+    """Settings for a file given on the command line; its name becomes the source id, unsafe characters as '_'."""
+    source_id = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:64] or "file"
+    try:
+        return SourceSettings(uri=path, id=source_id)
+    except ValidationError as err:
+        raise ConfigError(f"invalid path: {describe_validation_error(err, 'path')}") from err
 
 
 def summary_line(stats: PipelineStats, gate: GateStats | None = None) -> str:
@@ -188,7 +192,7 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     fetcher = make_fetcher(config)
     if not args.path.strip():
         raise ConfigError("analyze needs a path: an image, a folder or a video file")
-    source = open_source(SourceSettings(uri=args.path, id=file_source_id(args.path)),
+    source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
@@ -293,7 +297,7 @@ def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1) or args.worst < 0:
         raise VisionEdgeError("--every and --max-frames must be at least 1 and --worst at least 0")
     fetcher = make_fetcher(config)
-    source = open_source(SourceSettings(uri=args.path, id=file_source_id(args.path)),
+    source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
     active = load_model(args.model, config, fetcher, args.manifest)
     candidate = load_model(args.against, config, fetcher, args.against_manifest)

@@ -33,7 +33,7 @@ class Strict(BaseModel):
 class SourceSettings(Strict):
     """Where frames come from and how fast."""
 
-    uri: str = Field("sample", min_length=1, validation_alias=AliasChoices("uri", "url"),
+    uri: str = Field("sample", min_length=1, max_length=4096, validation_alias=AliasChoices("uri", "url"),
                      description="video/image path, folder, camera index, /dev/videoN, rtsp:// or http(s):// URL, "
                      "or 'sample' for the bundled demo video (key `url` also accepted)")
     id: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
@@ -182,9 +182,11 @@ class LocalMqttSettings(Strict):
     """Optional on-premises broker for local dashboards (no secrets here: use local settings)."""
 
     enabled: bool = Field(False, description="also publish events to an on-premises MQTT broker")
-    host: str = Field("localhost", description="broker host")
+    host: str = Field("localhost", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
+                      description="broker host")
     port: int = Field(1883, ge=1, le=65535, description="broker port")
-    topic_prefix: str = Field("visionedge", min_length=1, description="topics: <prefix>/<source>/<output>")
+    topic_prefix: str = Field("visionedge", min_length=1, max_length=200, pattern=r"^[^+#$\x00/][^+#\x00]*$",
+                              description="topics: <prefix>/<source>/<output> (no MQTT wildcards + or #)")
     tls: bool = Field(False, description="connect with TLS (system CAs)")
 
 
@@ -228,7 +230,12 @@ class LocalSettings(Strict):
     max_download_mb: float = Field(200.0, gt=0, description="largest model file accepted")
     connect_timeout_s: float = Field(10.0, gt=0, description="download connect timeout")
     read_timeout_s: float = Field(30.0, gt=0, description="download stall timeout")
+    download_deadline_s: float = Field(900.0, gt=0, description="a whole download (model, manifest, labels) must "
+                                       "finish within this; a server that trickles bytes is cut off")
     metrics_port: int = Field(9600, ge=0, le=65535, description="0 disables the metrics/health server")
+    metrics_host: str | None = Field(None, min_length=1, description="address the metrics/health server listens on; "
+                                     "default: every interface inside a container (IoT Edge, Docker, Podman), "
+                                     "127.0.0.1 elsewhere")
     status_interval_s: float = Field(30.0, gt=0, le=3600, description="how often the reported status is refreshed")
     log_format: Literal["text", "json"] = Field("text", description="json = one object per line for collectors")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")

@@ -7,21 +7,24 @@ Anything else (404, a refusal, a wrong sha256) is final at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import certifi
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from visionedge.errors import FetchError
 from visionedge.retry import backoff_delay
@@ -30,6 +33,8 @@ from visionedge.urls import redact_url
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+MAX_REDIRECTS = 5
+GUARD_POLL_S = 0.25
 Progress = Callable[[int, int | None], None]
 RETRY_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 """HTTP answers that say "not now" rather than "no"."""
@@ -50,6 +55,8 @@ class DownloadPolicy:
     """Tries in all for a transfer that fails transiently."""
     retry_initial_s: float = 1.0
     retry_max_s: float = 10.0
+    deadline_s: float = 900.0
+    """The whole download, however the server trickles its bytes."""
 
 
 class TransferError(FetchError):
@@ -124,9 +131,11 @@ def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
     """Stream url to dest (via dest.part, resumed when the server allows), verifying size and sha256; transient
     failures are retried with backoff (see the module docstring)."""
     attempt = 1
+    give_up_at = time.monotonic() + policy.deadline_s  # the whole download, retries included
     while True:
         try:
-            return _attempt(url, dest, policy, sha256=sha256, size=size, progress=progress, should_stop=should_stop)
+            return _attempt(url, dest, policy, sha256=sha256, size=size, progress=progress, should_stop=should_stop,
+                            give_up_at=give_up_at)
         except TransferError as err:
             if not err.transient or attempt >= policy.attempts:
                 raise
@@ -141,7 +150,7 @@ def download(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
 
 
 def _attempt(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None, size: int | None,
-             progress: Progress | None, should_stop: Callable[[], bool] | None) -> Path:
+             progress: Progress | None, should_stop: Callable[[], bool] | None, give_up_at: float) -> Path:
     """One transfer: resume or start the .part, stream it within the limits, verify, move into place."""
     check_url(url, policy)
     if size is not None and size > policy.max_bytes:
@@ -150,15 +159,14 @@ def _attempt(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
-    timeout = (policy.connect_timeout_s, policy.read_timeout_s)
+    guard = _Guard(should_stop, give_up_at, policy.deadline_s)
     try:
-        with session_for(policy) as session, session.get(url, stream=True, timeout=timeout, headers=headers,
-                                                         allow_redirects=True) as resp:
+        with session_for(policy) as session, _get(session, url, headers, policy) as resp:
             if resp.status_code == 416 and have:
                 # The .part is not a prefix the server can continue (e.g. the file changed): start afresh.
                 part.unlink(missing_ok=True)
                 return _attempt(url, dest, policy, sha256=sha256, size=size, progress=progress,
-                                should_stop=should_stop)
+                                should_stop=should_stop, give_up_at=give_up_at)
             if resp.status_code not in (200, 206):
                 raise TransferError(f"HTTP {resp.status_code} {resp.reason} for {redact_url(url)}",
                                     transient=resp.status_code in RETRY_STATUS)
@@ -170,11 +178,11 @@ def _attempt(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
             if total is not None and total > policy.max_bytes:
                 part.unlink(missing_ok=True)
                 raise FetchError(f"{redact_url(url)} is {total} bytes, over the limit of {policy.max_bytes} bytes")
+            guard.watch(resp)
             with part.open("ab" if have else "wb") as out:
                 written = have
-                for chunk in resp.iter_content(CHUNK):
-                    if should_stop is not None and should_stop():
-                        raise DownloadCancelled(f"download of {redact_url(url)} cancelled")
+                while chunk := resp.raw.read1(CHUNK, decode_content=True):  # returns as bytes arrive: a crawl
+                    guard.check(url)  # is seen within a read timeout, never after a whole CHUNK
                     written += len(chunk)
                     if written > policy.max_bytes:
                         out.close()
@@ -183,16 +191,81 @@ def _attempt(url: str, dest: Path, policy: DownloadPolicy, *, sha256: str | None
                     out.write(chunk)
                     if progress is not None:
                         progress(written, total)
+                guard.check(url)
                 out.flush()
                 os.fsync(out.fileno())
-    except requests.RequestException as err:
-        if _timed_out(err):
+    except (requests.RequestException, HTTPError) as err:
+        guard.check(url)  # a socket cut by the guard surfaces as a connection error: say why it was cut
+        if isinstance(err, ReadTimeoutError) or (isinstance(err, requests.RequestException) and _timed_out(err)):
             raise TransferError(f"timed out downloading {redact_url(url)} (connect {policy.connect_timeout_s:g} s, "
                                 f"read {policy.read_timeout_s:g} s)") from err
         raise TransferError(f"cannot download {redact_url(url)}: {type(err).__name__}") from err
+    finally:
+        guard.done()
     verify_file(part, sha256=sha256, size=size, what=redact_url(url))
     os.replace(part, dest)
     return dest
+
+
+def _get(session: requests.Session, url: str, headers: dict[str, str], policy: DownloadPolicy) -> requests.Response:
+    """GET with redirects followed by hand, each target checked against the policy BEFORE it is contacted."""
+    timeout = (policy.connect_timeout_s, policy.read_timeout_s)
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.get(current, stream=True, timeout=timeout, headers=headers, allow_redirects=False)
+        if not resp.is_redirect:
+            return resp
+        target = urljoin(current, resp.headers.get("Location", ""))
+        resp.close()
+        try:
+            check_url(target, policy)
+        except FetchError as err:
+            raise FetchError(f"{redact_url(url)} redirects to a refused URL: {err}") from err
+        current = target
+    raise TransferError(f"{redact_url(url)} redirects more than {MAX_REDIRECTS} times")
+
+
+class _Guard:
+    """Cuts a transfer's socket when it is cancelled or its whole-download deadline passes, even mid-read."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None, deadline: float, deadline_s: float) -> None:
+        self.should_stop = should_stop
+        self.deadline = deadline
+        self.deadline_s = deadline_s
+        self.why = ""
+        self._finished = threading.Event()
+
+    def watch(self, resp: requests.Response) -> None:
+        """Poll on a daemon thread until done(); on cancel or deadline shut the socket, which ends a blocked read."""
+        threading.Thread(target=self._run, args=(resp,), name="download-guard", daemon=True).start()
+
+    def _run(self, resp: requests.Response) -> None:
+        while not self._finished.wait(GUARD_POLL_S):
+            if self._expired():
+                sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def _expired(self) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            self.why = "cancelled"
+        elif time.monotonic() > self.deadline:
+            self.why = "deadline"
+        return bool(self.why)
+
+    def check(self, url: str) -> None:
+        """Raise DownloadCancelled or a deadline TransferError when the transfer must end."""
+        if self.why or self._expired():
+            if self.why == "cancelled":
+                raise DownloadCancelled(f"download of {redact_url(url)} cancelled")
+            raise TransferError(f"download of {redact_url(url)} did not finish within {self.deadline_s:g} s "
+                                "(the whole-download deadline, local.download_deadline_s)", transient=False)
+
+    def done(self) -> None:
+        """Stop watching."""
+        self._finished.set()
 
 
 def _timed_out(err: requests.RequestException) -> bool:

@@ -33,9 +33,14 @@ def fsync_tree(path: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write tmp, fsync, os.replace, fsync the directory: the file is either the old one or the new one."""
+    """Write tmp, fsync, os.replace, fsync the directory: the file is either the old one or the new one.
+
+    Files are 0600: saved desired documents and model blocks can hold URLs with tokens.
+    """
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with tmp.open("wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a tmp left by a crash keeps its old mode otherwise
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -44,7 +49,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """JSON through write_bytes_atomic, readable by people who inspect the volume."""
+    """JSON through write_bytes_atomic, indented for people who inspect the volume."""
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 

@@ -16,6 +16,7 @@ from visionedge.frame import Frame, Geometry, Inference
 from visionedge.gate import SceneGate
 from visionedge.models.model import Model
 from visionedge.sources import Source, SourceState
+from visionedge.supervise import Part
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class Feed:
         self._last_frame = time.monotonic()
         self._thread = threading.Thread()
         self._stop = threading.Event()
+        self.part = Part(f"capture-{source.source_id}")
+        """The capture thread is restarted after an unexpected error (not after a source's own end or failure)."""
 
     @property
     def source_id(self) -> str:
@@ -151,8 +154,8 @@ class Feed:
         """A capture thread with its own stop event, so a stuck one can be abandoned and replaced."""
         self._stop = threading.Event()
         self._last_frame = time.monotonic()
-        self._thread = threading.Thread(target=self._capture, args=(self._stop,),
-                                        name=f"capture-{self.source_id}", daemon=True)
+        stop = self._stop
+        self._thread = self.part.thread(lambda: self._capture(stop), stop)
         self._thread.start()
 
     def stop(self) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -21,6 +26,73 @@ log = logging.getLogger(__name__)
 PREFIX = "visionedge"
 LABELS = ("iothub", "edge_device", "module", "instance_number")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+MAX_CONNECTIONS = 16
+"""Connections served at once (one thread each); more get BUSY and are closed, so a flood cannot grow threads."""
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
+CONNECTION_DEADLINE_S = 5.0
+"""A connection that has not been answered and closed by then (a half-sent request, a slow reader) is cut."""
+
+
+def default_metrics_host(env: dict[str, str] | None = None, root: Path = Path("/")) -> str:
+    """Every interface inside a container (its own network: edgeAgent's collector and published ports reach it there),
+    the loopback elsewhere, so a module run on a device's host network is not exposed on every interface."""
+    env = dict(os.environ) if env is None else env
+    in_container = bool(env.get("IOTEDGE_MODULEID")) or (root / ".dockerenv").exists() or \
+        (root / "run/.containerenv").exists()
+    return "0.0.0.0" if in_container else "127.0.0.1"
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them, each cut after CONNECTION_DEADLINE_S."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, float] = {}
+        self.refused = 0
+        self.cut = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve on a new thread when a slot is free; otherwise answer 503 without reading, and close."""
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(BUSY)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._open[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """The connection's thread; frees its slot however it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._lock:
+            if self._open.pop(request, None) is not None:
+                self._slots.release()
+
+    def service_actions(self) -> None:
+        """Between polls of the accept loop: cut connections past their deadline (their thread then ends)."""
+        now = time.monotonic()
+        with self._lock:
+            late = [r for r, started in self._open.items() if now - started > CONNECTION_DEADLINE_S]
+        for request in late:
+            self.cut += 1
+            with contextlib.suppress(OSError):  # already closed by its thread
+                request.shutdown(socket.SHUT_RDWR)
 
 
 class ModuleCollector(Collector):
@@ -111,26 +183,29 @@ class Metrics:
         self.latency = Histogram(f"{PREFIX}_inference_latency_seconds", "Model run time per frame",
                                  labelnames=LABELS, buckets=LATENCY_BUCKETS, registry=self.registry
                                  ).labels(*[identity[k] for k in LABELS])
-        self.server: ThreadingHTTPServer | None = None
+        self.server: BoundedHTTPServer | None = None
 
     def observe(self, record: dict[str, Any]) -> None:
         """Per published record: inference latency into the histogram."""
         self.latency.observe(float(record.get("inference_ms", 0.0)) / 1000.0)
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, host: str | None = None) -> None:
         """Serve on the configured port (0: not at all); a port in use is logged, never fatal to the module."""
         if not port:
             return
         try:
-            self.serve(port)
+            self.serve(port, host)
         except OSError as err:
             log.error("metrics server not started on port %d: %s", port, err)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+    def serve(self, port: int, host: str | None = None) -> int:
         """Start /metrics and /healthz on a daemon thread; returns the bound port (0 picks a free one)."""
         metrics = self
+        host = host or default_metrics_host()
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_DEADLINE_S
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/metrics":
                     self._send(200, generate_latest(metrics.registry), "text/plain; version=0.0.4; charset=utf-8")
@@ -151,9 +226,8 @@ class Metrics:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True).start()
+        self.server = BoundedHTTPServer((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.5,), name="metrics-http", daemon=True).start()
         bound = int(self.server.server_address[1])
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, bound)
         return bound

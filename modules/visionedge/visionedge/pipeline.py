@@ -20,6 +20,7 @@ from visionedge.models.model import Model
 from visionedge.result import to_record
 from visionedge.sinks import Sink
 from visionedge.sources import Source
+from visionedge.supervise import Part
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class Pipeline:
         self._started = time.monotonic()
         self._turn = 0
         self._running_workers = 0
+        self._pending: dict[tuple[int, int], Ran] = {}
+        self.parts: dict[str, Part] = {}
+        """Workers and publishing; each is restarted after an unexpected error, down while it crash-loops."""
         self.batched = 0
         """Frames that shared a run with frames of other sources."""
         self.latest: tuple[Frame, Inference] | None = None
@@ -148,9 +152,11 @@ class Pipeline:
         for feed in self.feeds:
             feed.start()
         self._running_workers = self.workers
-        threads = [threading.Thread(target=self._work, args=(stop,), name=f"inference-{i}", daemon=True)
-                   for i in range(self.workers)]
-        threads.append(threading.Thread(target=self._publish, args=(done,), name="publish", daemon=True))
+        self.parts = {name: Part(name) for name in [f"inference-{i}" for i in range(self.workers)] + ["publish"]}
+        threads = [threading.Thread(target=self._work_supervised, args=(self.parts[f"inference-{i}"], stop),
+                                    name=f"inference-{i}", daemon=True) for i in range(self.workers)]
+        threads.append(threading.Thread(target=self._publish_supervised, args=(done, stop), name="publish",
+                                        daemon=True))
         for thread in threads:
             thread.start()
         while not done.wait(POLL_S):
@@ -219,21 +225,29 @@ class Pipeline:
 
     # ---- inference -------------------------------------------------------------------------------------------
 
-    def _work(self, stop: threading.Event) -> None:
+    def supervised(self) -> list[Part]:
+        """Every thread of the pipeline that is restarted after a crash: captures, workers, publishing."""
+        return [f.part for f in self.feeds] + list(self.parts.values())
+
+    def _work_supervised(self, part: Part, stop: threading.Event) -> None:
+        """A worker thread, restarted after a bug; the last worker to end tells publishing that results ended."""
         try:
-            while not stop.is_set():
-                taken = self._take(stop)
-                if taken is None:
-                    return
-                model, tickets = taken
-                for ran in self._run(model, tickets):
-                    self._put_result(ran, stop)
+            part.run(lambda: self._work(stop), stop)
         finally:
             with self._cond:
                 self._running_workers -= 1
                 last = self._running_workers == 0
             if last:
                 self._put_result(None, stop, force=True)
+
+    def _work(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            taken = self._take(stop)
+            if taken is None:
+                return
+            model, tickets = taken
+            for ran in self._run(model, tickets):
+                self._put_result(ran, stop)
 
     def _run(self, model: Model, tickets: list[Ticket]) -> list[Ran]:
         """One session.run for the tickets (a batch when several); a failure fails each of them, nothing else."""
@@ -275,22 +289,27 @@ class Pipeline:
 
     # ---- publishing ------------------------------------------------------------------------------------------
 
-    def _publish(self, done: threading.Event) -> None:
-        """Results arrive in any order from the workers; each source's records leave in its dispatch order."""
-        pending: dict[tuple[int, int], Ran] = {}
+    def _publish_supervised(self, done: threading.Event, stop: threading.Event) -> None:
+        """The publish thread, restarted after a bug (a sink or callback that raises); `done` once results end."""
         try:
-            while True:
-                ran = self.results.get()
-                if ran is None:
-                    return
-                feed = ran.ticket.feed
-                key = id(feed)
-                pending[(key, ran.ticket.seq)] = ran
-                while (key, feed.expected) in pending:
-                    self._publish_one(pending.pop((key, feed.expected)))
-                    feed.expected += 1
+            self.parts["publish"].run(self._publish, stop)
         finally:
             done.set()
+
+    def _publish(self) -> None:
+        """Results arrive in any order from the workers; each source's records leave in its dispatch order."""
+        pending = self._pending  # kept across a restart, so no source waits forever for a record it lost
+        while True:
+            ran = self.results.get()
+            if ran is None:
+                return
+            feed = ran.ticket.feed
+            key = id(feed)
+            pending[(key, ran.ticket.seq)] = ran
+            while (key, feed.expected) in pending:
+                ran = pending.pop((key, feed.expected))
+                feed.expected += 1  # before publishing: a record that crashes publishing is skipped, not retried
+                self._publish_one(ran)
 
     def _publish_one(self, ran: Ran) -> None:
         feed, frame = ran.ticket.feed, ran.ticket.job.frame

@@ -247,6 +247,8 @@ def _open(settings: SourceSettings, resolve_sample: Callable[[], Path] | None, f
     try:
         if not path.exists():
             raise SourceError(f"source {uri} does not exist (expected a file, folder, camera index or stream URL)")
+        if not (path.is_file() or path.is_dir()):  # a FIFO or socket would block the decoder (and its lock) forever
+            raise SourceError(f"source {uri} is not a regular file or folder (a FIFO, socket or device node)")
         if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageSource(path, settings.id)
         if for_analysis:

@@ -15,6 +15,7 @@ from visionedge.gate import GateStats
 from visionedge.models.variants import VariantChoice
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState
+from visionedge.supervise import PartState
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
 from visionedge.urls import redact_url
 
@@ -77,6 +78,13 @@ class ModuleSnapshot:
     model_update: ModelUpdateSnapshot | None
     telemetry: TelemetryStats | None
     """Outbox, link (sender), budget and local MQTT; None before telemetry started."""
+    parts: tuple[PartState, ...] = ()
+    """Every supervised thread (capture, inference, publish, sender, tick, control, ...): down while it crash-loops."""
+
+    @property
+    def down(self) -> dict[str, str]:
+        """Parts that crashed and have not run cleanly since, with the reason: what health and status name."""
+        return {p.name: p.reason for p in self.parts if p.down}
 
     @property
     def source(self) -> SourceSnapshot:
@@ -126,6 +134,8 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "desired_version": s.desired_version,
         "model_update": dict(s.model_update.detail) if s.model_update else None,
         "telemetry": _telemetry_status(s.telemetry),
+        "down": s.down,
+        "restarts": {p.name: p.restarts for p in s.parts if p.restarts},
     }
 
 
@@ -161,11 +171,13 @@ def _telemetry_status(t: TelemetryStats | None) -> dict[str, Any] | None:
 
 
 def health_view(s: ModuleSnapshot) -> tuple[bool, dict[str, Any]]:
-    """Ready when a model is loaded and every source streams, or retries as its reconnect policy allows."""
+    """Ready when a model is loaded, every source streams (or retries as its policy allows) and no part is down."""
     states = {x.id: x.state or SourceState.FAILED for x in s.sources}
+    down = s.down
     ready = s.model is not None and all(st in (SourceState.STREAMING, SourceState.RETRYING) for st in states.values())
-    return ready, {"model": s.model is not None, "source_state": states[s.source.id].value,
-                   "sources": {i: st.value for i, st in states.items()}, "hub_connected": s.hub_connected}
+    return ready and not down, {"model": s.model is not None, "source_state": states[s.source.id].value,
+                                "sources": {i: st.value for i, st in states.items()},
+                                "hub_connected": s.hub_connected, "down": down}
 
 
 def heartbeat_view(s: ModuleSnapshot) -> dict[str, Any]:

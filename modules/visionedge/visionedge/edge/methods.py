@@ -13,10 +13,13 @@ from visionedge.frame import Frame, Inference
 from visionedge.modelstore import ModelManager
 from visionedge.result import iso_utc
 from visionedge.snapshot import save_snapshot
+from visionedge.urls import redact_values
 
 log = logging.getLogger(__name__)
 
 Answer = tuple[int, Any]
+METHOD_WAIT_S = 5.0
+"""A direct method answers within this (callers often wait 30 s at most), or says its work is queued."""
 
 
 class DirectMethods:
@@ -46,8 +49,11 @@ class DirectMethods:
                 status, payload = handler(call.payload)
             except VisionEdgeError as err:
                 status, payload = 500, {"error": str(err)}
+            except Exception as err:
+                log.exception("method %s failed", call.name)
+                status, payload = 500, {"error": f"internal error in {call.name}: {type(err).__name__}: {err}"}
         try:
-            self.client.respond(call, status, payload)
+            self.client.respond(call, status, redact_values(payload))
         except VisionEdgeError as err:
             log.warning("could not answer method %s: %s", call.name, err)
 
@@ -56,11 +62,15 @@ class DirectMethods:
         return 200, self._status()
 
     def rollback_model(self, _payload: Any) -> Answer:
-        """200 and the model now active, 409 when there is nothing to go back to."""
+        """200 and the model now active, 409 when there is nothing to go back to, 202 when it is queued."""
         manager = self._manager()
         if manager is None:
             return 409, {"error": "no model manager: no model has been loaded"}
-        answer = manager.rollback_now()
+        answer = manager.rollback_now(timeout=METHOD_WAIT_S)
+        if int(answer["status"]) == 504:  # queued behind a transfer being cancelled: never hold the control loop
+            return 202, {"status": "accepted",
+                         "detail": f"the rollback is queued (not done within {METHOD_WAIT_S:g} s); "
+                         "its outcome appears in the reported 'model' property"}
         return int(answer["status"]), answer["payload"]
 
     def capture_snapshot(self, payload: Any) -> Answer:

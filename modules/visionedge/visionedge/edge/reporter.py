@@ -9,6 +9,8 @@ from typing import Any
 
 from visionedge.edge.client import HubClient
 from visionedge.errors import VisionEdgeError
+from visionedge.supervise import Part
+from visionedge.urls import redact_values
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,9 @@ class Reporter:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twin-reporter", daemon=True)
         self._stop = threading.Event()
+        self.part = Part("twin-reporter")
+        self._thread = self.part.thread(self._run, self._stop)
         self.sent = 0
 
     def start(self) -> None:
@@ -31,11 +34,11 @@ class Reporter:
         self._thread.start()
 
     def report(self, patch: dict[str, Any]) -> None:
-        """Queue a patch; a later value for the same top-level key replaces the earlier one."""
+        """Queue a patch (credentials in any URL redacted); a later value for a top-level key replaces the earlier."""
         if not patch:
             return
         with self._lock:
-            self._pending.update(copy.deepcopy(patch))
+            self._pending.update(redact_values(patch))
         self._wake.set()
 
     def stop(self, flush_timeout: float = 2.0) -> None:

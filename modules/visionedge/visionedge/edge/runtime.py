@@ -9,12 +9,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from visionedge import __version__
 from visionedge.acks import ack
 from visionedge.app import make_fetcher, sample_video
-from visionedge.config import DesiredProperties, ModuleConfig
+from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.edge.client import (
     ControlItem,
     DesiredPatch,
@@ -44,11 +45,20 @@ from visionedge.state import (
     source_snapshot,
     status_view,
 )
+from visionedge.supervise import Part, states
 from visionedge.telemetry.sink import TelemetrySink
+from visionedge.timeouts import TimedOut, call_with_timeout
+from visionedge.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 EXIT_CREDENTIALS = 3
+SOURCE_OPEN_TIMEOUT_S = 5.0
+"""Opening a file source (a FIFO, a hung network mount) may block; the control loop waits this long, no more."""
+MODEL_LOAD_TIMEOUT_S = 30.0
+PIPELINE_SECTIONS = frozenset({"source", "sources", "runtime"})
+"""Sections whose apply replaces the model or the pipeline: refused before that happened, nothing needs undoing."""
+"""A direct method answers within this (the caller's own timeout is often 30 s), or says it is queued."""
 CONNECT_RETRY_MAX_S = 10.0
 """Longest spacing of connect attempts while offline, so a module is back within ~10 s of the hub, however long
 the outage was."""
@@ -65,6 +75,10 @@ class EdgeModule:
         data = config.local.data_dir
         self.state = DesiredState(config.desired, cache=data / "twin-desired.json", deferred=DEFERRED)
         self.reporter = Reporter(client)
+        self._stop = threading.Event()
+        self._source_hung: list[SourceSettings] | None = None
+        self.control_part = Part("control")
+        self.connect_part = Part("hub-connect")
         self.started_at = time.time()
         self.store = ModelStore.for_config(config, self.fetcher)
         self.manager: ModelManager | None = None
@@ -92,38 +106,61 @@ class EdgeModule:
 
     def run(self, stop: threading.Event) -> int:
         """Start offline on the last good settings, connect in the background, serve the control loop."""
-        settings = self.state.restore()
-        self.metrics.start(self.config.local.metrics_port)
-        self._start_telemetry(settings)
-        self._start_model(settings)
-        try:
-            self._start_pipeline(settings)
-        except VisionEdgeError as err:
-            self.last_error = f"source: {err}"
-            log.error("%s; waiting for valid desired 'source' or 'sources'", err)
+        self._stop = stop
+        self.metrics.start(self.config.local.metrics_port, self.config.local.metrics_host)
+        # The hub first: whatever the saved settings do, the cloud can always reach the module to fix them.
         self.reporter.start()
-        threading.Thread(target=self._connect_loop, args=(stop,), name="hub-connect", daemon=True).start()
-        next_status = 0.0
+        self.connect_part.thread(lambda: self._connect_loop(stop), stop).start()
+        self._boot(self.state.restore())
         try:
-            while not stop.is_set():
-                try:
-                    item: ControlItem | None = self.client.control.get(timeout=0.5)
-                except queue.Empty:
-                    item = None
-                if isinstance(item, DesiredPatch):
-                    self.apply_desired(item.patch, full=item.full)
-                elif isinstance(item, MethodCall):
-                    self.methods.handle(item)
-                if time.monotonic() >= next_status:
-                    self._recover()
-                    self.reporter.report({"status": self.status()})
-                    next_status = time.monotonic() + self.config.local.status_interval_s
+            self.control_part.run(lambda: self._control_loop(stop), stop)
         finally:
             self.shutdown()
         if isinstance(self.fatal, HubCredentialsRejected):
             log.error("%s", self.fatal)
             return EXIT_CREDENTIALS
         return 0
+
+    def _boot(self, settings: DesiredProperties) -> None:
+        """Start on the last accepted settings; a part that still fails starts on its defaults instead."""
+        steps: tuple[tuple[str, Callable[[DesiredProperties], None], tuple[str, ...]], ...] = (
+            ("telemetry", self._start_telemetry, ("telemetry", "outbox", "local_mqtt")),
+            ("model", self._start_model, ("runtime", "inference", "rollback")),
+            ("source", self._start_pipeline, ("source",)),
+        )
+        for what, start, keys in steps:
+            try:
+                start(self.state.settings)
+            except VisionEdgeError as err:
+                self.last_error = f"{what}: {err}"
+                log.error("%s cannot start: %s; waiting for valid desired settings", what, err)
+            except Exception as err:  # noqa: BLE001 - saved settings must never stop the module from starting
+                log.error("%s cannot start on the saved settings (%s: %s); starting it on the defaults", what,
+                          type(err).__name__, err)
+                for key in keys:
+                    self.state.revert(key, self.config.desired)
+                try:
+                    start(self.state.settings)
+                except Exception as again:  # noqa: BLE001 - the hub connection and control loop still run
+                    self.last_error = f"{what}: {type(again).__name__}: {again}"
+                    log.error("%s cannot start: %s", what, self.last_error)
+
+    def _control_loop(self, stop: threading.Event) -> None:
+        """The control thread: desired patches and methods one at a time, and the periodic status refresh."""
+        next_status = 0.0
+        while not stop.is_set():
+            try:
+                item: ControlItem | None = self.client.control.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+            if isinstance(item, DesiredPatch):
+                self.apply_desired(item.patch, full=item.full)
+            elif isinstance(item, MethodCall):
+                self.methods.handle(item)
+            if time.monotonic() >= next_status:
+                self._recover()
+                self.reporter.report({"status": self.status()})
+                next_status = time.monotonic() + self.config.local.status_interval_s
 
     def shutdown(self) -> None:
         """Stop capture, flush telemetry and reported properties, disconnect; bounded to a few seconds."""
@@ -170,16 +207,32 @@ class EdgeModule:
         if "model" in patch and self.manager is not None:
             self.manager.request(self.state.document.get("model", {}), version)
         for key in sorted(outcome.changed - DEFERRED):
+            live = (self.model, self.pipeline)
             try:
-                APPLIERS[key](self, outcome.settings)
-            except VisionEdgeError as err:
-                self.state.revert(key, before)
-                reason = f"rejected: {err}; keeping the previous value"
-                reported[key] = ack(before.model_dump(mode="json")[key], 400, version, reason)
-                self.last_error = f"{key}: {err}"
-                log.warning("desired $version %s: %s", version, reason)
+                APPLIERS[key](self, self.state.settings)
+            except Exception as err:  # noqa: BLE001 - any failure of a real apply is a refusal, never a crash
+                self._refuse(key, before, err, version, reported, touched=live != (self.model, self.pipeline))
+        self.state.commit()
         reported["status"] = self.status()
         self.reporter.report(reported)
+
+    def _refuse(self, key: str, before: DesiredProperties, err: Exception, version: int,
+                reported: dict[str, Any], touched: bool) -> None:
+        """A section that failed when applied for real: 400 with the reason, and the previous value back in effect
+        (applied again, unless the failure came before the model or pipeline in use was touched)."""
+        why = str(err) if isinstance(err, VisionEdgeError) else f"{type(err).__name__}: {err}"
+        why = " ".join(why.split())
+        why = why if len(why) <= 300 else f"{why[:150]}…{why[-149:]}"  # the end holds the system's reason
+        self.state.revert(key, before)
+        if touched or key not in PIPELINE_SECTIONS:
+            try:
+                APPLIERS[key](self, self.state.settings)
+            except Exception as again:  # noqa: BLE001 - logged; the section keeps whatever state it could reach
+                log.error("%s: the previous value could not be re-applied either: %s", key, again)
+        reason = f"rejected: {why}; keeping the previous value"
+        reported[key] = ack(before.model_dump(mode="json")[key], 400, version, reason)
+        self.last_error = f"{key}: {why}"
+        log.warning("desired $version %s: %s: %s", version, key, reason)
 
     def _apply_inference(self, settings: DesiredProperties) -> None:
         if self.model is not None:
@@ -192,7 +245,8 @@ class EdgeModule:
     def _apply_runtime(self, settings: DesiredProperties) -> None:
         active = self.store.active()
         if active is not None:
-            model = self.store.load(active, settings.runtime)
+            model = call_with_timeout(lambda: self.store.load(active, settings.runtime), MODEL_LOAD_TIMEOUT_S,
+                                      f"loading model {active} with the new runtime settings", self._stop)
             model.set_overrides(settings.inference)
             self._swap_model(model)
             if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
@@ -243,7 +297,7 @@ class EdgeModule:
         settings = self.state.settings
         if self.manager is None:
             self._start_model(settings)
-        if self.model is not None and self.pipeline is None:
+        if self.model is not None and self.pipeline is None and settings.source_list() != self._source_hung:
             try:
                 self._start_pipeline(settings)
             except VisionEdgeError as err:
@@ -280,9 +334,17 @@ class EdgeModule:
 
     def _start_pipeline(self, settings: DesiredProperties) -> None:
         """(Re)start capture on every source; opening errors propagate so the twin ack can carry them."""
-        sources = {s.id: open_source(s, resolve_sample=lambda: sample_video(self.fetcher))
-                   for s in settings.source_list()}
+        sources: dict[str, Source] = {}
+        for one in settings.source_list():
+            shown = redact_url(one.uri) if "://" in one.uri else one.uri[:200]
+            try:
+                sources[one.id] = call_with_timeout(partial(self._open_source, one), SOURCE_OPEN_TIMEOUT_S,
+                                                    f"opening source {shown}", self._stop)
+            except TimedOut:
+                self._source_hung = settings.source_list()  # not retried by _recover: each try holds the loop
+                raise
         self._stop_pipeline()
+        self.pipeline = None  # until the new one runs: a failure below leaves it to _recover, on accepted settings
         self.sources = sources
         for source in sources.values():
             source.listeners.append(self._on_source_state)
@@ -295,6 +357,9 @@ class EdgeModule:
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
+
+    def _open_source(self, settings: SourceSettings) -> Source:
+        return open_source(settings, resolve_sample=lambda: sample_video(self.fetcher))
 
     def _stop_pipeline(self) -> None:
         self._pipeline_stop.set()
@@ -330,7 +395,17 @@ class EdgeModule:
             model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
             model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
             telemetry=telemetry.stats() if telemetry is not None else None,
+            parts=states(self._parts()),
         )
+
+    def _parts(self) -> list[Part]:
+        """Every supervised thread of the module, for status and health."""
+        parts = [self.control_part, self.connect_part, self.reporter.part]
+        if self.pipeline is not None:
+            parts += self.pipeline.supervised()
+        if self.telemetry is not None:
+            parts += self.telemetry.parts()
+        return parts
 
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""

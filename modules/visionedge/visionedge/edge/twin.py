@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_origin
@@ -43,7 +45,7 @@ class Outcome:
 
 
 class DesiredState:
-    """Keeps the raw desired document and the last good value of every section; applying is idempotent."""
+    """Keeps the raw desired document and the last accepted value of every section; applying is idempotent."""
 
     def __init__(self, defaults: DesiredProperties, cache: Path | None = None,
                  deferred: frozenset[str] = frozenset()) -> None:
@@ -54,18 +56,47 @@ class DesiredState:
         self.version = 0
         self.cache = cache
         self.acked: dict[str, tuple[int, Any]] = {}
+        self.moved_aside = 0
+        """Saved settings files found corrupt and moved aside at start."""
 
     def restore(self) -> DesiredProperties:
-        """Start offline on the last desired document that was applied, if one was saved."""
-        if self.cache is None or not self.cache.is_file():
+        """Start offline on the last ACCEPTED settings; a file of the wrong shape is moved aside with one line."""
+        if self.cache is None or not self.cache.exists():
             return self.settings
         try:
             saved = json.loads(self.cache.read_text(encoding="utf-8"))
-            self.apply(saved["document"], int(saved["version"]), full=True)
-            log.info("restored desired properties $version %s from %s", self.version, self.cache)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring unreadable saved desired properties %s: %s", self.cache, err)
+            if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+                raise ValueError("not an object with 'version' and 'settings'")
+            version = int(saved.get("version", 0))
+        except (OSError, ValueError, TypeError) as err:
+            self._move_aside(f"{type(err).__name__}: {err}" if not isinstance(err, OSError) else str(err.strerror))
+            return self.settings
+        values = self.settings.model_dump(mode="json")
+        for key, value in saved["settings"].items():
+            if key not in SECTIONS:
+                continue
+            try:
+                values[key] = SECTIONS[key].dump_python(SECTIONS[key].validate_python(value), mode="json")
+            except ValidationError as err:
+                log.warning("saved setting %r is no longer valid (%s); starting on its default",
+                            key, describe_validation_error(err, key))
+        self.settings = DesiredProperties.model_validate(values)
+        self.version = version
+        log.info("restored the settings accepted at desired $version %s from %s", version, self.cache)
         return self.settings
+
+    def _move_aside(self, reason: str) -> None:
+        """Keep a corrupt file for inspection, out of the way of every later start."""
+        assert self.cache is not None
+        self.moved_aside += 1
+        aside = self.cache.with_name(f"{self.cache.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(self.cache, aside)
+            log.error("saved settings %s are unusable (%s): moved to %s; starting on the defaults until the hub "
+                      "sends the desired properties", self.cache, reason, aside.name)
+        except OSError as err:
+            log.error("saved settings %s are unusable (%s) and cannot be moved aside: %s", self.cache, reason,
+                      err.strerror)
 
     def apply(self, patch: dict[str, Any], version: int, full: bool = False) -> Outcome:
         """Merge a patch (or replace with the whole document), validate each touched section, acknowledge it."""
@@ -106,7 +137,6 @@ class DesiredState:
         outcome.settings = self.settings
         for key, reported in outcome.reported.items():
             self.acked[key] = (version, reported["value"])
-        self._save()
         return outcome
 
     def _apply_deferred(self, key: str, values: dict[str, Any], outcome: Outcome) -> None:
@@ -121,18 +151,19 @@ class DesiredState:
             return
 
     def revert(self, key: str, previous: DesiredProperties) -> None:
-        """Keep the previous value of one section in effect."""
+        """Keep the previous value of one section in effect (its new value failed when applied)."""
         values = self.settings.model_dump()
         values[key] = previous.model_dump()[key]
         self.settings = DesiredProperties.model_validate(values)
         self.acked.pop(key, None)
-        self._save()
 
-    def _save(self) -> None:
+    def commit(self) -> None:
+        """Save the settings in effect once every section was applied for real: a restart starts on these, never
+        on a value that was refused (the raw desired document is not saved; the hub sends it at every connect)."""
         if self.cache is None:
             return
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.cache, {"version": self.version, "document": self.document})
+            write_json_atomic(self.cache, {"version": self.version, "settings": self.settings.model_dump(mode="json")})
         except OSError as err:
             log.warning("cannot save desired properties to %s: %s", self.cache, err.strerror)

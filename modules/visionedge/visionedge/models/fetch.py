@@ -60,7 +60,12 @@ class Fetcher:
             candidate = mirror / asset.name
             if candidate.is_file():
                 part = target.with_name(target.name + ".part")
-                shutil.copyfile(candidate, part)
+                try:
+                    shutil.copyfile(candidate, part)
+                except OSError as err:  # a full disk at first start: no half copy left behind
+                    part.unlink(missing_ok=True)
+                    raise FetchError(f"cannot copy {asset.name} from mirror {mirror} into {target.parent}: "
+                                     f"{err.strerror or err}") from err
                 verify_file(part, sha256=asset.sha256, size=asset.size, what=f"{candidate} (mirror)")
                 os.replace(part, target)
                 log.info("fetched %s from mirror %s", asset.name, mirror)

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +53,8 @@ SwapFn = Callable[[Model], None]
 
 POLL_S = 0.1
 PROGRESS_STEP = 10
+PROGRESS_EVERY_S = 10.0
+"""A download that crawls (no new 10 % step) still acknowledges 202 this often."""
 MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
@@ -128,6 +131,7 @@ class ModelManager:
         self._rollbacks: list[_RollbackRequest] = []
         self._state = UpdateState.IDLE
         self._progress: float | None = None
+        self._download_started = self._progress_said = 0.0
         self._last_error = "; ".join(store.load_errors)
         self._last_ack: Ack | None = None
         self._ledger = DeliveryLedger(store.read_updates, store.write_updates)
@@ -291,6 +295,11 @@ class ModelManager:
             self._activate(job, resolved, model)
         except UpdateCancelled:
             log.info("update to desired version %d cancelled", job.av)
+            with self._lock:
+                by_rollback = bool(self._rollbacks) and self._pending is None
+            if by_rollback:  # no newer version will answer this one: its 202 must not stand
+                self._finish(job, 409, f"update to desired version {job.av} cancelled by rollbackModel; publish a "
+                             "new version to try again", self._in_use.block)
         except UpdateRejected as err:
             log.warning("model update rejected: %s", err)
             self._refuse(job, 400, str(err))
@@ -450,9 +459,15 @@ class ModelManager:
                 previous, first = self._progress, self._state != UpdateState.DOWNLOADING
                 self._state, self._progress = UpdateState.DOWNLOADING, fraction
             last = None if previous is None else int(previous * 100) // PROGRESS_STEP * PROGRESS_STEP
-            if first or (step is not None and step != last):
+            now = time.monotonic()
+            if first:
+                self._download_started = self._progress_said = now
+            stepped = first or (step is not None and step != last)
+            if stepped or now - self._progress_said >= PROGRESS_EVERY_S:
+                self._progress_said = now  # a crawling server still shows a 202 every PROGRESS_EVERY_S
                 shown = f" {step}%" if step is not None else ""
-                self._emit(job.av, 202, f"downloading {resolved.key}{shown}", resolved.block)
+                took = "" if stepped else f" ({now - self._download_started:.0f} s so far)"
+                self._emit(job.av, 202, f"downloading {resolved.key}{shown}{took}", resolved.block)
         else:
             self._set_state(UpdateState.VALIDATING, None)
             self._emit(job.av, 202, f"validating {resolved.key}", resolved.block)

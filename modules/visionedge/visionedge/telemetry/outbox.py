@@ -29,6 +29,7 @@ the fresh one gets a new epoch, so message ids never repeat those of the lost fi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -295,12 +296,12 @@ class Outbox:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
+                    conn.execute("COMMIT")  # inside: a COMMIT refused (disk full) must not leave counts it never made
                 except BaseException:
                     if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
                         conn.execute("ROLLBACK")
                     self._rows, self._bytes = self._count(conn)
                     raise
-                conn.execute("COMMIT")
             finally:
                 if not durable:
                     conn.execute("PRAGMA synchronous=FULL")
@@ -447,6 +448,9 @@ class Outbox:
                 log.warning("outbox %s: journal mode is %s, not wal", self.path, mode)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA journal_size_limit=8388608")
+            found = {table: columns for table, columns in _columns(conn).items() if columns}
+            if found and found != _expected_columns():  # written by another version or program: never misread
+                raise _CorruptDatabase(f"unexpected schema {found}")
             conn.executescript(_SCHEMA)
             if "steady" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
                 conn.execute("ALTER TABLE events ADD COLUMN steady REAL")
@@ -514,3 +518,20 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
     row_id, output, body, mid, source_id, seq, created, size = row
     return OutboxItem(int(row_id), Event(str(output), json.loads(body), str(mid), str(source_id), int(seq),
                                          float(created)), int(size))
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Column names of the outbox's tables, as this database has them."""
+    tables = ("events", "sources", "counters", "meta")
+    return {t: [str(row[1]) for row in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+
+@functools.cache
+def _expected_columns() -> dict[str, list[str]]:
+    """The columns _SCHEMA creates: a file written by another version or program is set aside, not misread."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        return _columns(conn)
+    finally:
+        conn.close()

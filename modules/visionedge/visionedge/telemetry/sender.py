@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 
 from visionedge.errors import VisionEdgeError
 from visionedge.retry import backoff_delay
+from visionedge.supervise import Part
 from visionedge.telemetry.budget import BudgetStats, DailyBudget, Message, pack
 from visionedge.telemetry.outbox import Outbox, OutboxClosed
 
@@ -98,6 +99,8 @@ class Sender:
         self._retry = False
         self._attempt = 0
         self._thread: threading.Thread | None = None
+        self.part = Part("telemetry-sender")
+        """Restarts the thread after an unexpected error (a full disk while acknowledging a batch)."""
         self._link: Literal["up", "down"] = "down"
         self._sent_events = 0
         self._sent_messages = 0
@@ -109,7 +112,7 @@ class Sender:
     def start(self) -> None:
         """Start the thread (once)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="telemetry-sender", daemon=True)
+            self._thread = self.part.thread(self._run, self._stop)
             self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -137,8 +140,10 @@ class Sender:
 
     def stats(self) -> SenderStats:
         """A snapshot of the counters."""
-        return SenderStats(self._link, self._sent_events, self._sent_messages, self._failed, self._last_error,
-                           self._fatal, self.budget.stats())
+        part = self.part.state()
+        link: Literal["up", "down"] = "down" if part.down else self._link
+        return SenderStats(link, self._sent_events, self._sent_messages, self._failed,
+                           part.reason if part.down else self._last_error, self._fatal, self.budget.stats())
 
     def _run(self) -> None:
         """The thread: send rounds until stopped, closed or told no retry can help."""

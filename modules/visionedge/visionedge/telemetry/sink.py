@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
+from visionedge.supervise import Part
 from visionedge.telemetry.budget import UNIT_BYTES, BudgetStats, DailyBudget, heartbeat_reserve
 from visionedge.telemetry.events import Event, Sequencer
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
@@ -77,6 +78,7 @@ class TelemetrySink:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tick_thread: threading.Thread | None = None
+        self.tick_part = Part("telemetry-tick")
         self._closed = False
         self._lost = 0
         self._final: TelemetryStats | None = None
@@ -114,7 +116,7 @@ class TelemetrySink:
         if self.sender is not None:
             self.sender.start()
         if self._tick_thread is None:
-            self._tick_thread = threading.Thread(target=self._tick_loop, name="telemetry-tick", daemon=True)
+            self._tick_thread = self.tick_part.thread(self._tick_loop, self._stop)
             self._tick_thread.start()
 
     def publish(self, record: dict[str, Any]) -> None:
@@ -122,6 +124,10 @@ class TelemetrySink:
         with self._lock:
             if not self._closed:
                 self._store(self.policy.offer(record))
+
+    def parts(self) -> list[Part]:
+        """The supervised threads: tick, and the sender when there is a hub transport."""
+        return [self.tick_part] + ([self.sender.part] if self.sender is not None else [])
 
     def tick(self, now: float | None = None) -> None:
         """Closed windows, a due heartbeat and, when the outbox lost events, a notice on the events output; an
