@@ -46,7 +46,7 @@ need_system_command() {
 
 requirements_hash() {
     cat "$ROOT/requirements-dev.txt" "$ROOT/modules/visionedge/requirements.txt" \
-        "$ROOT/modules/visionedge/pyproject.toml" | sha256sum | cut -d' ' -f1
+        "$ROOT/modules/visionedge/pyproject.toml" "$ROOT/modules/devhub/pyproject.toml" | sha256sum | cut -d' ' -f1
 }
 
 setup_venv() {
@@ -62,9 +62,9 @@ setup_venv() {
     local wanted
     wanted="$(requirements_hash)"
     if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$wanted" ]]; then
-        step "pip install -r requirements-dev.txt -e modules/visionedge (requirements changed)"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            -r "$ROOT/requirements-dev.txt" -e "$ROOT/modules/visionedge"
+        step "pip install -e modules/visionedge -r requirements-dev.txt (requirements changed)"
+        (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -e "$ROOT/modules/visionedge" -r "$ROOT/requirements-dev.txt")
         printf '%s\n' "$wanted" >"$STAMP"
     else
         step "requirements up to date in $VENV"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 from visionedge import __version__
-from visionedge.devhub.broker import free_port
 from visionedge.models.catalog import ASSETS, builtin_manifest
+from visionedge_devhub.broker import free_port
 
 SIGNAL_EXIT_S = 2.0
 

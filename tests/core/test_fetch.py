@@ -8,13 +8,13 @@ import ssl
 from pathlib import Path
 
 import pytest
-from visionedge.devhub.broker import free_port
-from visionedge.devhub.certs import generate_certs
 from visionedge.download import DownloadPolicy, download, sha256_file
 from visionedge.errors import FetchError
 from visionedge.models.catalog import ASSETS
 from visionedge.models.fetch import MIRROR_ENV, Fetcher
 from visionedge.urls import redact_url
+from visionedge_devhub.broker import free_port
+from visionedge_devhub.certs import generate_certs
 
 from .support import FileServer, Route
 

@@ -123,10 +123,11 @@ def test_gpu_images_swap_onnxruntime_for_onnxruntime_gpu(dockerfile: Path) -> No
 
 
 def test_build_context_is_cut_down_to_the_module(dockerfile: Path) -> None:
-    """The Dockerfile's own .dockerignore admits only modules/visionedge/, which is all it copies from the context."""
+    """The Dockerfile's own .dockerignore admits only modules/visionedge/ and modules/devhub/ (for the compose devhub
+    stage), which is all it copies from the context."""
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
     patterns = [line for line in ignore.read_text().splitlines() if line and not line.startswith("#")]
-    assert patterns[:2] == ["*", "!modules/visionedge/"]
+    assert patterns[:3] == ["*", "!modules/visionedge/", "!modules/devhub/"]
     assert ignore.read_text() == (DOCKER_DIR / "Dockerfile.amd64.dockerignore").read_text(), "they must not drift"
     sources = [
         word
@@ -136,4 +137,20 @@ def test_build_context_is_cut_down_to_the_module(dockerfile: Path) -> None:
         for word in i.args.split()[:-1]
     ]
     assert sources
-    assert all(source.startswith("modules/visionedge/") for source in sources), sources
+    assert all(source.startswith(("modules/visionedge/", "modules/devhub/")) for source in sources), sources
+
+
+def test_devhub_is_a_development_extra_never_in_the_module_image(dockerfile: Path) -> None:
+    """devhub's wheel is built beside the module's but installed only in the compose `devhub` stage."""
+    for stage in stages(dockerfile):
+        copies_devhub = [i.args for i in stage.instructions if i.keyword == "COPY" and "devhub" in i.args]
+        runs = " ".join(i.args for i in stage.instructions if i.keyword == "RUN")
+        if stage.name == "devhub":
+            assert copies_devhub == ["--from=builder /devhub-wheels /tmp/devhub-wheels"]
+            assert "pip install --no-cache-dir --no-index --no-deps /tmp/devhub-wheels/" in runs
+        elif stage.name == "builder":
+            assert all(args == "modules/devhub/ devhub/" for args in copies_devhub), copies_devhub
+            assert "devhub" not in runs.split("pip wheel --no-deps --wheel-dir /devhub-wheels ./devhub")[0]
+        else:
+            assert copies_devhub == [], f"stage {stage.name or '(final)'} must not get devhub"
+            assert "devhub" not in runs

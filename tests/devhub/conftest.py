@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.testing import module_client, running_devhub, sdk_nodelay
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.testing import module_client, running_devhub, sdk_nodelay
 
 
 @pytest.fixture(autouse=True)

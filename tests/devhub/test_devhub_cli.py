@@ -19,9 +19,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    """Run one `python -m visionedge.devhub` command and capture its output."""
+    """Run one `python -m visionedge_devhub` command and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "visionedge.devhub", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "visionedge_devhub", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -30,7 +30,7 @@ def devhub_up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     """Run `up` until the ready line; yield its work dir and the exported environment; Ctrl-C it after."""
     work_dir = tmp_path / "devhub"
     process = subprocess.Popen(
-        [sys.executable, "-m", "visionedge.devhub", "up", "--workdir", str(work_dir)],
+        [sys.executable, "-m", "visionedge_devhub", "up", "--workdir", str(work_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -85,7 +85,7 @@ def test_up_prints_the_edge_environment_and_clients_drive_the_module(
         assert json.loads(called.stdout) == {"status": 200, "payload": {"pong": {"n": 1}}}
 
         watch = subprocess.Popen(
-            [sys.executable, "-m", "visionedge.devhub", "--workdir", str(work_dir), "watch", "--all"],
+            [sys.executable, "-m", "visionedge_devhub", "--workdir", str(work_dir), "watch", "--all"],
             stdout=subprocess.PIPE,
             text=True,
         )

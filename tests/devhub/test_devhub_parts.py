@@ -9,12 +9,12 @@ from urllib.parse import quote
 
 import pytest
 from visionedge.acks import merge_patch
-from visionedge.devhub.emulator import parse_properties
-from visionedge.devhub.front import AuthError, ConnectPacket, Identity, verify_connect
-from visionedge.devhub.hub import DevHub, DevHubError, random_key
-from visionedge.devhub.testing import running_devhub
-from visionedge.devhub.unixhttp import request_json
-from visionedge.devhub.workload import sign
+from visionedge_devhub.emulator import parse_properties
+from visionedge_devhub.front import AuthError, ConnectPacket, Identity, verify_connect
+from visionedge_devhub.hub import DevHub, DevHubError, random_key
+from visionedge_devhub.testing import running_devhub
+from visionedge_devhub.unixhttp import request_json
+from visionedge_devhub.workload import sign
 
 pytestmark = pytest.mark.timeout(30)
 

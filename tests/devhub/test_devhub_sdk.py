@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from azure.iot.device import Message, MethodResponse
 from azure.iot.device.exceptions import CredentialError
-from visionedge.devhub.emulator import MethodTimeoutError
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.testing import module_client
+from visionedge_devhub.emulator import MethodTimeoutError
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.testing import module_client
 
 pytestmark = pytest.mark.timeout(30)
 

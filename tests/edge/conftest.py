@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
-from visionedge.devhub.broker import free_port
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.testing import running_devhub, sdk_nodelay
 from visionedge.models.fetch import mirrors_from_env
+from visionedge_devhub.broker import free_port
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.testing import running_devhub, sdk_nodelay
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.testing import running_devhub, sdk_nodelay
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.testing import running_devhub, sdk_nodelay
 
 from tests.edge.conftest import free_port
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from visionedge.devhub.emulator import Telemetry
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.emulator import Telemetry
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
 from tests.edge.test_offline_e2e import wait_complete, wait_drained

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
 from tests.modelstore.conftest import Refs, certs, refs, served, server  # noqa: F401 - fixtures reused here

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import paho.mqtt.client as mqtt
 import pytest
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.hub import DevHub
 
 from tests.core.support import MjpegCamera
 from tests.edge.conftest import ModuleProcess, StartModule

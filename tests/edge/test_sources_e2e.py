@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
 from tests.edge.test_twin_methods import reported_ack, scrape

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
-from visionedge.devhub.hub import DevHub
 from visionedge.result import result_schema
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
 from tests.support import wait_until

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.certs import CertBundle
-from visionedge.devhub.fleet import Fleet
+from visionedge_devhub.certs import CertBundle
+from visionedge_devhub.fleet import Fleet
 
 from tests.modelstore.conftest import Refs, certs, refs, served, server  # noqa: F401 - fixtures reused here
 from tests.support import wait_until

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.fleet import BASE_ID, Fleet
 from visionedge.fleet.plan import check_model_block
 from visionedge.fleet.plan import rollout_id as plan_rollout_id
 from visionedge.fleet.rings import parse_rings, ring_of
+from visionedge_devhub.fleet import BASE_ID, Fleet
 
 from tests.fleet.conftest import (
     FAST_GATES,

@@ -23,7 +23,7 @@ def test_fleet_up_serves_real_modules_to_the_fleet_commands(tmp_path: Path, mirr
     """Two devices come up; the connection string is only in an owner-only env file; the modules report their
     model through the hub's twin query; SIGTERM stops the fleet and every module."""
     work = tmp_path / "fleet"
-    up = subprocess.Popen([sys.executable, "-m", "visionedge.devhub", "fleet", "up", "--devices", "2",
+    up = subprocess.Popen([sys.executable, "-m", "visionedge_devhub", "fleet", "up", "--devices", "2",
                            "--fleet-dir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env_file = work / "hub.env"
     try:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.fleet import base_deployment, base_desired
-from visionedge.devhub.query import QueryError, parse_condition, parse_query
 from visionedge.fleet.plan import PlanError, build_plan, check_against_hub, check_model_block, load_model_block
 from visionedge.fleet.rings import RingError, bucket, parse_rings, ring_of
+from visionedge_devhub.fleet import base_deployment, base_desired
+from visionedge_devhub.query import QueryError, parse_condition, parse_query
 
 from tests.deployment.conftest import _find_schemas_dir as find_schemas_dir
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.certs import generate_certs
-from visionedge.devhub.emulator import HubEmulator
-from visionedge.devhub.restapi import POLICY_NAME, RestApi
-from visionedge.devhub.service import ServiceHub
 from visionedge.fleet.hub import FleetHub, HubError
+from visionedge_devhub.certs import generate_certs
+from visionedge_devhub.emulator import HubEmulator
+from visionedge_devhub.restapi import POLICY_NAME, RestApi
+from visionedge_devhub.service import ServiceHub
 
 DEVICES = 5
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from visionedge.config import RollbackSettings
-from visionedge.devhub.certs import CertBundle, generate_certs
 from visionedge.download import DownloadPolicy
 from visionedge.models.catalog import ASSETS, builtin_manifest
 from visionedge.models.fetch import Fetcher
+from visionedge_devhub.certs import CertBundle, generate_certs
 
 from .support import TINY_LABELS, TINY_MANIFEST, Harness, ModelServer, manifest_fields, tiny_classifier
 

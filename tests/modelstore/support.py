@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from visionedge.config import RollbackSettings, RuntimeSettings
-from visionedge.devhub.certs import CertBundle
 from visionedge.download import DownloadPolicy, sha256_file
 from visionedge.models.fetch import Fetcher
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.pipeline import Pipeline
 from visionedge.sources import VideoFileSource
+from visionedge_devhub.certs import CertBundle
 
 from tests.core.support import serve
 

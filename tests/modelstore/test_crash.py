@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from visionedge.config import ModelRef
-from visionedge.devhub.certs import CertBundle
 from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelManager, ModelStore
+from visionedge_devhub.certs import CertBundle
 
 from tests.support import wait_until
 

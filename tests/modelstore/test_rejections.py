@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from visionedge.config import RollbackSettings
-from visionedge.devhub.certs import CertBundle
 from visionedge.download import DownloadPolicy
 from visionedge.models.catalog import builtin_manifest
 from visionedge.models.fetch import Fetcher
 from visionedge.modelstore import ModelStore
+from visionedge_devhub.certs import CertBundle
 
 from .conftest import Refs
 from .support import Harness, ModelServer, manifest_fields

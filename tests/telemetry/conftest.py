@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from visionedge.devhub.broker import Broker
+from visionedge_devhub.broker import Broker
 
 from .support import Clock
 

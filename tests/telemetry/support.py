@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import paho.mqtt.client as mqtt
-from visionedge.devhub.broker import PLAIN_HOST
 from visionedge.telemetry.sender import TransientSendError
+from visionedge_devhub.broker import PLAIN_HOST
 
 HOST = PLAIN_HOST
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from visionedge.config import LocalMqttSettings
-from visionedge.devhub.broker import Broker
 from visionedge.telemetry.events import Sequencer
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
+from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
 

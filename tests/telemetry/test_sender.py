@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from visionedge.config import OutboxSettings
-from visionedge.devhub.broker import Broker
 from visionedge.telemetry.budget import DailyBudget
 from visionedge.telemetry.events import EventType, Sequencer
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import FatalSendError, Sender, SenderOptions
+from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
-from visionedge.devhub.broker import Broker
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import SenderOptions
 from visionedge.telemetry.sink import TelemetrySink
+from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
 

@@ -4,7 +4,7 @@
 Edge workload API (trust bundle + signing) and a TLS front that checks SAS tokens and injects faults.
 """
 
-from visionedge.devhub.emulator import HubEmulator, MethodTimeoutError, Telemetry
-from visionedge.devhub.hub import DevHub, DevHubError
+from visionedge_devhub.emulator import HubEmulator, MethodTimeoutError, Telemetry
+from visionedge_devhub.hub import DevHub, DevHubError
 
 __all__ = ["DevHub", "DevHubError", "HubEmulator", "MethodTimeoutError", "Telemetry"]

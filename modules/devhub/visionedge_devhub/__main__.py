@@ -1,5 +1,5 @@
-"""`python -m visionedge.devhub`: same as the `visionedge-devhub` console script."""
+"""`python -m visionedge_devhub`: same as the `visionedge-devhub` console script."""
 
-from visionedge.devhub.cli import main
+from visionedge_devhub.cli import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from visionedge.devhub.certs import CertBundle
+from visionedge_devhub.certs import CertBundle
 
 _log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from visionedge.devhub import fleetcli
-from visionedge.devhub.broker import BrokerError
-from visionedge.devhub.certs import CertificateError
-from visionedge.devhub.control import ControlClient, ControlError, ControlServer, NoDevHubError, write_state
-from visionedge.devhub.hub import DEFAULT_HOSTNAME, DevHub, DevHubError
+from visionedge_devhub import fleetcli
+from visionedge_devhub.broker import BrokerError
+from visionedge_devhub.certs import CertificateError
+from visionedge_devhub.control import ControlClient, ControlError, ControlServer, NoDevHubError, write_state
+from visionedge_devhub.hub import DEFAULT_HOSTNAME, DevHub, DevHubError
 
 _log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `visionedge-devhub` and `python -m visionedge.devhub`; returns the exit code."""
+    """Entry point of `visionedge-devhub` and `python -m visionedge_devhub`; returns the exit code."""
     args = _parser().parse_args(argv)
     args.workdir = getattr(args, "workdir", DEFAULT_WORKDIR).absolute()
     logging.basicConfig(

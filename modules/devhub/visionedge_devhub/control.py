@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from visionedge.devhub.emulator import MethodTimeoutError
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.unixhttp import JsonRequestHandler, UnixHTTPServer, request_json
+from visionedge_devhub.emulator import MethodTimeoutError
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.unixhttp import JsonRequestHandler, UnixHTTPServer, request_json
 
 _log = logging.getLogger(__name__)
 

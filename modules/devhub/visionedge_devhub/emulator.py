@@ -18,7 +18,6 @@ from typing import Any, cast
 from urllib.parse import quote, unquote
 
 import paho.mqtt.client as mqtt
-
 from visionedge.acks import merge_patch
 
 _log = logging.getLogger(__name__)

@@ -22,14 +22,14 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-
 from visionedge.app import sample_video
-from visionedge.devhub.certs import generate_certs
-from visionedge.devhub.hub import DevHub
-from visionedge.devhub.restapi import POLICY_NAME, RestApi
-from visionedge.devhub.service import ServiceHub
 from visionedge.models.catalog import assets_for, builtin_manifest
 from visionedge.models.fetch import Fetcher, mirrors_from_env
+
+from visionedge_devhub.certs import generate_certs
+from visionedge_devhub.hub import DevHub
+from visionedge_devhub.restapi import POLICY_NAME, RestApi
+from visionedge_devhub.service import ServiceHub
 
 _log = logging.getLogger(__name__)
 

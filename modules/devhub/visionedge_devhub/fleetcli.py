@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from visionedge.devhub.fleet import Fleet
+from visionedge_devhub.fleet import Fleet
 
 DEFAULT_FLEET_DIR = Path(".cache/devhub-fleet")
 

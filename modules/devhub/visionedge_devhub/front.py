@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from visionedge.devhub.certs import CertBundle
-from visionedge.devhub.workload import sign
+from visionedge_devhub.certs import CertBundle
+from visionedge_devhub.workload import sign
 
 _log = logging.getLogger(__name__)
 

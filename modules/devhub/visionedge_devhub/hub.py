@@ -15,11 +15,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from visionedge.devhub.broker import Broker
-from visionedge.devhub.certs import generate_certs
-from visionedge.devhub.emulator import HubEmulator
-from visionedge.devhub.front import Front, Identity, bind_listener
-from visionedge.devhub.workload import WorkloadServer
+from visionedge_devhub.broker import Broker
+from visionedge_devhub.certs import generate_certs
+from visionedge_devhub.emulator import HubEmulator
+from visionedge_devhub.front import Front, Identity, bind_listener
+from visionedge_devhub.workload import WorkloadServer
 
 _log = logging.getLogger(__name__)
 

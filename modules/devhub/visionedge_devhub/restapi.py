@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
-from visionedge.devhub.certs import CertBundle
-from visionedge.devhub.service import ServiceError, ServiceHub
+from visionedge_devhub.certs import CertBundle
+from visionedge_devhub.service import ServiceError, ServiceHub
 
 _log = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from visionedge.acks import merge_patch
-from visionedge.devhub.deployments import DESIRED, SYSTEM_MODULES, diff_patch, module_desired, modules_content, select
-from visionedge.devhub.emulator import HubEmulator
-from visionedge.devhub.query import QueryError, parse_condition, parse_query
+
+from visionedge_devhub.deployments import DESIRED, SYSTEM_MODULES, diff_patch, module_desired, modules_content, select
+from visionedge_devhub.emulator import HubEmulator
+from visionedge_devhub.query import QueryError, parse_condition, parse_query
 
 _log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from visionedge.devhub.hub import DevHub
+from visionedge_devhub.hub import DevHub
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import unquote, urlsplit
 
-from visionedge.devhub.unixhttp import JsonRequestHandler, UnixHTTPServer
+from visionedge_devhub.unixhttp import JsonRequestHandler, UnixHTTPServer
 
 _log = logging.getLogger(__name__)
 
