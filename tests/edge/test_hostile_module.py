@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.devhub.emulator import MethodTimeoutError
-from visionedge.devhub.hub import DevHub
 from visionedge.metrics import CONNECTION_DEADLINE_S, MAX_CONNECTIONS, default_metrics_host
+from visionedge_devhub.emulator import MethodTimeoutError
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import ModuleProcess, StartModule
 from tests.edge.test_twin_methods import metric, reported_ack, scrape, wait_running

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from visionedge.acks import merge_patch
 from visionedge.config import DesiredProperties
-from visionedge.devhub.hub import DevHub
 from visionedge.edge.twin import ABSENT, SECTIONS
+from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import ModuleProcess, StartModule
 from tests.edge.test_twin_methods import wait_running
