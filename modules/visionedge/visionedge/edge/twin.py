@@ -80,7 +80,11 @@ class DesiredState:
             except ValidationError as err:
                 log.warning("saved setting %r is no longer valid (%s); starting on its default",
                             key, describe_validation_error(err, key))
-        self.settings = DesiredProperties.model_validate(values)
+        try:
+            self.settings = DesiredProperties.model_validate(values)
+        except ValidationError as err:  # sections valid alone but not together (a newer module's rules)
+            self._move_aside(describe_validation_error(err))
+            return self.settings
         self.version = version
         log.info("restored the settings accepted at desired $version %s from %s", version, self.cache)
         return self.settings
