@@ -214,3 +214,18 @@ def test_nms_keeps_only_non_overlapping_boxes(data, iou):
     boxes, scores, _ = data
     same = np.zeros(len(boxes), dtype=np.int64)
     _check_nms(boxes, scores, same, nms(boxes, scores, iou), iou)
+
+
+def test_a_decoder_type_change_merged_by_the_twin_drops_the_old_decoders_keys_but_not_typos():
+    """IoT Hub merges a patch key by key: yolox -> classification leaves `strides`; that residue is dropped, a typo is
+    still refused with the key named."""
+    from pydantic import TypeAdapter, ValidationError
+    from visionedge.models.decoders import ClassificationSpec, DecoderSpec, YoloxSpec
+
+    specs = TypeAdapter(DecoderSpec)
+    merged = {"type": "classification", "softmax": True, "strides": [8, 16, 32], "multi_label": True}
+    assert specs.validate_python(merged) == ClassificationSpec(type="classification", softmax=True)
+    back = {"type": "yolox", "strides": [8, 16, 32], "multi_label": False, "softmax": True}
+    assert specs.validate_python(back) == YoloxSpec(type="yolox", strides=[8, 16, 32], multi_label=False)
+    with pytest.raises(ValidationError, match=r"classification\.softmx"):
+        specs.validate_python({"type": "classification", "softmx": True})
