@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from visionedge.config import GateSettings
 from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import StartModule
@@ -54,7 +55,8 @@ def test_top_k_patch_changes_results_and_is_acknowledged(hub: DevHub, start_modu
     wait_running(hub)
     version = hub.set_desired({"inference": {"top_k": 2}})
     ack = reported_ack(hub, "inference", version)
-    assert ack == {"value": {"top_k": 2}, "ac": 200, "av": version, "ad": "applied"}
+    in_use = {"top_k": 2, "gate": GateSettings().model_dump(mode="json")}  # the whole section in use, nulls left out
+    assert ack == {"value": in_use, "ac": 200, "av": version, "ad": "applied"}
     time.sleep(0.5)
     status, payload = hub.emulator.call_method("captureSnapshot", {})
     assert status == 200
