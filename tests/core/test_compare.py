@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 from visionedge.compare import Comparison, Subject, compare_frames, detection_f1, undefined_reason
+from visionedge.config import ShadowSettings
 from visionedge.frame import Classification, Detection, Inference
 from visionedge.models.catalog import builtin_manifest
 from visionedge.models.fetch import resolve_model
 from visionedge.models.model import Model, read_labels
+from visionedge.modelstore.shadow import Shadow
+from visionedge.pipeline import Pipeline
 from visionedge.sources import ImageSource
 
 IMAGES = ["dog_bicycle_car.jpg", "person_dog_horse.jpg", "golden_retriever.jpg", "squirrel.jpg", "messi5.jpg",
@@ -163,3 +166,35 @@ def test_compare_command_refuses_bad_options_in_one_line(run_cli, image_folder):
     assert done.returncode == 1
     assert done.stderr.strip() == ("visionedge: error: --every and --max-frames must be at least 1 "
                                    "and --worst at least 0")
+
+
+def test_compare_gives_the_figures_of_the_device_gate_on_the_same_frames(model, image_folder, run_cli):
+    """The staged images through the pipeline with a shadow (every frame sampled) and through `visionedge compare`:
+    the same frames, the same agreement, per-label counts and confidences."""
+    folder = image_folder
+    active, candidate = model("yolox-nano"), model("yolov3-tiny")
+    pipeline = Pipeline(ImageSource(folder, "images"), active, [_Discard()])
+    shadow = Shadow(active, candidate, ShadowSettings(frames=len(IMAGES), min_frames=1, max_cost=1.0))
+    pipeline.shadow = shadow
+    pipeline.run(threading.Event())
+    device = shadow.verdict().figures.as_dict()
+    done = run_cli("--log-level", "WARNING", "compare", folder, "--model", "yolox-nano", "--against", "yolov3-tiny",
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    offline = json.loads(done.stdout)
+    same = ("frames", "agreement", "agreement_undefined", "top5_overlap", "count_drift", "confidence")
+    assert {k: device[k] for k in same} == {k: offline[k] for k in same}
+    assert device["frames"] == len(IMAGES)
+    assert 0.0 < device["agreement"] < 1.0
+
+
+class _Discard:
+    """A sink that keeps nothing: the comparison is what this test reads."""
+
+    name = "discard"
+
+    def publish(self, record):
+        """Drop the record."""
+
+    def close(self):
+        """Nothing to release."""

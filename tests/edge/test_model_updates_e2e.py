@@ -44,11 +44,20 @@ def wait_for_results_from(hub: DevHub, model: str, count: int = 3, timeout: floa
 def test_squeezenet_to_yolox_and_back_while_results_keep_flowing(
     hub: DevHub, start_module: StartModule, refs: Refs, certs: Any  # noqa: F811
 ) -> None:
-    """Two updates from an HTTPS server: acked 200, results never stop, each names one model, no going back."""
+    """Two updates from an HTTPS server: acked 200, results never stop, each names one model, no going back. A
+    classifier replaced by a detector has no agreement figure: the shadow says so and judges latency and health."""
+    hub.set_desired({"shadow": {"frames": 10, "min_frames": 5, "max_cost": 0.5, "max_latency_ratio": 50}})
     start_module(hub, local={"ca_bundle": str(certs.ca_cert)})
     wait_for_results_from(hub, "squeezenet")
     v2 = hub.set_desired({"model": refs("yolox", "2")})
-    assert "active" in model_ack(hub, v2, 200)["ad"]
+    done = model_ack(hub, v2, 200)["ad"]
+    assert done.startswith("yolox-nano@2 is active (shadow: agreement undefined (tasks differ (classify -> detect)), "
+                           "latency and health gates only; "), done
+    block = hub.emulator.wait_for_reported(lambda r: r.get("modelHealth", {}).get("desiredVersion") == v2
+                                           and r["modelHealth"]["verdict"] == "promoted")["modelHealth"]
+    assert "agreement" not in block, "undefined agreement is reported as null, which the twin drops"
+    assert block["active"] == {"name": "yolox-nano", "version": "2"}
+    assert block["frames"] >= 5
     wait_for_results_from(hub, "yolox-nano")
     v3 = hub.set_desired({"model": refs("squeezenet", "3")})
     assert model_ack(hub, v3, 200)["value"]["version"] == "3"
@@ -107,7 +116,7 @@ def test_kill_9_while_a_new_model_is_on_probation_restarts_on_the_last_good_mode
     local = {"ca_bundle": str(certs.ca_cert)}
     first = start_module(hub, local=local)
     wait_for_results_from(hub, "squeezenet")
-    version = hub.set_desired({"model": refs("yolox", "6")})
+    version = hub.set_desired({"model": refs("yolox", "6", shadow=False)})
     hub.emulator.wait_for_reported(lambda r: r.get("model", {}).get("av") == version
                                    and "watching" in r["model"].get("ad", ""), timeout=90)
     wait_for_results_from(hub, "yolox-nano")

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.config import RollbackSettings
+from visionedge.config import RollbackSettings, ShadowSettings
 from visionedge.download import DownloadPolicy
 from visionedge.models.catalog import ASSETS, builtin_manifest
 from visionedge.models.fetch import Fetcher
 from visionedge_devhub.certs import CertBundle, generate_certs
 
-from .support import TINY_LABELS, TINY_MANIFEST, Harness, ModelServer, manifest_fields, tiny_classifier
+from .support import TINY_LABELS, TINY_MANIFEST, Harness, ModelServer, manifest_fields, slower, tiny_classifier
 
 REAL_FILES = ("squeezenet1.1_fp16.onnx", "yolox_nano.onnx", "yolov3-tiny-coco.onnx", "coco.names",
               "imagenet_labels.txt")
@@ -38,6 +38,10 @@ def served(mirror_dirs: list[Path]) -> dict[str, bytes]:
     files["bright.onnx"] = tiny_classifier("bright")
     files["labels10.txt"] = TINY_LABELS
     files["not-a-model.onnx"] = b"this is not an ONNX model\n" * 40
+    fp32 = next(d / "squeezenet1.1_fp32.onnx" for d in mirror_dirs if (d / "squeezenet1.1_fp32.onnx").is_file())
+    files["squeezenet-slow.onnx"] = slower(fp32.read_bytes())
+    coco = files["coco.names"].decode().splitlines()  # shuffled so that no label keeps its place
+    files["coco-shuffled.names"] = "".join(f"{label}\n" for label in coco[1:] + coco[:1]).encode()
     files["bad-manifest.yaml"] = b"task: classify\ndecoder: {type: classification}\nlayout: CHWN\n"
     return files
 
@@ -99,9 +103,10 @@ def make_harness(tmp_path: Path, policy: DownloadPolicy, fetcher: Fetcher) -> It
     """`make_harness(video=..., watch_frames=...)`: a store on a fresh data dir, its manager, maybe a pipeline."""
     made: list[Harness] = []
 
-    def make(video: Path | None = None, policy_: DownloadPolicy | None = None, **rollback: Any) -> Harness:
+    def make(video: Path | None = None, policy_: DownloadPolicy | None = None, shadow: ShadowSettings | None = None,
+             **rollback: Any) -> Harness:
         settings = RollbackSettings(**{"watch_frames": 0, "watch_s": 0.0, **rollback})
-        harness = Harness(tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video)
+        harness = Harness(tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video, shadow)
         made.append(harness)
         return harness
 

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from visionedge.config import RollbackSettings, RuntimeSettings
+from visionedge.config import RollbackSettings, RuntimeSettings, ShadowSettings
 from visionedge.download import DownloadPolicy, sha256_file
 from visionedge.models.fetch import Fetcher
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
+from visionedge.modelstore.shadow import Shadow
 from visionedge.pipeline import Pipeline
 from visionedge.sources import VideoFileSource
 from visionedge_devhub.certs import CertBundle
@@ -146,6 +147,27 @@ def tiny_classifier(kind: str) -> bytes:
     return model.SerializeToString()
 
 
+def slower(model_bytes: bytes, matmuls: int = 60) -> bytes:
+    """The same model plus a chain of MatMuls on its input feeding an extra output: identical answers, only slower.
+
+    The matrices are orthogonal, so the chain's values stay finite (a non-finite output would be refused as such).
+    """
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    data = graph.input[0]
+    dims = [d.dim_value for d in data.type.tensor_type.shape.dim]
+    width = dims[-1]
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(width, width)))
+    graph.initializer.extend([numpy_helper.from_array(q.astype(np.float32), "slow_w"),
+                              numpy_helper.from_array(np.array([-1, width], dtype=np.int64), "slow_shape")])
+    graph.node.append(helper.make_node("Reshape", [data.name, "slow_shape"], ["slow_0"]))
+    for i in range(matmuls):
+        graph.node.append(helper.make_node("MatMul", [f"slow_{i}", "slow_w"], [f"slow_{i + 1}"]))
+    graph.output.append(helper.make_tensor_value_info(f"slow_{matmuls}", TensorProto.FLOAT, [None, width]))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 TINY_MANIFEST: dict[str, Any] = {"task": "classify", "decoder": {"type": "classification", "softmax": True},
                                  "confidence": 0.0, "top_k": 3}
 TINY_LABELS = "".join(f"class{i}\n" for i in range(10)).encode()
@@ -164,7 +186,8 @@ class Harness:
     """Store, manager and (optionally) a real pipeline on vtest.avi, wired the way the module wires them."""
 
     def __init__(self, root: Path, policy: DownloadPolicy, fetcher: Fetcher, rollback: RollbackSettings,
-                 video: Path | None = None) -> None:
+                 video: Path | None = None, shadow: ShadowSettings | None = None) -> None:
+        """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap."""
         self.store = ModelStore(root, policy, fetcher)
         self.store.cleanup_staging()
         self.initial = self.store.load_active(RUNTIME)
@@ -175,8 +198,11 @@ class Harness:
         self._stop = threading.Event()
         self.pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
+        self.health: list[dict[str, Any]] = []
+        attach = self._attach if shadow is not None and video is not None else None
         self.manager = ModelManager(self.store, self.initial, swap=self._swap, report=self._report, runtime=RUNTIME,
-                                    rollback=rollback)
+                                    rollback=rollback, shadow=shadow, attach_shadow=attach,
+                                    report_health=self.health.append)
         if video is not None:
             source = VideoFileSource(video, "vtest", loop=True, realtime=False)
             self.pipeline = Pipeline(source, self.initial, [self], on_record=self.manager.observe_record,
@@ -202,6 +228,10 @@ class Harness:
         self.swaps.append(f"{model.name}@{model.version}")
         if self.pipeline is not None:
             self.pipeline.swap_model(model)
+
+    def _attach(self, shadow: Shadow | None) -> None:
+        assert self.pipeline is not None
+        self.pipeline.shadow = shadow
 
     def _report(self, ack: dict[str, Any]) -> None:
         with self._cond:

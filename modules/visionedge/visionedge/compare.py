@@ -163,8 +163,7 @@ class Figures:
     def describe(self) -> str:
         """One line: "agreement 0.98 over 150 frames (top-5 overlap 0.97); latency p95 1.1x"."""
         if self.agreement is not None:
-            what = "F1" if self.active.task == "detect" else "agreement"
-            head = f"{what} {self.agreement:.2f} over {self.frames} frames"
+            head = f"agreement {self.agreement:.2f} over {self.frames} frames"
             if self.top5_overlap is not None:
                 head += f" (top-5 overlap {self.top5_overlap:.2f})"
         elif self.undefined:

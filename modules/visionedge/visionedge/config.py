@@ -59,6 +59,16 @@ Sources = Annotated[list[SourceSettings], AfterValidator(_unique_ids), Field(max
 """Several sources sharing one model: each entry like `source`, with its own unique id."""
 
 
+class ShadowGates(Strict):
+    """Per-update overrides of the twin's `shadow` section, given inside the desired `model` block."""
+
+    min_agreement: float | None = Field(None, ge=0.0, le=1.0, description="null = the `shadow` section's")
+    max_latency_ratio: float | None = Field(None, gt=0, description="null = the `shadow` section's")
+    frames: int | None = Field(None, ge=1, le=100000, description="null = the `shadow` section's")
+    min_frames: int | None = Field(None, ge=1, le=100000, description="null = the `shadow` section's")
+    max_s: float | None = Field(None, gt=0, le=86400, description="null = the `shadow` section's")
+
+
 class ModelRef(Strict):
     """Which model to run; a url+sha256 asks the model store to download and verify it."""
 
@@ -71,6 +81,9 @@ class ModelRef(Strict):
     manifest_url: str | None = Field(None, description="or a URL of a manifest YAML")
     labels_url: str | None = Field(None, description="URL of the labels file the manifest names")
     labels_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the labels file")
+    rollout: str | None = Field(None, max_length=128, description="opaque fleet rollout id, echoed in modelHealth")
+    shadow: bool | ShadowGates | None = Field(
+        None, description="false = skip the shadow phase for this update; an object overrides the `shadow` gates")
 
     @field_validator("url", "manifest_url", "labels_url")
     @classmethod
@@ -198,6 +211,32 @@ class RollbackSettings(Strict):
     max_latency_factor: float = Field(3.0, gt=1.0, description="roll back when slower than this x the old model")
 
 
+class ShadowSettings(Strict):
+    """Shadow phase of model updates: a candidate must agree with the active model on live frames before the swap.
+
+    The candidate runs beside the active model on sampled frames of the same stream; results come only from the
+    active model meanwhile."""
+
+    enabled: bool = Field(True, description="false = swap candidates in without a shadow phase")
+    min_agreement: float = Field(0.8, ge=0.0, le=1.0,
+                                 description="top-1 agreement (classifiers) or mean F1 (detectors) a candidate needs")
+    max_latency_ratio: float = Field(2.0, gt=0, description="refuse a candidate slower than this x (p95)")
+    frames: int = Field(150, ge=1, le=100000, description="decide after comparing this many frames")
+    min_frames: int = Field(30, ge=1, le=100000, description="fewer compared frames by max_s: refused, inconclusive")
+    max_s: float = Field(120.0, gt=0, le=86400, description="decide at the latest after this many seconds")
+    max_cost: float = Field(0.1, gt=0, le=1.0,
+                            description="share of the inference thread's time the candidate may take (0.1: the "
+                                        "active model keeps >= 90% of its throughput)")
+
+    def with_gates(self, gates: bool | ShadowGates | None) -> ShadowSettings:
+        """These settings with a desired `model` block's `shadow` value applied on top."""
+        if gates is None or gates is True:
+            return self
+        if gates is False:
+            return self.model_copy(update={"enabled": False})
+        return self.model_copy(update={"enabled": True, **gates.model_dump(exclude_none=True)})
+
+
 class DesiredProperties(Strict):
     """Every twin-writable setting; each top-level key is acknowledged on its own."""
 
@@ -211,6 +250,7 @@ class DesiredProperties(Strict):
     outbox: OutboxSettings = OutboxSettings()
     local_mqtt: LocalMqttSettings = LocalMqttSettings()
     rollback: RollbackSettings = RollbackSettings()
+    shadow: ShadowSettings = ShadowSettings()
 
 
     def source_list(self) -> list[SourceSettings]:

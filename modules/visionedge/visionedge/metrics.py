@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from visionedge.modelstore.health import ModelHealth
 from visionedge.sources import SourceState
 from visionedge.state import ModuleSnapshot, SourceSnapshot, health_view
 
@@ -164,6 +165,7 @@ class ModuleCollector(Collector):
         info.add_metric([*values, model.name if model else "", model.version if model else "",
                          ",".join(model.providers) if model else ""], 1.0)
         yield info
+        yield from _model_health(s.model_health, base, values)
         state = GaugeMetricFamily(f"{PREFIX}_source_state", "1 for the source's current state",
                                   labels=[*base, "source", "state"])
         for x in s.sources:
@@ -171,6 +173,31 @@ class ModuleCollector(Collector):
             for option in SourceState:
                 state.add_metric([*values, x.id, option.value], 1.0 if current == option else 0.0)
         yield state
+
+
+def _model_health(health: ModelHealth | None, base: list[str], values: list[str]) -> Iterator[Metric]:
+    """The reported modelHealth as metrics: an info series for the words, gauges for the figures (absent when
+    undefined, as the twin's nulls are)."""
+    if health is None:
+        return
+    report = health.reported()
+    candidate = report["candidate"] or {"name": "", "version": ""}
+    info = GaugeMetricFamily(f"{PREFIX}_model_health_info", "Last model update: candidate, phase and verdict",
+                             labels=[*base, "candidate", "candidate_version", "rollout", "phase", "verdict"])
+    info.add_metric([*values, candidate["name"], candidate["version"], report["rollout"] or "", report["phase"],
+                     report["verdict"]], 1.0)
+    yield info
+    for name, doc, value in (
+        ("model_shadow_frames", "Frames on which the candidate was compared with the active model", report["frames"]),
+        ("model_shadow_agreement", "Candidate's agreement with the active model (top-1 or detection F1)",
+         report["agreement"]),
+        ("model_shadow_latency_ratio", "Candidate p95 inference time over the active model's",
+         report["latencyRatio"]),
+    ):
+        if value is not None:
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=base)
+            family.add_metric(values, float(value))
+            yield family
 
 
 class Metrics:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from visionedge.result import to_record
 from visionedge.sinks import Sink
 from visionedge.sources import Source
 from visionedge.supervise import Part
+
+if TYPE_CHECKING:
+    from visionedge.modelstore.shadow import Shadow, ShadowRun
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Ran:
     inference_ms: float = 0.0
     error: Exception | None = None
     reused: bool = False
+    shadow: ShadowRun | None = None
+    """A candidate model's outputs for the same frame, during a model update's shadow phase."""
 
 
 @dataclass
@@ -105,6 +110,8 @@ class Pipeline:
         """Frames that shared a run with frames of other sources."""
         self.latest: tuple[Frame, Inference] | None = None
         """The last analysed frame (any source) and its result, for on-device snapshots."""
+        self.shadow: Shadow | None = None
+        """A candidate model compared on sampled frames (model update shadow phase); its results are never published."""
 
     @property
     def fatal(self) -> Exception | None:
@@ -275,7 +282,9 @@ class Pipeline:
                 outputs, elapsed = model.run_batch([tensor for _, tensor, _ in prepared])
         except Exception as err:  # noqa: BLE001 - as above
             return failed + [Ran(ticket, model, error=err) for ticket, _, _ in prepared]
-        return failed + [Ran(ticket, model, raw, geometry, elapsed)
+        shadow = self.shadow
+        return failed + [Ran(ticket, model, raw, geometry, elapsed,
+                             shadow=shadow.offer(ticket.job.frame, model) if shadow is not None else None)
                          for (ticket, _, geometry), raw in zip(prepared, outputs, strict=True)]
 
     def _put_result(self, ran: Ran | None, stop: threading.Event, force: bool = False) -> None:
@@ -339,6 +348,8 @@ class Pipeline:
         feed.stats.published += 1
         if self.on_record is not None:
             self.on_record(record)
+        if ran.shadow is not None:
+            ran.shadow.compare(frame, inference)
 
     def _failed(self, feed: Feed, model: Model, frame: Frame, err: Exception) -> None:
         feed.last_inference = None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from visionedge.config import SourceSettings
 from visionedge.gate import GateStats
 from visionedge.models.variants import VariantChoice
+from visionedge.modelstore.health import ModelHealth
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState
 from visionedge.supervise import PartState
@@ -80,6 +81,8 @@ class ModuleSnapshot:
     """Outbox, link (sender), budget and local MQTT; None before telemetry started."""
     parts: tuple[PartState, ...] = ()
     """Every supervised thread (capture, inference, publish, sender, tick, control, ...): down while it crash-loops."""
+    model_health: ModelHealth | None = None
+    """The last model update's verdict and shadow figures (reported as `modelHealth`); None without a manager."""
 
     @property
     def down(self) -> dict[str, str]:

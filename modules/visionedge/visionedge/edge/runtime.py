@@ -33,6 +33,7 @@ from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
+from visionedge.modelstore.shadow import Shadow
 from visionedge.pipeline import Pipeline
 from visionedge.retry import backoff_delay
 from visionedge.sinks import Sink
@@ -82,6 +83,7 @@ class EdgeModule:
         self.started_at = time.time()
         self.store = ModelStore.for_config(config, self.fetcher)
         self.manager: ModelManager | None = None
+        self.shadow: Shadow | None = None
         self.model: Model | None = None
         self.sources: dict[str, Source] = {}
         self.pipeline: Pipeline | None = None
@@ -258,6 +260,10 @@ class EdgeModule:
         if self.manager is not None:
             self.manager.update_settings(rollback=settings.rollback)
 
+    def _apply_shadow(self, settings: DesiredProperties) -> None:
+        if self.manager is not None:
+            self.manager.update_settings(shadow=settings.shadow)
+
     def _apply_telemetry(self, settings: DesiredProperties) -> None:
         if self.telemetry is not None:
             self.telemetry.update(settings.telemetry, settings.outbox)
@@ -275,6 +281,12 @@ class EdgeModule:
             self.telemetry.emit("model_active", {"model": {"name": model.name, "version": model.version},
                                                  "providers": model.providers})
 
+    def _attach_shadow(self, shadow: Shadow | None) -> None:
+        """Called by the model manager: a candidate model runs beside the live pipeline's model (None: no more)."""
+        self.shadow = shadow
+        if self.pipeline is not None:
+            self.pipeline.shadow = shadow
+
     def _start_model(self, settings: DesiredProperties) -> None:
         """The last good model from the store, offline; the manager then follows the twin."""
         self.store.cleanup_staging()
@@ -289,6 +301,8 @@ class EdgeModule:
         self.manager = ModelManager(
             self.store, model, swap=self._swap_model, report=lambda a: self.reporter.report({"model": a}),
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
+            shadow=settings.shadow, attach_shadow=self._attach_shadow,
+            report_health=lambda block: self.reporter.report({"modelHealth": block}),
         )
         self.manager.start()
 
@@ -354,6 +368,7 @@ class EdgeModule:
         self._pipeline_stop = threading.Event()
         self.pipeline = Pipeline(list(sources.values()), self.model, self.sinks, on_record=self._on_record,
                                  on_inference_error=self._on_inference_error, gate=settings.inference.gate)
+        self.pipeline.shadow = self.shadow
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -396,6 +411,7 @@ class EdgeModule:
             model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
             telemetry=telemetry.stats() if telemetry is not None else None,
             parts=states(self._parts()),
+            model_health=manager.health() if manager is not None else None,
         )
 
     def _parts(self) -> list[Part]:
@@ -423,6 +439,7 @@ APPLIERS: dict[str, SectionApplier] = {
     "inference": EdgeModule._apply_inference,
     "runtime": EdgeModule._apply_runtime,
     "rollback": EdgeModule._apply_rollback,
+    "shadow": EdgeModule._apply_shadow,
     "telemetry": EdgeModule._apply_telemetry,
     "outbox": EdgeModule._apply_telemetry,
     "local_mqtt": EdgeModule._apply_local_mqtt,

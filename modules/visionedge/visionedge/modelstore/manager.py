@@ -2,17 +2,21 @@
 
 Acknowledgements follow the IoT Plug and Play writable-property convention, reported through `report(ack)`:
     {"value": <block>, "ac": <code>, "av": <desired $version>, "ad": "<one line>"}
-    202  in progress: "downloading K 40%" (every 10%), "validating K", "watching K for N frames or S s";
-         value = the block being applied
+    202  in progress: "downloading K 40%" (every 10%), "validating K", "shadow: comparing ... on up to N live
+         frames or S s", "watching K for N frames or S s"; value = the block being applied
     200  "K is active" / "K is already active" (same content: nothing downloaded or swapped), or an operator's
          "rolled back A to B on request (rollbackModel)"; value = the block applied, or in use after a rollback
     400  the block can never work as given: invalid setting, policy (http, host, size), sha256/size mismatch, not
          ONNX, manifest, labels, signature, non-finite probe output; value = the block still in use
-    500  applying failed outside the block (HTTP error, timeout, disk) or the new model failed its watch and was
-         rolled back ("rolled back A to B: <reason>"); value = the block still in use
-A block that ended 400, 500-by-watch or was rolled back by the operator is not retried when the same block comes
-again with a newer $version (the outcome is repeated); transfer failures (500) are retried. A newer block cancels
-a download or validation in progress; during a watch it waits for the verdict.
+    500  applying failed outside the block (HTTP error, timeout, disk), the candidate failed its shadow phase
+         ("shadow: agreement 0.07 < 0.80 over 150 frames; latency p95 1.1x"; it never served), or the new model
+         failed its watch and was rolled back ("rolled back A to B: <reason>"); value = the block still in use
+Before the swap, the candidate runs in shadow beside the active model on sampled live frames (modelstore/shadow.py)
+and must pass the agreement and latency gates. The outcome is also kept as a compact `modelHealth` value
+(modelstore/health.py), reported through `report_health`.
+A block that ended 400, 500-by-shadow, 500-by-watch or was rolled back by the operator is not retried when the same
+block comes again with a newer $version (the outcome is repeated); transfer failures (500) are retried. A newer
+block cancels a download, validation or shadow phase in progress; during a watch it waits for the verdict.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -35,13 +39,17 @@ from visionedge.config import (
     ModelRef,
     RollbackSettings,
     RuntimeSettings,
+    ShadowSettings,
     describe_validation_error,
 )
+from visionedge.durable import read_json, write_json_atomic
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
+from visionedge.modelstore.health import ModelHealth
 from visionedge.modelstore.ledger import DeliveryLedger
 from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
+from visionedge.modelstore.shadow import Shadow, effective_every
 from visionedge.modelstore.store import ModelStore
 from visionedge.modelstore.watch import LatencyWindow, Watch
 
@@ -50,6 +58,8 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 ReportFn = Callable[[Ack], None]
 SwapFn = Callable[[Model], None]
+AttachFn = Callable[[Shadow | None], None]
+HealthFn = Callable[[dict[str, Any]], None]
 
 POLL_S = 0.1
 PROGRESS_STEP = 10
@@ -58,6 +68,10 @@ PROGRESS_EVERY_S = 10.0
 MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
+HEALTH_FILE = "health.json"
+"""Beside updates.json in the store: the last modelHealth and the candidate in its shadow phase, if any."""
+HEALTH_EVERY_S = 10.0
+"""How often the shadow phase's running figures are reported while it lasts."""
 
 
 class UpdateState(str, Enum):
@@ -67,6 +81,7 @@ class UpdateState(str, Enum):
     DOWNLOADING = "downloading"
     VALIDATING = "validating"
     INSTALLING = "installing"
+    SHADOW = "shadow"
     WATCHING = "watching"
     ROLLING_BACK = "rolling back"
 
@@ -110,13 +125,22 @@ class ModelManager:
 
     def __init__(self, store: ModelStore, initial: Model, *, swap: SwapFn, report: ReportFn,
                  runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
-                 rollback: RollbackSettings | None = None) -> None:
+                 rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None,
+                 attach_shadow: AttachFn | None = None, report_health: HealthFn | None = None) -> None:
+        """attach_shadow(shadow) puts a candidate beside the live pipeline's model (None takes it away); without
+        it there are no live frames to compare on and the shadow phase is skipped. report_health receives the
+        `modelHealth` block whenever it changes."""
         self.store = store
         self._swap = swap
         self._report = report
+        self._attach_shadow = attach_shadow
+        self._report_health = report_health
         self._runtime = runtime or RuntimeSettings()
         self._inference = inference or InferenceSettings()
         self._rollback = rollback or RollbackSettings()
+        self._shadow_settings = shadow or ShadowSettings()
+        self._interrupted_shadow: str | None = None
+        self._shadowing: str | None = None
         key = version_key(initial.name, initial.version)
         self._in_use = _InUse(initial, key, store.block(key))
         self._fallback: _InUse | None = None
@@ -135,11 +159,14 @@ class ModelManager:
         self._last_error = "; ".join(store.load_errors)
         self._last_ack: Ack | None = None
         self._ledger = DeliveryLedger(store.read_updates, store.write_updates)
+        self._health = ModelHealth(_pair(key))
+        self._load_health()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Report the restored modelHealth and start the worker thread."""
+        self._publish_health()
         self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
         self._thread.start()
 
@@ -222,11 +249,12 @@ class ModelManager:
         self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=first_line(err, REASON_CHARS))
 
     def update_settings(self, runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
-                        rollback: RollbackSettings | None = None) -> None:
+                        rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None) -> None:
         """New twin settings for the next update; threshold overrides also apply to the models held now."""
         with self._lock:
             self._runtime = runtime or self._runtime
             self._rollback = rollback or self._rollback
+            self._shadow_settings = shadow or self._shadow_settings
             if inference is not None:
                 self._inference = inference
                 for held in (self._in_use, self._fallback):
@@ -247,6 +275,11 @@ class ModelManager:
                 "last_error": self._last_error,
                 "ack": dict(self._last_ack) if self._last_ack else None,
             }
+
+    def health(self) -> ModelHealth:
+        """The modelHealth value now (any thread)."""
+        with self._lock:
+            return self._health
 
     @property
     def model(self) -> Model:
@@ -278,21 +311,27 @@ class ModelManager:
         try:
             refused = self._ledger.refusal(job.text)
             if refused is not None:
+                self._set_health(desired_version=job.av, rollout=_rollout(job))
                 self._finish(job, refused[0], refused[1], self._in_use.block)
                 return
             if job.ref is None:
                 raise UpdateRejected(job.invalid)
             resolved = self.store.resolve(job.ref)
             if resolved.key == self._in_use.key and self.store.has(resolved):
-                self._finish(job, 200, f"{resolved.key} is already active", resolved.block)
+                self._already_active(job, resolved)
                 return
-            if resolved.key == self.store.interrupted_trial:
-                self._refuse(job, 500, f"{resolved.key} was on probation when the module stopped unexpectedly, "
-                                       "so it is not tried again; publish it under a new version to retry")
-                return
+            self._consider(job, resolved)
+            for crashed, phase in ((self.store.interrupted_trial, "on probation"),
+                                   (self._interrupted_shadow, "in its shadow phase")):
+                if resolved.key == crashed:
+                    self._reject(job, 500, f"{resolved.key} was {phase} when the module stopped unexpectedly, "
+                                           "so it is not tried again; publish it under a new version to retry")
+                    return
             self.store.check_conflict(resolved)
             model = self._obtain(job, resolved)
-            self._activate(job, resolved, model)
+            shadowed = self._shadow(job, resolved, model)
+            if shadowed is not None:
+                self._activate(job, resolved, model, shadowed)
         except UpdateCancelled:
             log.info("update to desired version %d cancelled", job.av)
             with self._lock:
@@ -302,14 +341,40 @@ class ModelManager:
                              "new version to try again", self._in_use.block)
         except UpdateRejected as err:
             log.warning("model update rejected: %s", err)
-            self._refuse(job, 400, str(err))
+            self._reject(job, 400, str(err))
         except UpdateFailed as err:
             log.error("model update failed: %s", err)
+            self._set_health(phase="idle", verdict="rejected", reason=str(err))
             self._finish(job, 500, str(err), self._in_use.block)
         except Exception as err:  # the manager must outlive any bug in one update and say why it failed
             log.exception("model update to desired version %d failed unexpectedly", job.av)
-            self._finish(job, 500, f"internal error while applying the model: {type(err).__name__}: {err}",
-                         self._in_use.block)
+            text = f"internal error while applying the model: {type(err).__name__}: {err}"
+            self._set_health(phase="idle", verdict="rejected", reason=text)
+            self._finish(job, 500, text, self._in_use.block)
+
+    def _already_active(self, job: _Job, resolved: Resolved) -> None:
+        """The block names the model serving now: for a fleet rollout that device has arrived (promoted)."""
+        text = f"{resolved.key} is already active"
+        with self._lock:
+            health = self._health
+        if health.candidate == health.active and health.verdict == "promoted":
+            self._set_health(rollout=job.ref.rollout if job.ref else None, desired_version=job.av)
+        else:
+            self._set_health(candidate=health.active, rollout=job.ref.rollout if job.ref else None, phase="idle",
+                             verdict="promoted", frames=0, agreement=None, latency_ratio=None, reason=text,
+                             desired_version=job.av)
+        self._finish(job, 200, text, resolved.block)
+
+    def _consider(self, job: _Job, resolved: Resolved) -> None:
+        """A new candidate: modelHealth names it, pending, with empty figures."""
+        with self._lock:
+            self._health = self._health.considering(_pair(resolved.key), _rollout(job), "validating", job.av)
+        self._publish_health()
+
+    def _reject(self, job: _Job, code: int, text: str) -> None:
+        """Refuse the block for good (this process) and say so in modelHealth too."""
+        self._set_health(phase="idle", verdict="rejected", reason=text)
+        self._refuse(job, code, text)
 
     def _obtain(self, job: _Job, resolved: Resolved) -> Model:
         """The installed copy when this content is on disk already, else a fresh download into staging."""
@@ -328,7 +393,58 @@ class ModelManager:
         self.store.install(staged)
         return staged.model
 
-    def _activate(self, job: _Job, resolved: Resolved, model: Model) -> None:
+    def _shadow(self, job: _Job, resolved: Resolved, model: Model) -> str | None:
+        """Run the candidate beside the active model on sampled live frames until the gates can decide. Returns the
+        one-line outcome to carry into the final acknowledgement, or None when the candidate was refused (500)."""
+        with self._lock:
+            settings = self._shadow_settings.with_gates(job.ref.shadow if job.ref else None)
+            active = self._in_use.model
+            model.set_overrides(self._inference)
+        if not settings.enabled:
+            return "shadow skipped (shadow: false)"
+        if self._attach_shadow is None:
+            return ""
+        shadow = Shadow(active, model, settings)
+        self._mark_shadowing(resolved.key)  # a crash from here on distrusts this candidate after restart
+        self._set_state(UpdateState.SHADOW, None)
+        self._set_health(phase="shadow")
+        log.info("%s", shadow.describe())
+        self._emit(job.av, 202, shadow.describe(), resolved.block)
+        self._attach_shadow(shadow)
+        try:
+            self._await_shadow(job, shadow)
+            verdict = shadow.verdict()
+        finally:
+            self._attach_shadow(None)
+            self._mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
+        log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
+                 verdict.figures.frames, effective_every(shadow), verdict.reason)
+        with self._lock:
+            self._health = self._health.with_figures(verdict.figures, verdict.reason)
+        if verdict.passed:
+            self._publish_health()
+            return verdict.reason
+        log.error("model update refused: %s", verdict.reason)
+        self.store.prune()
+        self._reject(job, 500, verdict.reason)
+        return None
+
+    def _await_shadow(self, job: _Job, shadow: Shadow) -> None:
+        """Until the shadow decides or runs out of time; stopping or a newer block ends it without a verdict."""
+        next_report = time.monotonic() + HEALTH_EVERY_S
+        while not shadow.wait(POLL_S) and shadow.remaining() > 0:
+            if self._stop.is_set() or job.cancel.is_set():
+                shadow.finish()
+                why = "stopping" if self._stop.is_set() else "superseded or cancelled"
+                self._set_health(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+                raise UpdateCancelled(f"{why} during the shadow phase")
+            if time.monotonic() >= next_report:
+                next_report += HEALTH_EVERY_S
+                with self._lock:
+                    self._health = self._health.with_figures(shadow.comparison.figures())
+                self._publish_health()
+
+    def _activate(self, job: _Job, resolved: Resolved, model: Model, shadowed: str) -> None:
         """Swap between two frames, then watch; commit the pointer only once the watch passes."""
         with self._lock:
             if job.cancel.is_set():
@@ -340,6 +456,7 @@ class ModelManager:
         watching = settings.watch_frames > 0 or settings.watch_s > 0
         if watching:
             self.store.begin_trial(resolved.key)
+            self._set_health(phase="probation")
         with self._lock:
             self._in_use, self._fallback = _InUse(model, resolved.key, resolved.block), old
             self._watch = watch if watching else None
@@ -356,7 +473,9 @@ class ModelManager:
                 self._fallback, self._watch = None, None
                 self._latency = LatencyWindow(watch.latencies)
             log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
-            self._finish(job, 200, f"{resolved.key} is active", resolved.block)
+            text = f"{resolved.key} is active" + (f" ({shadowed})" if shadowed else "")
+            self._set_health(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
+            self._finish(job, 200, text, resolved.block)
             return
         self._set_state(UpdateState.ROLLING_BACK, None)
         self._swap(old.model)
@@ -364,6 +483,7 @@ class ModelManager:
         self.store.prune()
         with self._lock:
             self._in_use, self._fallback, self._watch = old, None, None
+        self._set_health(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
         if verdict == MANUAL_ROLLBACK:
             text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
             self._settle_manual_rollback(text, job)
@@ -420,6 +540,8 @@ class ModelManager:
             self._in_use = _InUse(model, previous, self.store.block(previous))
             self._latency = LatencyWindow()
         text = f"rolled back {current} to {previous} on request (rollbackModel)"
+        self._set_health(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
+                         reason=text)
         self._settle_manual_rollback(text, None)
         return self._rollback_result(text)
 
@@ -458,6 +580,8 @@ class ModelManager:
             with self._lock:
                 previous, first = self._progress, self._state != UpdateState.DOWNLOADING
                 self._state, self._progress = UpdateState.DOWNLOADING, fraction
+            if first:
+                self._set_health(phase="downloading")
             last = None if previous is None else int(previous * 100) // PROGRESS_STEP * PROGRESS_STEP
             now = time.monotonic()
             if first:
@@ -470,6 +594,7 @@ class ModelManager:
                 self._emit(job.av, 202, f"downloading {resolved.key}{shown}{took}", resolved.block)
         else:
             self._set_state(UpdateState.VALIDATING, None)
+            self._set_health(phase="validating")
             self._emit(job.av, 202, f"validating {resolved.key}", resolved.block)
 
     def _refuse(self, job: _Job, code: int, text: str) -> None:
@@ -503,10 +628,70 @@ class ModelManager:
         with self._lock:
             self._state, self._progress = state, progress
 
+    def _set_health(self, **changes: Any) -> None:
+        """Change some modelHealth fields (ModelHealth's names), then report and persist the whole block."""
+        with self._lock:
+            self._health = replace(self._health, **changes)
+        self._publish_health()
+
+    def _publish_health(self) -> None:
+        """Report modelHealth (best effort, like acknowledgements) and keep it for the next start."""
+        with self._lock:
+            block = self._health.reported()
+        self._save_health()
+        if self._report_health is None:
+            return
+        try:
+            self._report_health(block)
+        except Exception:  # reporting is best effort; the next change or status refresh repeats it
+            log.warning("reporting modelHealth failed", exc_info=True)
+
     def _baseline_key(self) -> str:
         """The committed model, whose inference times are the yardstick for the next one."""
         held = self._fallback or self._in_use
         return held.key
+
+    # ---- modelHealth across restarts ------------------------------------------------------------------------
+
+    def _load_health(self) -> None:
+        """The last modelHealth (a rejection stays visible after a restart) and the candidate that was in its shadow
+        phase if the process died during it."""
+        data = read_json(self.store.root / HEALTH_FILE) or {}
+        shadowing = data.get("shadowing")
+        if isinstance(shadowing, str):
+            self._interrupted_shadow = shadowing
+            log.warning("%s was in its shadow phase when the module stopped unexpectedly; it will not be tried again",
+                        shadowing)
+        self._health = ModelHealth.restored(data.get("health"), self._health.active)
+        if self._interrupted_shadow is not None and self._health.verdict == "pending":
+            self._health = replace(self._health, verdict="rejected",
+                                   reason="the module stopped unexpectedly during the shadow phase")
+
+    def _mark_shadowing(self, key: str | None) -> None:
+        """Persist which candidate is in its shadow phase: after a crash it is not tried again."""
+        with self._lock:
+            self._shadowing = key
+        self._save_health()
+
+    def _save_health(self) -> None:
+        """Persist modelHealth and the candidate in shadow (if any); a failure to write is logged, not fatal."""
+        with self._lock:
+            data = {"shadowing": self._shadowing, "health": self._health.reported()}
+        try:
+            write_json_atomic(self.store.root / HEALTH_FILE, data)
+        except OSError as err:
+            log.warning("cannot persist modelHealth: %s", err)
+
+
+def _pair(key: str) -> tuple[str, str]:
+    """(name, version) of a version key."""
+    parts = split_key(key)
+    return parts["name"], parts["version"]
+
+
+def _rollout(job: _Job) -> str | None:
+    """The fleet rollout id the block carries, echoed in modelHealth."""
+    return job.ref.rollout if job.ref is not None else None
 
 
 def _as_ref(block: ModelRef | Mapping[str, Any]) -> tuple[ModelRef | None, str]:

@@ -1,0 +1,188 @@
+"""Shadow phase of a model update: the candidate runs beside the active model on sampled live frames, before any
+swap, and must agree with it and be fast enough to be let in.
+
+The pipeline offers each analysed frame (inference thread) and hands back the active result (publish thread); the
+candidate's results go nowhere but the comparison, so telemetry keeps coming from the active model only. Sampling is
+a time budget: the candidate may use `max_cost` of the inference thread's time (0.1 keeps >= 90 % of the active
+model's throughput), which amounts to every k-th frame with k adapted to both models' speeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from visionedge.compare import Comparison, Figures, Subject
+from visionedge.config import ShadowSettings
+from visionedge.frame import Frame, Geometry, Inference
+from visionedge.models.model import Model
+
+log = logging.getLogger(__name__)
+
+CREDIT_S = 1.0
+"""Seconds of budget that may pile up while no frames come (a camera outage), so a burst after it stays short."""
+REASON_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRun:
+    """The candidate's raw outputs for one frame, on their way to the publish thread with the active result."""
+
+    shadow: Shadow
+    raw: list[np.ndarray]
+    geometry: Geometry
+    inference_ms: float
+
+    def compare(self, frame: Frame, active: Inference) -> None:
+        """Publish thread: decode the candidate's result and compare it with the active model's."""
+        self.shadow.compare(frame, active, self)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowVerdict:
+    """What the gates concluded; `reason` is the one line for the acknowledgement and modelHealth."""
+
+    passed: bool
+    reason: str
+    figures: Figures
+
+
+class Shadow:
+    """One candidate in shadow; the pipeline feeds it through offer()/compare(), the manager waits for verdict()."""
+
+    def __init__(self, active: Model, candidate: Model, settings: ShadowSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.active = active
+        self.candidate = candidate
+        self.settings = settings
+        self.comparison = Comparison(Subject.of(active), Subject.of(candidate))
+        self._clock = clock
+        self.started = clock()
+        self.deadline = self.started + settings.max_s
+        self._lock = threading.Lock()
+        self._credit = 0.0
+        self._last = self.started
+        self.offered = 0
+        self.sampled = 0
+        self._failure: str | None = None
+        self._decided = threading.Event()
+
+    def describe(self) -> str:
+        """What the shadow waits for, for the 202 acknowledgement."""
+        s = self.settings
+        return (f"shadow: comparing {self.comparison.candidate.name} {self.comparison.candidate.version} with "
+                f"{self.active.name} {self.active.version} on up to {s.frames} live frames or {s.max_s:g} s")
+
+    # ---- pipeline side -------------------------------------------------------------------------------------
+
+    def offer(self, frame: Frame, model: Model) -> ShadowRun | None:
+        """Inference thread, after the active model ran on `frame`: run the candidate too when the budget allows."""
+        now = self._clock()
+        with self._lock:
+            if self._decided.is_set() or model is not self.active:
+                return None
+            self.offered += 1
+            self._credit = min(self._credit + self.settings.max_cost * (now - self._last),
+                               self.settings.max_cost * CREDIT_S)
+            self._last = now
+            if self._credit < 0:
+                return None
+            self.sampled += 1
+        started = time.perf_counter()
+        try:
+            tensor, geometry = self.candidate.prepare(frame.image)
+            raw, elapsed = self.candidate.run(tensor)
+        except Exception as err:  # noqa: BLE001 - any candidate failure is a verdict, never a pipeline error
+            self._fail(f"candidate failed on a live frame: {_first_line(err)}")
+            return None
+        finally:
+            spent = time.perf_counter() - started
+            with self._lock:
+                self._credit -= spent
+        return ShadowRun(self, raw, geometry, elapsed)
+
+    def compare(self, frame: Frame, active: Inference, run: ShadowRun) -> None:
+        """Publish thread: decode the candidate's outputs (refusing NaN/inf) and fold the frame into the figures."""
+        if self._decided.is_set():
+            return
+        try:
+            candidate = self.candidate.finish(run.raw, run.geometry, run.inference_ms, "a live frame")
+        except Exception as err:  # noqa: BLE001 - a candidate that cannot decode a live frame is refused
+            self._fail(f"candidate failed on a live frame: {_first_line(err)}")
+            return
+        self.comparison.add(active, candidate, frame.index, frame.source_id)
+        if self.comparison.frames >= self.settings.frames:
+            self._decided.set()
+
+    # ---- manager side --------------------------------------------------------------------------------------
+
+    def wait(self, timeout: float) -> bool:
+        """True once enough frames were compared or the candidate failed."""
+        return self._decided.wait(timeout)
+
+    def remaining(self) -> float:
+        """Seconds until max_s."""
+        return self.deadline - self._clock()
+
+    def finish(self) -> None:
+        """Stop sampling: the verdict is about to be taken (or the phase was cancelled)."""
+        self._decided.set()
+
+    def verdict(self) -> ShadowVerdict:
+        """Apply the gates to the figures so far: health, enough frames, agreement, latency."""
+        self.finish()
+        figures = self.comparison.figures()
+        s = self.settings
+        with self._lock:
+            failure = self._failure
+        if failure is not None:
+            return ShadowVerdict(False, _clip(f"shadow: {failure}"), figures)
+        needed = min(s.min_frames, s.frames)
+        if figures.frames < needed:
+            waited = self._clock() - self.started
+            return ShadowVerdict(False, _clip(f"shadow: only {figures.frames} frames compared in {waited:.0f} s "
+                                              f"({needed} needed); is the camera delivering?"), figures)
+        low = figures.agreement is not None and figures.agreement < s.min_agreement
+        slow = figures.latency_ratio is not None and figures.latency_ratio > s.max_latency_ratio
+        return ShadowVerdict(not (low or slow), _clip(f"shadow: {summary(figures, s)}"), figures)
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = reason
+        self._decided.set()
+
+
+def summary(figures: Figures, settings: ShadowSettings) -> str:
+    """"agreement 0.07 < 0.80 over 150 frames; latency p95 1.1x": each figure, with its gate where it failed."""
+    a, ratio, n = figures.agreement, figures.latency_ratio, figures.frames
+    if a is None:
+        head = f"agreement undefined ({figures.undefined}), latency and health gates only; {n} frames"
+    elif a < settings.min_agreement:
+        head = f"agreement {a:.2f} < {settings.min_agreement:.2f} over {n} frames"
+    else:
+        head = f"agreement {a:.2f} over {n} frames"
+    if ratio is None:
+        return f"{head}; latency p95 n/a"
+    gate = f" > {settings.max_latency_ratio:g}x" if ratio > settings.max_latency_ratio else ""
+    return f"{head}; latency p95 {ratio:.1f}x{gate}"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
+
+
+def effective_every(shadow: Shadow) -> int:
+    """The k of "every k-th frame" the budget worked out to, for logs and acknowledgements."""
+    return max(1, math.ceil(shadow.offered / shadow.sampled)) if shadow.sampled else 0
