@@ -24,7 +24,8 @@ def _models(records: list[dict[str, Any]]) -> set[str]:
 def test_fp16_and_fp32_squeezenet_agree_and_the_candidate_is_promoted(make_harness: MakeHarness,
                                                                       video: Path) -> None:
     """The same network in fp32: agreement >= 0.98 on live frames, swapped in, modelHealth says promoted."""
-    h = make_harness(video=video, shadow=FAST)
+    # Equal work, so only noise moves their latency ratio: on a loaded machine a p95 over 20 frames can jump.
+    h = make_harness(video=video, shadow=FAST.model_copy(update={"max_latency_ratio": 10.0}))
     h.wait_records(5)
     assert h.request({"name": "squeezenet-fp32", "rollout": "r-fp32"}, 2)
     done = h.outcome(2)
@@ -39,8 +40,8 @@ def test_fp16_and_fp32_squeezenet_agree_and_the_candidate_is_promoted(make_harne
         "rollout": "r-fp32", "phase": "idle", "verdict": "promoted", "desiredVersion": 2}
     phases = [report["phase"] for report in h.health if report["desiredVersion"] == 2]
     assert phases.index("validating") < phases.index("shadow") < phases.index("idle")
-    start = h.wait_records(5)
-    assert _models(h.records[start:]) == {FP32}
+    h.wait_records(10)
+    assert _models(h.records[-5:]) == {FP32}  # frames in flight at the swap may still name the old model
 
 
 def test_a_slower_model_is_refused_by_the_latency_gate_and_results_keep_flowing(make_harness: MakeHarness,
