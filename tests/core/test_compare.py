@@ -173,7 +173,7 @@ def test_compare_gives_the_figures_of_the_device_gate_on_the_same_frames(model, 
     the same frames, the same agreement, per-label counts and confidences."""
     folder = image_folder
     active, candidate = model("yolox-nano"), model("yolov3-tiny")
-    pipeline = Pipeline(ImageSource(folder, "images"), active, [_Discard()])
+    pipeline = Pipeline(ImageSource(folder, "images"), active, [_Discard()], workers=1)
     shadow = Shadow(active, candidate, ShadowSettings(frames=len(IMAGES), min_frames=1, max_cost=1.0))
     pipeline.shadow = shadow
     pipeline.run(threading.Event())

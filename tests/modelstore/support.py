@@ -147,7 +147,7 @@ def tiny_classifier(kind: str) -> bytes:
     return model.SerializeToString()
 
 
-def slower(model_bytes: bytes, matmuls: int = 60) -> bytes:
+def slower(model_bytes: bytes, matmuls: int = 150) -> bytes:
     """The same model plus a chain of MatMuls on its input feeding an extra output: identical answers, only slower.
 
     The matrices are orthogonal, so the chain's values stay finite (a non-finite output would be refused as such).

@@ -49,7 +49,7 @@ def test_a_slower_model_is_refused_by_the_latency_gate_and_results_keep_flowing(
                                                                                 served: dict[str, bytes],
                                                                                 video: Path) -> None:
     """Same answers, a MatMul chain on an extra output: agreement 1.00 but p95 far above 2x, so 500 and no swap."""
-    h = make_harness(video=video, shadow=FAST)
+    h = make_harness(video=video, shadow=FAST.model_copy(update={"frames": 10, "min_frames": 5}))
     h.wait_records(5)
     block = refs("squeezenet", "slow", url=server.url("squeezenet-slow.onnx"),
                  sha256=hashlib.sha256(served["squeezenet-slow.onnx"]).hexdigest(),
