@@ -21,6 +21,10 @@ Sections (run all by default, or pick with --section; each prints its own table)
   report      `visionedge analyze sample --model yolox-nano --report` (the documented sample command), then
               `visionedge report` over --report-records YOLOX records (real records replayed over 24 h): wall time,
               CPU time and peak RSS of each command, and the report's size.
+  shadow      what a model update's shadow phase costs the active model: the real pipeline over the first --frames
+              frames of vtest.avi as fast as it goes, rounds alternating without and with a candidate in shadow
+              (default budget, max_cost 0.1): active fps of each, their ratio per round (target >= 0.90), frames
+              the candidate compared and the k of "every k-th frame" the budget came to. Pairs: --shadow-pairs.
 The machine is shared and noisy: rerun on a quiet one; every section takes the same flags there.
 
     python scripts/bench.py [--section throughput sources rss] [--frames 300] [--rounds 5] [--models ...]
@@ -388,6 +392,85 @@ def section_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- shadow phase cost -------------------------------------------------------------------------------------------
+
+SHADOW_PAIRS = ("squeezenet:squeezenet-fp32", "yolox-nano:yolov3-tiny")
+"""active:candidate; the second candidate is about three times slower than its active model."""
+
+
+@dataclass
+class ShadowCost:
+    """One active model's throughput without and with a candidate in shadow, round by round."""
+
+    active: str
+    candidate: str
+    frames: int
+    plain_fps: list[float] = field(default_factory=list)
+    shadow_fps: list[float] = field(default_factory=list)
+    compared: list[int] = field(default_factory=list)
+    every: list[int] = field(default_factory=list)
+    layout: str = ""
+
+    def ratios(self) -> list[float]:
+        """With shadow / without, per round (the two ran back to back)."""
+        return [b / a for a, b in zip(self.plain_fps, self.shadow_fps, strict=True)]
+
+
+def measure_shadow(active_name: str, candidate_name: str, frames: int, rounds: int) -> ShadowCost:
+    """Rounds of the analyze pipeline on the same frames, alternating no shadow and a candidate in shadow."""
+    from visionedge.config import ShadowSettings
+    from visionedge.modelstore.shadow import Shadow, effective_every
+
+    config = config_with({})
+    fetcher = make_fetcher(config)
+    video = fetcher.media(SAMPLE_VIDEO)
+    active = load_model(active_name, config, fetcher)
+    candidate = load_model(candidate_name, config, fetcher)
+    settings = ShadowSettings(frames=100_000, max_s=3600.0)
+    result = ShadowCost(active_name, candidate_name, frames,
+                        layout=f"{active.layout.workers} worker(s) x {active.layout.intra_op_threads} thread(s)")
+
+    def one(shadow: Shadow | None) -> float:
+        source = FirstFrames(VideoFileSource(video, "vtest"), frames)
+        pipeline = Pipeline(source, active, [])
+        pipeline.shadow = shadow
+        start = time.perf_counter()
+        stats = pipeline.run(threading.Event())
+        if stats.inferred != frames:
+            raise SystemExit(f"pipeline analysed {stats.inferred} of {frames} frames")
+        return frames / (time.perf_counter() - start)
+
+    one(None)
+    one(Shadow(active, candidate, settings))  # warm-up of both paths
+    for _ in range(rounds):
+        result.plain_fps.append(one(None))
+        shadow = Shadow(active, candidate, settings)
+        result.shadow_fps.append(one(shadow))
+        result.compared.append(shadow.comparison.frames)
+        result.every.append(effective_every(shadow))
+    return result
+
+
+def section_shadow(args: argparse.Namespace) -> int:
+    """Per active:candidate pair, a worker process; then the table."""
+    print(f"shadow: vtest.avi, first {args.frames} frames as fast as the pipeline goes, {args.rounds} rounds "
+          f"alternating without/with a candidate in shadow (max_cost 0.1); {machine_line()}")
+    head = (f"{'active':<11} {'candidate':<16} {'fps plain':>10} {'fps shadow':>11} "
+            f"{'shadow/plain (median, range)':>29} {'compared':>9} {'every k':>8}")
+    print(head)
+    print("-" * len(head))
+    for pair in args.shadow_pairs:
+        active, candidate = pair.split(":", 1)
+        r = ShadowCost(**worker(["shadow-worker", active, candidate], args))
+        ratios = r.ratios()
+        print(f"{r.active:<11} {r.candidate:<16} {statistics.median(r.plain_fps):>10.1f} "
+              f"{statistics.median(r.shadow_fps):>11.1f} {statistics.median(ratios):>12.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f}){'':>5} {statistics.median(r.compared):>9.0f} "
+              f"{statistics.median(r.every):>8.0f}", flush=True)
+        print(f"{'':<11} layout: {r.layout}; fps medians over rounds; compared = frames the candidate ran on per round")
+    return 0
+
+
 # ---- plumbing -----------------------------------------------------------------------------------------------------
 
 
@@ -408,6 +491,8 @@ def run_worker(args: argparse.Namespace) -> int:
     kind, name, *rest = args.worker
     if kind == "throughput-worker":
         data: object = run_throughput_worker(name, args)
+    elif kind == "shadow-worker":
+        data = asdict(measure_shadow(name, rest[0], args.frames, args.rounds))
     elif kind == "sources-worker":
         data = asdict(measure_sources(name, int(rest[0]), args.source_seconds, SOURCE_FPS))
     else:
@@ -549,6 +634,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": section_report,
     "gate": section_gate,
     "variants": section_variants,
+    "shadow": section_shadow,
 }
 DEFAULT_SECTIONS = ("throughput", "sources")
 """`rss` takes 10 minutes, `report` about 3, `gate` and `variants` 2-5 (variants quantizes first): ask by name."""
@@ -573,6 +659,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants-dir", type=Path, default=Path(tempfile.gettempdir()) / "visionedge-bench-variants",
                         help="variants: where the int8/fp32 variants are made, or reused when already there")
     parser.add_argument("--variant-runs", type=int, default=100, help="variants: timed runs per variant and provider")
+    parser.add_argument("--shadow-pairs", nargs="+", default=list(SHADOW_PAIRS),
+                        help="shadow: active:candidate built-in names (default: " + " ".join(SHADOW_PAIRS) + ")")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.frames < WARMUP_RUNS or args.rounds < 1:
