@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from visionedge.errors import ConfigError
+from visionedge.errors import ConfigError, first_line
 
 MAX_LINE_BYTES = 1 << 20
 """A result record is a few KB; a longer line is not one, and reading it whole would cost memory."""
@@ -164,5 +164,5 @@ def read_rows(paths: Iterable[Path], bad: BadLines, on_bytes: Callable[[int], No
                 try:
                     yield to_row(json.loads(line))
                 except (ValueError, TypeError, RecursionError) as err:
-                    bad.add(f"{path.name}:{number}", str(err).splitlines()[0][:120] if str(err) else "unreadable")
+                    bad.add(f"{path.name}:{number}", first_line(err, 120))
 
