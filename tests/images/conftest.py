@@ -82,7 +82,7 @@ def names(podman: Podman) -> Iterator[Callable[[str], str]]:
 
     yield name
     for item in reversed(made):
-        podman("rm", "-f", "-t", "0", item, check=False)
+        podman("rm", "-f", "-v", "-t", "0", item, check=False)  # -v: the images declare VOLUME /data
         podman("volume", "rm", "-f", item, check=False)
 
 
