@@ -4,8 +4,10 @@ the fleet on the model it rolled out."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import random
 import re
 import signal
 import time
@@ -189,6 +191,32 @@ def test_bad_model_is_halted_at_canary_and_rolled_back_there(
     assert removed.returncode == 0
     assert f"deleted {rid}-canary" in removed.stdout
     FIGURES["canary_size"] = len(members["canary"])
+
+
+def test_shuffled_labels_are_refused_by_the_shadow_gate_at_canary(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
+) -> None:
+    """Same weights, labels shuffled: hashes and manifest pass, but on canary devices the shadow evaluation disagrees
+    with the model in use; the rollout halts there and rolls back, and no device ever activates the candidate."""
+    labels = served["imagenet_labels.txt"].decode("utf-8").splitlines()
+    shuffled = ("\n".join(random.Random(12).sample(labels, len(labels))) + "\n").encode("utf-8")
+    served["imagenet_labels_shuffled.txt"] = shuffled
+    block = refs("squeezenet", "3s", labels_url=server.url("imagenet_labels_shuffled.txt"),
+                 labels_sha256=hashlib.sha256(shuffled).hexdigest())
+    members = ring_members(fleet)
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, block)), *FAST_GATES)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert not created(fleet, f"{rid}-early")
+    refusals = [d for d in members["canary"] if "model update refused: shadow: agreement"
+                in fleet.devices[d].log_path.read_text(encoding="utf-8", errors="replace")]
+    assert refusals, "the canary devices' shadow phase should have refused the candidate"
+    for device_id in fleet.devices:
+        history = set((fleet.devices[device_id].store_file("active.json") or {}).get("history") or [])
+        assert "squeezenet-custom@3s" not in history, device_id
+        if device_id not in members["canary"]:
+            assert not any(k.startswith("squeezenet-custom@3s") for k in model_keys(fleet, device_id)), device_id
+    assert fleet_cli.run("rollback", rid).returncode == 0
 
 
 def test_controller_killed_mid_rollout_resumes_and_finishes(
