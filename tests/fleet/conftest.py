@@ -27,7 +27,7 @@ RINGS = "canary=15,early=35,broad=50"
 FAST_GATES = ["--poll", "1", "--wave-timeout", "150"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # 20 processes: gone before the suite's later timing-sensitive tests start
 def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle,  # noqa: F811
           mirror_dirs: list[Path]) -> Iterator[Fleet]:
     """20 devices, each a real `visionedge run` (sample video at 1 fps, SqueezeNet) with its own broker."""
@@ -67,7 +67,7 @@ class FleetCli:
         return proc, log
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fleet_cli(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> FleetCli:
     """The operator's shell: connection string and hub CA in the environment, never on the command line."""
     env = {**os.environ, "IOTHUB_CONNECTION_STRING": fleet.connection_string, "VISIONEDGE_HUB_CA": str(fleet.ca_file)}
