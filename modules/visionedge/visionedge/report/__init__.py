@@ -13,6 +13,7 @@ from visionedge.errors import ConfigError
 from visionedge.report.day import DayStats, KeyFrames
 from visionedge.report.export import CsvExporter, Exporter, ParquetExporter
 from visionedge.report.records import BadLines, Row, read_rows, to_row
+from visionedge.report.thumbs import thumbnail
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ class ReportBuilder:
         self.stats.add(row)
         maker: Callable[[Row], bytes | None] | None = None
         if image is not None and self.outputs.html is not None:
-            from visionedge.report.thumbs import thumbnail
-
             self.frames_seen = True
             maker = lambda r: thumbnail(image, r.items)  # noqa: E731 - drawn only if the frame is kept
         self.keys.offer(row, maker)
