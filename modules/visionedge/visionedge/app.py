@@ -71,6 +71,14 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
+def stop_after(seconds: float | None, stop: threading.Event) -> None:
+    """--duration: a daemon timer, so a SIGTERM before it fires ends the process at once instead of at its end."""
+    if seconds:
+        timer = threading.Timer(seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+
+
 def check_data_dir(local: LocalSettings) -> None:
     """Fail in one line when the data dir (or a separate cache dir) cannot be written, naming the owner and the fix."""
     for path in dict.fromkeys((local.data_dir, local.cache())):

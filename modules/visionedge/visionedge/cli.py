@@ -25,6 +25,7 @@ from visionedge.app import (
     local_metrics,
     make_fetcher,
     sample_video,
+    stop_after,
 )
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
@@ -270,8 +271,7 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         sink.on_broken = stop.set
     pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
     metrics = local_metrics(config, pipeline)
-    if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+    stop_after(args.duration, stop)
     log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
              ", ".join(s.name for s in sinks))
     started = time.monotonic()

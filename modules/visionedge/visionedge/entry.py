@@ -8,6 +8,7 @@ replace it with one that sets their stop event; every other command exits with 1
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
@@ -15,7 +16,8 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _terminate(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(EXIT_TERMINATED)
+    """End at once, as the default action would: an exception raised here mid-import breaks native modules instead."""
+    os._exit(EXIT_TERMINATED)
 
 
 def main() -> int:

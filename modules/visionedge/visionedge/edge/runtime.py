@@ -14,7 +14,7 @@ from typing import Any
 
 from visionedge import __version__
 from visionedge.acks import ack
-from visionedge.app import make_fetcher, sample_video
+from visionedge.app import make_fetcher, sample_video, stop_after
 from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.edge.client import (
     ControlItem,
@@ -452,6 +452,5 @@ def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float
     log.info("visionedge %s starting under IoT Edge (module %s on %s)", __version__,
              os.environ.get("IOTEDGE_MODULEID"), os.environ.get("IOTEDGE_DEVICEID"))
     client = HubClient.from_edge_environment()
-    if duration:
-        threading.Timer(duration, stop.set).start()
+    stop_after(duration, stop)
     return EdgeModule(config, client).run(stop)
