@@ -48,10 +48,12 @@ class Preprocessor:
             canvas = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
         planes = canvas.transpose(2, 0, 1) if self.nchw else canvas
         tensor = planes.astype(np.float32)
+        # In place: two temporaries of the whole tensor per frame cost more than the arithmetic itself.
         if self.uniform and not self.identity:
             tensor *= self.mul.reshape(-1)[0]
         elif not self.identity:
-            tensor = tensor * self.mul + self.add
+            tensor *= self.mul
+            tensor += self.add
         if tensor.dtype != self.dtype:
             tensor = tensor.astype(self.dtype)
         return tensor[np.newaxis], geometry
