@@ -110,12 +110,18 @@ def test_a_full_disk_loses_events_with_a_reason_and_never_raises(
     for _ in range(20):
         sink.publish(record({"cat": 1, "dog": 2, "person": 5}))
     lost = sink.stats().lost
-    assert lost > 0
-    assert (f"telemetry: could not store 1 event(s) in the outbox: database or disk is full "
-            f"({lost} lost so far)") in caplog.text
+    assert lost > 1
+    losses = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
+    assert losses == [  # once for the whole streak, not once per frame
+        "telemetry: could not store 1 event(s) in the outbox: database or disk is full (1 lost so far)"]
+    clock.advance(61.0)
+    sink.publish(record({"cat": 1, "dog": 2, "person": 5}))
+    assert [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()][1:] == [
+        f"telemetry: could not store 1 event(s) in the outbox: database or disk is full ({lost + 1} lost so far)"]
     conn.execute("PRAGMA max_page_count = 1073741823")
     sink.publish(record({"cat": 1}))
-    assert sink.stats().outbox.depth == 21 - lost + 1
+    assert f"the outbox stores events again ({lost + 1} lost while it could not)" in caplog.text
+    assert sink.stats().outbox.depth == 22 - (lost + 1) + 1
     sink.close()
 
 

@@ -29,6 +29,8 @@ from visionedge.telemetry.sender import Sender, SenderOptions, SenderStats, Tran
 
 log = logging.getLogger(__name__)
 
+LOSS_LOG_INTERVAL_S: Final = 60.0
+"""While the outbox cannot store (a full disk), the loss is logged at most this often; every event is counted."""
 NOTICE_INTERVAL_S: Final = 60.0
 """At most one dropped-telemetry notice per minute, however fast the outbox compacts or drops."""
 
@@ -81,6 +83,9 @@ class TelemetrySink:
         self.tick_part = Part("telemetry-tick")
         self._closed = False
         self._lost = 0
+        self._lost_logged = -math.inf
+        """When a storage failure was last logged: a full disk fails every frame, the log says so once a minute."""
+        self._failing = False
         self._final: TelemetryStats | None = None
         self.outbox = Outbox(data_dir, outbox_settings, compact_window_s=settings.aggregate_window_s, clock=clock,
                              steady=steady)
@@ -233,8 +238,16 @@ class TelemetrySink:
             self.outbox.put(events)
         except sqlite3.Error as err:
             self._lost += len(events)
-            log.error("telemetry: could not store %d event(s) in the outbox: %s (%d lost so far)", len(events),
-                      err, self._lost)
+            now = self.steady()
+            if not self._failing or now - self._lost_logged >= LOSS_LOG_INTERVAL_S:
+                log.error("telemetry: could not store %d event(s) in the outbox: %s (%d lost so far)", len(events),
+                          err, self._lost)
+                self._lost_logged = now
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("telemetry: the outbox stores events again (%d lost while it could not)", self._lost)
+            self._failing = False
         if self.local is not None:
             for event in events:
                 self.local.publish(event)
