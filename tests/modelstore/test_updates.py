@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from visionedge.config import ModelRef
 from visionedge.download import DownloadPolicy
 from visionedge.models.fetch import Fetcher
@@ -133,3 +134,26 @@ def test_a_built_in_name_without_url_is_fetched_through_the_catalog(make_harness
     assert h.request({"name": "yolox-nano", "version": "2"}, 3)
     assert h.outcome(3)["ad"] == ("built-in model 'yolox-nano' is version '0.1.1-coco', not '2'; other versions "
                                   "need url and sha256")
+
+
+def test_a_bug_in_the_manager_loop_restarts_it_and_updates_still_land(
+        make_harness: MakeHarness, refs: Refs, caplog: pytest.LogCaptureFixture) -> None:
+    """The model-manager thread is supervised: a crash is logged with its reason, the loop comes back, the update
+    queued meanwhile is applied."""
+    h = make_harness()
+    serve = h.manager._serve_rollbacks
+    crashes = []
+
+    def crash_once() -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("injected bug")
+        serve()
+
+    h.manager._serve_rollbacks = crash_once  # type: ignore[method-assign]
+    wait_until(lambda: h.manager.part.reason != "", 5, "the crash to be recorded")
+    assert h.request(refs("squeezenet", "7"), 7)
+    assert h.outcome(7)["ad"] == "squeezenet-custom@7 is active"
+    assert h.manager.part.restarts == 1
+    assert "injected bug" in caplog.text
+    h.stop()

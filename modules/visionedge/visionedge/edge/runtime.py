@@ -421,6 +421,8 @@ class EdgeModule:
             parts += self.pipeline.supervised()
         if self.telemetry is not None:
             parts += self.telemetry.parts()
+        if self.manager is not None:
+            parts.append(self.manager.part)
         return parts
 
     def status(self, state: str = "running") -> dict[str, Any]:

@@ -52,6 +52,7 @@ from visionedge.modelstore.refs import Resolved, canonical, split_key, version_k
 from visionedge.modelstore.shadow import Shadow, effective_every
 from visionedge.modelstore.store import ModelStore
 from visionedge.modelstore.watch import LatencyWindow, Watch
+from visionedge.supervise import Part
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class ModelManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.part = Part("model-manager")
+        """A bug in the worker loop restarts it (logged, /healthz 503 meanwhile) instead of ending updates silently."""
         self._pending: _Job | None = None
         self._job: _Job | None = None
         self._rollbacks: list[_RollbackRequest] = []
@@ -167,7 +170,7 @@ class ModelManager:
     def start(self) -> None:
         """Report the restored modelHealth and start the worker thread."""
         self._publish_health()
-        self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
+        self._thread = self.part.thread(self._run, self._stop)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
