@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ from visionedge.sources import ImageSource, LiveSource, SourceState, VideoFileSo
 
 from tests.support import wait_until
 
-from .support import CollectSink, MjpegCamera
+from .support import CollectSink, MjpegCamera, epoch
 
 LIVE = {"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5, "watchdog_s": 5.0}
 
@@ -63,6 +64,10 @@ def test_analyze_video_file_gives_every_frame_in_order(run_cli, media, tmp_path,
         record_validator.validate(record)
     assert "frames 795 in" in done.stderr
     assert "skipped 0, errors 0" in done.stderr
+    # timestamps are video time (vtest is 10 fps), not read time: the day of a report is the video's length
+    times = [epoch(r["timestamp"]) for r in records]
+    assert times[-1] - times[0] == pytest.approx(79.4, abs=0.002)
+    assert all(b - a == pytest.approx(0.1, abs=0.002) for a, b in itertools.pairwise(times))
 
 
 def test_video_file_source_for_analysis_neither_loops_nor_paces(media):

@@ -127,10 +127,15 @@ class VideoFileSource(Source):
         return capture
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        """Decode sequentially; when pacing, sleep until each frame's due time like a camera would."""
+        """Decode sequentially; when pacing, sleep until each frame's due time like a camera would.
+
+        Unpaced (analysis), a frame's timestamp is its position in the video from the moment reading began, so a
+        report's time axis and the gate's max_skip_s follow the video, not how fast this machine decodes it.
+        """
         index = 0
         period = 1.0 / self.file_fps
         started = time.monotonic()
+        began = time.time()
         while not stop.is_set():
             capture = self._open()
             self._set_state(SourceState.STREAMING)
@@ -144,7 +149,8 @@ class VideoFileSource(Source):
                         delay = started + index * period - time.monotonic()
                         if delay > 0 and stop.wait(delay):
                             return
-                    yield Frame(image, self.source_id, index, time.time())
+                    stamp = time.time() if self.realtime else began + index * period
+                    yield Frame(image, self.source_id, index, stamp)
                     index += 1
             finally:
                 capture.release()
