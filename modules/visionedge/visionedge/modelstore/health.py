@@ -6,15 +6,23 @@ The shape is a contract with the fleet rollout (`visionedge fleet`); change it o
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from visionedge.compare import Figures
+from visionedge.durable import read_json, write_json_atomic
 
 Phase = Literal["idle", "downloading", "validating", "shadow", "probation"]
 Verdict = Literal["none", "pending", "promoted", "rejected", "rolledBack"]
 REASON_CHARS = 200
+HealthFn = Callable[[dict[str, Any]], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,70 @@ class ModelHealth:
             )
         except (KeyError, TypeError, ValueError):
             return fresh
+
+
+class HealthBook:
+    """modelHealth as the model manager keeps it: changed under one lock, persisted beside the store (so a rejection
+    stays visible and a candidate that was in shadow when the process died is distrusted), reported on each change."""
+
+    def __init__(self, path: Path, active: tuple[str, str], report: HealthFn | None) -> None:
+        self._path = path
+        self._report = report
+        self._lock = threading.Lock()
+        self._shadowing: str | None = None
+        data = read_json(path) or {}
+        shadowing = data.get("shadowing")
+        self.interrupted = shadowing if isinstance(shadowing, str) else None
+        """The candidate that was in its shadow phase when the module stopped unexpectedly: never tried again."""
+        self._health = ModelHealth.restored(data.get("health"), active)
+        if self.interrupted is not None:
+            log.warning("%s was in its shadow phase when the module stopped unexpectedly; it will not be tried again",
+                        self.interrupted)
+            if self._health.verdict == "pending":
+                self._health = replace(self._health, verdict="rejected",
+                                       reason="the module stopped unexpectedly during the shadow phase")
+
+    def get(self) -> ModelHealth:
+        """The value now (any thread)."""
+        with self._lock:
+            return self._health
+
+    def change(self, **fields: Any) -> None:
+        """Change some fields (ModelHealth's names), then report and persist the whole block."""
+        self.update(lambda health: replace(health, **fields))
+
+    def update(self, step: Callable[[ModelHealth], ModelHealth], *, publish: bool = True) -> None:
+        """Replace the value by step(value); publish=False when a later change reports it anyway."""
+        with self._lock:
+            self._health = step(self._health)
+        if publish:
+            self.publish()
+
+    def publish(self) -> None:
+        """Report the block (best effort, like acknowledgements) and keep it for the next start."""
+        with self._lock:
+            block = self._health.reported()
+        self._save()
+        if self._report is None:
+            return
+        try:
+            self._report(block)
+        except Exception:  # reporting is best effort; the next change or status refresh repeats it
+            log.warning("reporting modelHealth failed", exc_info=True)
+
+    def mark_shadowing(self, key: str | None) -> None:
+        """Persist which candidate is in its shadow phase (None: none); only a crash leaves the mark behind."""
+        with self._lock:
+            self._shadowing = key
+        self._save()
+
+    def _save(self) -> None:
+        with self._lock:
+            data = {"shadowing": self._shadowing, "health": self._health.reported()}
+        try:
+            write_json_atomic(self._path, data)
+        except OSError as err:
+            log.warning("cannot persist modelHealth: %s", err)
 
 
 def _finite(value: float | None) -> float | None:

@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -42,11 +42,10 @@ from visionedge.config import (
     ShadowSettings,
     describe_validation_error,
 )
-from visionedge.durable import read_json, write_json_atomic
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
-from visionedge.modelstore.health import ModelHealth
+from visionedge.modelstore.health import HealthBook, HealthFn, ModelHealth
 from visionedge.modelstore.ledger import DeliveryLedger
 from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
 from visionedge.modelstore.shadow import Shadow, effective_every
@@ -60,7 +59,6 @@ Ack = dict[str, Any]
 ReportFn = Callable[[Ack], None]
 SwapFn = Callable[[Model], None]
 AttachFn = Callable[[Shadow | None], None]
-HealthFn = Callable[[dict[str, Any]], None]
 
 POLL_S = 0.1
 PROGRESS_STEP = 10
@@ -135,13 +133,10 @@ class ModelManager:
         self._swap = swap
         self._report = report
         self._attach_shadow = attach_shadow
-        self._report_health = report_health
         self._runtime = runtime or RuntimeSettings()
         self._inference = inference or InferenceSettings()
         self._rollback = rollback or RollbackSettings()
         self._shadow_settings = shadow or ShadowSettings()
-        self._interrupted_shadow: str | None = None
-        self._shadowing: str | None = None
         key = version_key(initial.name, initial.version)
         self._in_use = _InUse(initial, key, store.block(key))
         self._fallback: _InUse | None = None
@@ -162,14 +157,13 @@ class ModelManager:
         self._last_error = "; ".join(store.load_errors)
         self._last_ack: Ack | None = None
         self._ledger = DeliveryLedger(store.read_updates, store.write_updates)
-        self._health = ModelHealth(_pair(key))
-        self._load_health()
+        self._health = HealthBook(store.root / HEALTH_FILE, _pair(key), report_health)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Report the restored modelHealth and start the worker thread."""
-        self._publish_health()
+        self._health.publish()
         self._thread = self.part.thread(self._run, self._stop)
         self._thread.start()
 
@@ -281,8 +275,7 @@ class ModelManager:
 
     def health(self) -> ModelHealth:
         """The modelHealth value now (any thread)."""
-        with self._lock:
-            return self._health
+        return self._health.get()
 
     @property
     def model(self) -> Model:
@@ -314,7 +307,7 @@ class ModelManager:
         try:
             refused = self._ledger.refusal(job.text)
             if refused is not None:
-                self._set_health(desired_version=job.av, rollout=_rollout(job))
+                self._health.change(desired_version=job.av, rollout=_rollout(job))
                 self._finish(job, refused[0], refused[1], self._in_use.block)
                 return
             if job.ref is None:
@@ -325,7 +318,7 @@ class ModelManager:
                 return
             self._consider(job, resolved)
             for crashed, phase in ((self.store.interrupted_trial, "on probation"),
-                                   (self._interrupted_shadow, "in its shadow phase")):
+                                   (self._health.interrupted, "in its shadow phase")):
                 if resolved.key == crashed:
                     self._reject(job, 500, f"{resolved.key} was {phase} when the module stopped unexpectedly, "
                                            "so it is not tried again; publish it under a new version to retry")
@@ -347,36 +340,33 @@ class ModelManager:
             self._reject(job, 400, str(err))
         except UpdateFailed as err:
             log.error("model update failed: %s", err)
-            self._set_health(phase="idle", verdict="rejected", reason=str(err))
+            self._health.change(phase="idle", verdict="rejected", reason=str(err))
             self._finish(job, 500, str(err), self._in_use.block)
         except Exception as err:  # the manager must outlive any bug in one update and say why it failed
             log.exception("model update to desired version %d failed unexpectedly", job.av)
             text = f"internal error while applying the model: {type(err).__name__}: {err}"
-            self._set_health(phase="idle", verdict="rejected", reason=text)
+            self._health.change(phase="idle", verdict="rejected", reason=text)
             self._finish(job, 500, text, self._in_use.block)
 
     def _already_active(self, job: _Job, resolved: Resolved) -> None:
         """The block names the model serving now: for a fleet rollout that device has arrived (promoted)."""
         text = f"{resolved.key} is already active"
-        with self._lock:
-            health = self._health
+        health = self._health.get()
         if health.candidate == health.active and health.verdict == "promoted":
-            self._set_health(rollout=job.ref.rollout if job.ref else None, desired_version=job.av)
+            self._health.change(rollout=job.ref.rollout if job.ref else None, desired_version=job.av)
         else:
-            self._set_health(candidate=health.active, rollout=job.ref.rollout if job.ref else None, phase="idle",
+            self._health.change(candidate=health.active, rollout=job.ref.rollout if job.ref else None, phase="idle",
                              verdict="promoted", frames=0, agreement=None, latency_ratio=None, reason=text,
                              desired_version=job.av)
         self._finish(job, 200, text, resolved.block)
 
     def _consider(self, job: _Job, resolved: Resolved) -> None:
         """A new candidate: modelHealth names it, pending, with empty figures."""
-        with self._lock:
-            self._health = self._health.considering(_pair(resolved.key), _rollout(job), "validating", job.av)
-        self._publish_health()
+        self._health.update(lambda health: health.considering(_pair(resolved.key), _rollout(job), "validating", job.av))
 
     def _reject(self, job: _Job, code: int, text: str) -> None:
         """Refuse the block for good (this process) and say so in modelHealth too."""
-        self._set_health(phase="idle", verdict="rejected", reason=text)
+        self._health.change(phase="idle", verdict="rejected", reason=text)
         self._refuse(job, code, text)
 
     def _obtain(self, job: _Job, resolved: Resolved) -> Model:
@@ -408,9 +398,9 @@ class ModelManager:
         if self._attach_shadow is None:
             return ""
         shadow = Shadow(active, model, settings)
-        self._mark_shadowing(resolved.key)  # a crash from here on distrusts this candidate after restart
+        self._health.mark_shadowing(resolved.key)  # a crash from here on distrusts this candidate after restart
         self._set_state(UpdateState.SHADOW, None)
-        self._set_health(phase="shadow")
+        self._health.change(phase="shadow")
         log.info("%s", shadow.describe())
         self._emit(job.av, 202, shadow.describe(), resolved.block)
         self._attach_shadow(shadow)
@@ -419,13 +409,13 @@ class ModelManager:
             verdict = shadow.verdict()
         finally:
             self._attach_shadow(None)
-            self._mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
+            self._health.mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
         log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
                  verdict.figures.frames, effective_every(shadow), verdict.reason)
-        with self._lock:
-            self._health = self._health.with_figures(verdict.figures, verdict.reason)
+        # published here when passed; a refusal changes the verdict next and publishes then
+        self._health.update(lambda health: health.with_figures(verdict.figures, verdict.reason),
+                            publish=verdict.passed)
         if verdict.passed:
-            self._publish_health()
             return verdict.reason
         log.error("model update refused: %s", verdict.reason)
         self.store.prune()
@@ -439,13 +429,11 @@ class ModelManager:
             if self._stop.is_set() or job.cancel.is_set():
                 shadow.finish()
                 why = "stopping" if self._stop.is_set() else "superseded or cancelled"
-                self._set_health(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+                self._health.change(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
                 raise UpdateCancelled(f"{why} during the shadow phase")
             if time.monotonic() >= next_report:
                 next_report += HEALTH_EVERY_S
-                with self._lock:
-                    self._health = self._health.with_figures(shadow.comparison.figures())
-                self._publish_health()
+                self._health.update(lambda health: health.with_figures(shadow.comparison.figures()))
 
     def _activate(self, job: _Job, resolved: Resolved, model: Model, shadowed: str) -> None:
         """Swap between two frames, then watch; commit the pointer only once the watch passes."""
@@ -459,7 +447,7 @@ class ModelManager:
         watching = settings.watch_frames > 0 or settings.watch_s > 0
         if watching:
             self.store.begin_trial(resolved.key)
-            self._set_health(phase="probation")
+            self._health.change(phase="probation")
         with self._lock:
             self._in_use, self._fallback = _InUse(model, resolved.key, resolved.block), old
             self._watch = watch if watching else None
@@ -477,7 +465,7 @@ class ModelManager:
                 self._latency = LatencyWindow(watch.latencies)
             log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
             text = f"{resolved.key} is active" + (f" ({shadowed})" if shadowed else "")
-            self._set_health(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
+            self._health.change(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
             self._finish(job, 200, text, resolved.block)
             return
         self._set_state(UpdateState.ROLLING_BACK, None)
@@ -486,7 +474,7 @@ class ModelManager:
         self.store.prune()
         with self._lock:
             self._in_use, self._fallback, self._watch = old, None, None
-        self._set_health(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
+        self._health.change(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
         if verdict == MANUAL_ROLLBACK:
             text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
             self._settle_manual_rollback(text, job)
@@ -543,7 +531,7 @@ class ModelManager:
             self._in_use = _InUse(model, previous, self.store.block(previous))
             self._latency = LatencyWindow()
         text = f"rolled back {current} to {previous} on request (rollbackModel)"
-        self._set_health(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
+        self._health.change(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
                          reason=text)
         self._settle_manual_rollback(text, None)
         return self._rollback_result(text)
@@ -584,7 +572,7 @@ class ModelManager:
                 previous, first = self._progress, self._state != UpdateState.DOWNLOADING
                 self._state, self._progress = UpdateState.DOWNLOADING, fraction
             if first:
-                self._set_health(phase="downloading")
+                self._health.change(phase="downloading")
             last = None if previous is None else int(previous * 100) // PROGRESS_STEP * PROGRESS_STEP
             now = time.monotonic()
             if first:
@@ -597,7 +585,7 @@ class ModelManager:
                 self._emit(job.av, 202, f"downloading {resolved.key}{shown}{took}", resolved.block)
         else:
             self._set_state(UpdateState.VALIDATING, None)
-            self._set_health(phase="validating")
+            self._health.change(phase="validating")
             self._emit(job.av, 202, f"validating {resolved.key}", resolved.block)
 
     def _refuse(self, job: _Job, code: int, text: str) -> None:
@@ -631,59 +619,10 @@ class ModelManager:
         with self._lock:
             self._state, self._progress = state, progress
 
-    def _set_health(self, **changes: Any) -> None:
-        """Change some modelHealth fields (ModelHealth's names), then report and persist the whole block."""
-        with self._lock:
-            self._health = replace(self._health, **changes)
-        self._publish_health()
-
-    def _publish_health(self) -> None:
-        """Report modelHealth (best effort, like acknowledgements) and keep it for the next start."""
-        with self._lock:
-            block = self._health.reported()
-        self._save_health()
-        if self._report_health is None:
-            return
-        try:
-            self._report_health(block)
-        except Exception:  # reporting is best effort; the next change or status refresh repeats it
-            log.warning("reporting modelHealth failed", exc_info=True)
-
     def _baseline_key(self) -> str:
         """The committed model, whose inference times are the yardstick for the next one."""
         held = self._fallback or self._in_use
         return held.key
-
-    # ---- modelHealth across restarts ------------------------------------------------------------------------
-
-    def _load_health(self) -> None:
-        """The last modelHealth (a rejection stays visible after a restart) and the candidate that was in its shadow
-        phase if the process died during it."""
-        data = read_json(self.store.root / HEALTH_FILE) or {}
-        shadowing = data.get("shadowing")
-        if isinstance(shadowing, str):
-            self._interrupted_shadow = shadowing
-            log.warning("%s was in its shadow phase when the module stopped unexpectedly; it will not be tried again",
-                        shadowing)
-        self._health = ModelHealth.restored(data.get("health"), self._health.active)
-        if self._interrupted_shadow is not None and self._health.verdict == "pending":
-            self._health = replace(self._health, verdict="rejected",
-                                   reason="the module stopped unexpectedly during the shadow phase")
-
-    def _mark_shadowing(self, key: str | None) -> None:
-        """Persist which candidate is in its shadow phase: after a crash it is not tried again."""
-        with self._lock:
-            self._shadowing = key
-        self._save_health()
-
-    def _save_health(self) -> None:
-        """Persist modelHealth and the candidate in shadow (if any); a failure to write is logged, not fatal."""
-        with self._lock:
-            data = {"shadowing": self._shadowing, "health": self._health.reported()}
-        try:
-            write_json_atomic(self.store.root / HEALTH_FILE, data)
-        except OSError as err:
-            log.warning("cannot persist modelHealth: %s", err)
 
 
 def _pair(key: str) -> tuple[str, str]:
