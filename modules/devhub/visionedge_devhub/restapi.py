@@ -93,108 +93,111 @@ class RestApi:
         self._server.server_close()
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """Dispatches the SDK's calls to the ServiceHub, answering errors the way IoT Hub does."""
+
+    api: RestApi
+    """Set on the subclass _handler_for makes for one server."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "visionedge-devhub"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access log to `logging` at debug level."""
+        _log.debug("restapi: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        self.api.requests += 1
+        try:
+            if self.api.outage:
+                raise ServiceError(503, "ServiceUnavailable", "the hub is unavailable (devhub outage)")
+            verify_service_token(self.headers.get("Authorization"), self.api.hostname, self.api.policies, time.time())
+            url = urlsplit(self.path)
+            version = parse_qs(url.query).get("api-version", [""])[0]
+            if version != API_VERSION:
+                raise ServiceError(400, "InvalidProtocolVersion", f"api-version {version!r} is not supported")
+            body = json.loads(raw) if raw else None
+            parts = [unquote(p) for p in url.path.strip("/").split("/")]
+            status, answer, headers = self._route(method, parts, body)
+        except ServiceError as err:
+            status, headers = err.status, {}
+            answer = {"Message": f"ErrorCode:{err.code};{err}", "ExceptionMessage": str(err)}
+        except ValueError as err:
+            status, headers = 400, {}
+            answer = {"Message": f"ErrorCode:BadRequest;{err}", "ExceptionMessage": str(err)}
+        self._send(status, answer, headers)
+
+    def _route(self, method: str, parts: list[str], body: Any) -> tuple[int, Any, dict[str, str]]:
+        service = self.api.service
+        if_match = self.headers.get("If-Match")
+        match (method, parts):
+            case ("GET", ["configurations"]):
+                top = parse_qs(urlsplit(self.path).query).get("top", [None])[0]
+                return 200, service.list_configurations(int(top) if top else None), {}
+            case ("POST", ["configurations", "testQueries"]):
+                return 200, service.test_queries(_object(body)), {}
+            case ("GET", ["configurations", cid]):
+                return 200, service.get_configuration(cid), {}
+            case ("PUT", ["configurations", cid]):
+                status, config = service.put_configuration(cid, _object(body), if_match)
+                return status, config, {}
+            case ("DELETE", ["configurations", cid]):
+                service.delete_configuration(cid, if_match)
+                return 204, None, {}
+            case ("GET", ["twins", device]):
+                return 200, service.get_twin(device), {}
+            case ("PATCH", ["twins", device]):
+                return 200, service.patch_twin(device, _object(body), if_match), {}
+            case ("GET", ["twins", device, "modules", module]):
+                return 200, service.get_module_twin(device, module), {}
+            case ("PATCH", ["twins", device, "modules", module]):
+                return 200, service.patch_module_twin(device, module, _object(body), if_match), {}
+            case ("POST", ["devices", "query"]):
+                return self._query(_object(body))
+        raise ServiceError(404, "NotFound", f"{method} /{'/'.join(parts)} is not served by devhub")
+
+    def _query(self, body: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        rows = self.api.service.query(str(body.get("query") or ""))
+        page = min(int(self.headers.get("x-ms-max-item-count") or DEFAULT_PAGE), MAX_PAGE)
+        start = int(self.headers.get("x-ms-continuation") or 0)
+        chunk = rows[start:start + page]
+        headers = {"x-ms-item-type": "twin" if body.get("query", "").split()[1:2] == ["*"] else "raw"}
+        if start + page < len(rows):
+            headers["x-ms-continuation"] = str(start + page)
+        return 200, chunk, headers
+
+    def _send(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        data = b"" if body is None else json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def _handler_for(api: RestApi) -> type[BaseHTTPRequestHandler]:
-    """Bind a request handler class to one RestApi."""
-
-    class Handler(BaseHTTPRequestHandler):
-        """Dispatches the SDK's calls to the ServiceHub, answering errors the way IoT Hub does."""
-
-        protocol_version = "HTTP/1.1"
-        server_version = "visionedge-devhub"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Access log to `logging` at debug level."""
-            _log.debug("restapi: " + format, *args)
-
-        def do_GET(self) -> None:
-            self._dispatch("GET")
-
-        def do_PUT(self) -> None:
-            self._dispatch("PUT")
-
-        def do_PATCH(self) -> None:
-            self._dispatch("PATCH")
-
-        def do_POST(self) -> None:
-            self._dispatch("POST")
-
-        def do_DELETE(self) -> None:
-            self._dispatch("DELETE")
-
-        def _dispatch(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            api.requests += 1
-            try:
-                if api.outage:
-                    raise ServiceError(503, "ServiceUnavailable", "the hub is unavailable (devhub outage)")
-                verify_service_token(self.headers.get("Authorization"), api.hostname, api.policies, time.time())
-                url = urlsplit(self.path)
-                version = parse_qs(url.query).get("api-version", [""])[0]
-                if version != API_VERSION:
-                    raise ServiceError(400, "InvalidProtocolVersion", f"api-version {version!r} is not supported")
-                body = json.loads(raw) if raw else None
-                parts = [unquote(p) for p in url.path.strip("/").split("/")]
-                status, answer, headers = self._route(method, parts, body)
-            except ServiceError as err:
-                status, headers = err.status, {}
-                answer = {"Message": f"ErrorCode:{err.code};{err}", "ExceptionMessage": str(err)}
-            except ValueError as err:
-                status, headers = 400, {}
-                answer = {"Message": f"ErrorCode:BadRequest;{err}", "ExceptionMessage": str(err)}
-            self._send(status, answer, headers)
-
-        def _route(self, method: str, parts: list[str], body: Any) -> tuple[int, Any, dict[str, str]]:
-            service = api.service
-            if_match = self.headers.get("If-Match")
-            match (method, parts):
-                case ("GET", ["configurations"]):
-                    top = parse_qs(urlsplit(self.path).query).get("top", [None])[0]
-                    return 200, service.list_configurations(int(top) if top else None), {}
-                case ("POST", ["configurations", "testQueries"]):
-                    return 200, service.test_queries(_object(body)), {}
-                case ("GET", ["configurations", cid]):
-                    return 200, service.get_configuration(cid), {}
-                case ("PUT", ["configurations", cid]):
-                    status, config = service.put_configuration(cid, _object(body), if_match)
-                    return status, config, {}
-                case ("DELETE", ["configurations", cid]):
-                    service.delete_configuration(cid, if_match)
-                    return 204, None, {}
-                case ("GET", ["twins", device]):
-                    return 200, service.get_twin(device), {}
-                case ("PATCH", ["twins", device]):
-                    return 200, service.patch_twin(device, _object(body), if_match), {}
-                case ("GET", ["twins", device, "modules", module]):
-                    return 200, service.get_module_twin(device, module), {}
-                case ("PATCH", ["twins", device, "modules", module]):
-                    return 200, service.patch_module_twin(device, module, _object(body), if_match), {}
-                case ("POST", ["devices", "query"]):
-                    return self._query(_object(body))
-            raise ServiceError(404, "NotFound", f"{method} /{'/'.join(parts)} is not served by devhub")
-
-        def _query(self, body: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
-            rows = api.service.query(str(body.get("query") or ""))
-            page = min(int(self.headers.get("x-ms-max-item-count") or DEFAULT_PAGE), MAX_PAGE)
-            start = int(self.headers.get("x-ms-continuation") or 0)
-            chunk = rows[start:start + page]
-            headers = {"x-ms-item-type": "twin" if body.get("query", "").split()[1:2] == ["*"] else "raw"}
-            if start + page < len(rows):
-                headers["x-ms-continuation"] = str(start + page)
-            return 200, chunk, headers
-
-        def _send(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
-            data = b"" if body is None else json.dumps(body).encode("utf-8")
-            self.send_response(status)
-            if body is not None:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
+    """A handler class bound to one RestApi."""
+    return type("Handler", (_Handler,), {"api": api})
 
 
 def _object(body: Any) -> Mapping[str, Any]:
