@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -108,71 +108,78 @@ class ModuleCollector(Collector):
         s = self.snapshot()
         base = list(LABELS)
         values = [self.identity[k] for k in LABELS]
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=base)
-            family.add_metric(values, value)
-            return family
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=base)
-            family.add_metric(values, value)
-            return family
-
-        per_source = [*base, "source"]
-
-        def by_source(family: GaugeMetricFamily | CounterMetricFamily,
-                      value: Callable[[SourceSnapshot], float]) -> Metric:
-            for x in s.sources:
-                family.add_metric([*values, x.id], value(x))
-            return family
-
-        yield by_source(GaugeMetricFamily(f"{PREFIX}_fps", "Frames analysed per second, recent average",
-                                          labels=per_source), lambda x: x.fps)
-        yield by_source(GaugeMetricFamily(f"{PREFIX}_frame_age_seconds", "Age of the last frame when inference "
-                                          "started", labels=per_source), lambda x: x.frame_age_s)
-        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_captured", "Frames delivered by the source",
-                                            labels=per_source), lambda x: x.captured)
-        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_analyzed", "Frames run through the model",
-                                            labels=per_source), lambda x: x.analyzed)
-        yield by_source(CounterMetricFamily(f"{PREFIX}_frames_dropped", "Frames captured but skipped (newer frame "
-                                            "or over the target rate)", labels=per_source), lambda x: x.dropped)
-        gated = [(x, x.gate) for x in s.sources if x.gate is not None]
-        if gated:
-            frames_gated = CounterMetricFamily(f"{PREFIX}_frames_gated", "Frames the scene-change gate found "
-                                               "unchanged (last result reused)", labels=per_source)
-            gate_cpu = CounterMetricFamily(f"{PREFIX}_gate_cpu_seconds", "CPU time spent by the scene-change gate",
-                                           labels=per_source)
-            for x, g in gated:
-                frames_gated.add_metric([*values, x.id], g.gated)
-                gate_cpu.add_metric([*values, x.id], g.cpu_s)
-            yield frames_gated
-            yield gate_cpu
-        yield by_source(CounterMetricFamily(f"{PREFIX}_inference_errors", "Frames on which the model raised an error",
-                                            labels=per_source), lambda x: x.errors)
-        outbox = s.telemetry.outbox if s.telemetry else None
-        sender = s.telemetry.sender if s.telemetry else None
-        yield gauge("outbox_depth", "Events waiting in the durable outbox", outbox.depth if outbox else 0)
-        yield gauge("outbox_oldest_age_seconds", "Age of the oldest waiting event",
-                    outbox.oldest_age_s if outbox else 0.0)
-        yield counter("messages_sent", "Messages accepted by IoT Hub/edgeHub", sender.sent_messages if sender else 0)
-        yield counter("telemetry_dropped", "Events compacted or dropped by the outbox policy, or not stored",
-                      s.telemetry_dropped)
-        yield gauge("hub_connected", "1 while connected to IoT Hub/edgeHub", 1.0 if s.hub_connected else 0.0)
-        info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model in use", labels=[*base, "name", "version",
-                                                                                      "providers"])
-        model = s.model
-        info.add_metric([*values, model.name if model else "", model.version if model else "",
-                         ",".join(model.providers) if model else ""], 1.0)
-        yield info
+        yield from _sources(s.sources, base, values)
+        yield from _module(s, base, values)
         yield from _model_health(s.model_health, base, values)
-        state = GaugeMetricFamily(f"{PREFIX}_source_state", "1 for the source's current state",
-                                  labels=[*base, "source", "state"])
-        for x in s.sources:
-            current = x.state or SourceState.FAILED
-            for option in SourceState:
-                state.add_metric([*values, x.id, option.value], 1.0 if current == option else 0.0)
-        yield state
+
+
+def _sources(sources: Sequence[SourceSnapshot], base: list[str], values: list[str]) -> Iterator[Metric]:
+    """The per-source families, labelled with the source id."""
+    per_source = [*base, "source"]
+
+    def by_source(family: GaugeMetricFamily | CounterMetricFamily,
+                  value: Callable[[SourceSnapshot], float]) -> Metric:
+        for x in sources:
+            family.add_metric([*values, x.id], value(x))
+        return family
+
+    yield by_source(GaugeMetricFamily(f"{PREFIX}_fps", "Frames analysed per second, recent average",
+                                      labels=per_source), lambda x: x.fps)
+    yield by_source(GaugeMetricFamily(f"{PREFIX}_frame_age_seconds", "Age of the last frame when inference "
+                                      "started", labels=per_source), lambda x: x.frame_age_s)
+    yield by_source(CounterMetricFamily(f"{PREFIX}_frames_captured", "Frames delivered by the source",
+                                        labels=per_source), lambda x: x.captured)
+    yield by_source(CounterMetricFamily(f"{PREFIX}_frames_analyzed", "Frames run through the model",
+                                        labels=per_source), lambda x: x.analyzed)
+    yield by_source(CounterMetricFamily(f"{PREFIX}_frames_dropped", "Frames captured but skipped (newer frame "
+                                        "or over the target rate)", labels=per_source), lambda x: x.dropped)
+    gated = [(x, x.gate) for x in sources if x.gate is not None]
+    if gated:
+        frames_gated = CounterMetricFamily(f"{PREFIX}_frames_gated", "Frames the scene-change gate found "
+                                           "unchanged (last result reused)", labels=per_source)
+        gate_cpu = CounterMetricFamily(f"{PREFIX}_gate_cpu_seconds", "CPU time spent by the scene-change gate",
+                                       labels=per_source)
+        for x, g in gated:
+            frames_gated.add_metric([*values, x.id], g.gated)
+            gate_cpu.add_metric([*values, x.id], g.cpu_s)
+        yield frames_gated
+        yield gate_cpu
+    yield by_source(CounterMetricFamily(f"{PREFIX}_inference_errors", "Frames on which the model raised an error",
+                                        labels=per_source), lambda x: x.errors)
+    state = GaugeMetricFamily(f"{PREFIX}_source_state", "1 for the source's current state",
+                              labels=[*base, "source", "state"])
+    for x in sources:
+        current = x.state or SourceState.FAILED
+        for option in SourceState:
+            state.add_metric([*values, x.id, option.value], 1.0 if current == option else 0.0)
+    yield state
+
+
+def _module(s: ModuleSnapshot, base: list[str], values: list[str]) -> Iterator[Metric]:
+    """The module-wide families: outbox and link, and the model in use."""
+
+    def one(family: GaugeMetricFamily | CounterMetricFamily, value: float) -> Metric:
+        family.add_metric(values, value)
+        return family
+
+    outbox = s.telemetry.outbox if s.telemetry else None
+    sender = s.telemetry.sender if s.telemetry else None
+    yield one(GaugeMetricFamily(f"{PREFIX}_outbox_depth", "Events waiting in the durable outbox", labels=base),
+              outbox.depth if outbox else 0)
+    yield one(GaugeMetricFamily(f"{PREFIX}_outbox_oldest_age_seconds", "Age of the oldest waiting event",
+                                labels=base), outbox.oldest_age_s if outbox else 0.0)
+    yield one(CounterMetricFamily(f"{PREFIX}_messages_sent", "Messages accepted by IoT Hub/edgeHub", labels=base),
+              sender.sent_messages if sender else 0)
+    yield one(CounterMetricFamily(f"{PREFIX}_telemetry_dropped", "Events compacted or dropped by the outbox policy, "
+                                  "or not stored", labels=base), s.telemetry_dropped)
+    yield one(GaugeMetricFamily(f"{PREFIX}_hub_connected", "1 while connected to IoT Hub/edgeHub", labels=base),
+              1.0 if s.hub_connected else 0.0)
+    info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model in use", labels=[*base, "name", "version",
+                                                                                  "providers"])
+    model = s.model
+    info.add_metric([*values, model.name if model else "", model.version if model else "",
+                     ",".join(model.providers) if model else ""], 1.0)
+    yield info
 
 
 def _model_health(health: ModelHealth | None, base: list[str], values: list[str]) -> Iterator[Metric]:
