@@ -291,3 +291,36 @@ def test_a_server_that_stays_unavailable_fails_after_three_attempts_and_a_404_at
         download(file_server.url("/missing.onnx"), tmp_path / "missing.onnx", policy, sha256=BODY_SHA)
     paths = [path for path, _ in file_server.requests]
     assert (paths.count("/busy.onnx"), paths.count("/missing.onnx")) == (3, 1)
+
+
+CONCURRENT_FETCH = """
+import sys, time
+from pathlib import Path
+from visionedge.models.catalog import ASSETS
+from visionedge.models.fetch import Fetcher
+cache, mirror, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+fetcher = Fetcher(cache, [mirror])
+time.sleep(max(0.0, start - time.time()))
+print(fetcher.ensure(ASSETS["yolov3-tiny-coco.onnx"]))
+"""
+
+
+def test_processes_sharing_one_cache_fetch_the_same_model_at_once(mirror_dirs, tmp_path):
+    """Several modules on one cache volume (fleet up, or a host's shared cache) start together: each gets the
+    verified file; none reads another's half-written copy (a fixed .part name once made them collide)."""
+    import subprocess
+    import sys
+    import time
+
+    mirror = next(m for m in mirror_dirs if (m / "yolov3-tiny-coco.onnx").is_file())
+    start = time.time() + 3.0
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_FETCH, str(tmp_path / "cache"), str(mirror),
+                                  str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(6)]
+    results = [child.communicate(timeout=120) for child in children]
+    for child, (out, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+        assert out.strip().endswith("yolov3-tiny-coco.onnx")
+    asset = ASSETS["yolov3-tiny-coco.onnx"]
+    assert sha256_file(tmp_path / "cache" / asset.kind / asset.name) == asset.sha256
+    assert not list((tmp_path / "cache").rglob("*.part"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,14 @@ class Fetcher:
         if target.is_file() and self._is_good(target, asset):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(target.with_name(f".{target.name}.lock")):
+            # Another process sharing this cache may have fetched it while this one waited for the lock.
+            if target.is_file() and self._is_good(target, asset):
+                return target
+            return self._fetch(asset, target)
+
+    def _fetch(self, asset: Asset, target: Path) -> Path:
+        """Copy from the first mirror that has the file, else download; verified before it takes the cache name."""
         for mirror in self.mirrors:
             candidate = mirror / asset.name
             if candidate.is_file():
@@ -96,6 +107,18 @@ class Fetcher:
     def media(self, name: str) -> Path:
         """A catalog media file, e.g. the sample video."""
         return self.ensure(ASSETS[name])
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an advisory lock on `lock` (one fetch of a file at a time across processes sharing the cache: they would
+    otherwise write the same .part)."""
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True, slots=True)
