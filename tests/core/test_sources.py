@@ -70,6 +70,19 @@ def test_analyze_video_file_gives_every_frame_in_order(run_cli, media, tmp_path,
     assert all(b - a == pytest.approx(0.1, abs=0.002) for a, b in itertools.pairwise(times))
 
 
+def test_a_truncated_video_is_analysed_up_to_its_break_and_says_so(media, tmp_path, caplog):
+    """A video cut short (a copy interrupted, a card pulled) gives every frame it still has, then one warning."""
+    cut = tmp_path / "cut.avi"
+    data = media("vtest.avi").read_bytes()
+    cut.write_bytes(data[:len(data) // 3])
+    source = open_source(SourceSettings(id="cut", uri=str(cut)), for_analysis=True)
+    frames = list(source.frames(threading.Event()))
+    assert 100 < len(frames) < 795
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert f"ended after {len(frames)} of the 795 frames it declares: truncated or damaged" in caplog.text
+    assert source.state == SourceState.ENDED
+
+
 def test_video_file_source_for_analysis_neither_loops_nor_paces(media):
     """A video opened for analysis reports its frame count and is read once, unpaced; for `run` it loops."""
     settings = SourceSettings(uri=str(media("vtest.avi")))

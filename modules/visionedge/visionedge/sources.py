@@ -157,6 +157,9 @@ class VideoFileSource(Source):
             if index == first:
                 raise SourceError(f"video {self.path} has no decodable frames")
             if not self.loop:
+                if self.total is not None and index + 1 < self.total and not stop.is_set():
+                    log.warning("video %s ended after %d of the %d frames it declares: truncated or damaged",
+                                self.path, index, self.total)
                 break
         self._set_state(SourceState.ENDED)
 
