@@ -197,7 +197,7 @@ def test_settings_that_fail_when_applied_are_refused_and_never_come_back_after_a
     fifo = tmp_path / "camera.fifo"
     os.mkfifo(fifo)
     cases = [
-        ({"source": {"uri": "/data/" + "x" * 4000 + ".mp4"}}, "source", "File name too long"),
+        ({"source": {"uri": str(tmp_path / ("x" * 3000 + ".mp4"))}}, "source", "File name too long"),
         ({"source": {"uri": str(fifo)}}, "source", "is not a regular file or folder"),
         ({"local_mqtt": {"enabled": True, "host": ""}}, "local_mqtt", "local_mqtt.host"),
         ({"local_mqtt": {"enabled": True, "topic_prefix": "site/#"}}, "local_mqtt", "local_mqtt.topic_prefix"),
