@@ -166,6 +166,15 @@ class LineReader:
         self._thread.join(timeout=5)
 
 
+def _rest_of_stderr(process: subprocess.Popen[str]) -> str:
+    """What the ended process still had on stderr; its pipes are closed (no unclosed-file warnings)."""
+    rest = process.stderr.read() if process.stderr else ""
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+    return rest
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.timeout(90)
 def test_run_streams_records_and_exits_cleanly_on_signal(signum, cli_env, media, record_validator):
@@ -184,7 +193,7 @@ def test_run_streams_records_and_exits_cleanly_on_signal(signum, cli_env, media,
             process.kill()
             process.wait()
     reader.join()
-    stderr = process.stderr.read() if process.stderr else ""
+    stderr = _rest_of_stderr(process)
     assert code == 0, stderr
     assert took < SIGNAL_EXIT_S, f"exited {took:.2f} s after {signum.name}"
     assert "Traceback" not in stderr
@@ -278,7 +287,7 @@ def test_local_run_serves_health_and_metrics(cli_env, media, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-    stderr = process.stderr.read() if process.stderr else ""
+    stderr = _rest_of_stderr(process)
     assert (health["ready"], health["model"], health["source_state"], health["hub_connected"]) == (
         True, True, "streaming", False), stderr
     assert analyzed >= 1

@@ -70,6 +70,23 @@ def test_analyze_video_file_gives_every_frame_in_order(run_cli, media, tmp_path,
     assert all(b - a == pytest.approx(0.1, abs=0.002) for a, b in itertools.pairwise(times))
 
 
+def test_a_stop_before_the_first_frame_is_not_a_broken_video(media):
+    """SIGTERM just as capture starts: the source ends quietly; "no decodable frames" (exit 1) is for real files."""
+
+    class StopWhileOpening(threading.Event):
+        """Not set when the source looks before opening the file, set from the next look on."""
+
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks > 1
+
+    source = VideoFileSource(media("vtest.avi"), "vtest")
+    assert list(source.frames(StopWhileOpening())) == []
+    assert source.state == SourceState.ENDED
+
+
 def test_a_truncated_video_is_analysed_up_to_its_break_and_says_so(media, tmp_path, caplog):
     """A video cut short (a copy interrupted, a card pulled) gives every frame it still has, then one warning."""
     cut = tmp_path / "cut.avi"

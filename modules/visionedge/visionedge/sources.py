@@ -154,10 +154,12 @@ class VideoFileSource(Source):
                     index += 1
             finally:
                 capture.release()
+            if stop.is_set():
+                break  # stopped before or while reading: not the file's fault
             if index == first:
                 raise SourceError(f"video {self.path} has no decodable frames")
             if not self.loop:
-                if self.total is not None and index + 1 < self.total and not stop.is_set():
+                if self.total is not None and index + 1 < self.total:
                     log.warning("video %s ended after %d of the %d frames it declares: truncated or damaged",
                                 self.path, index, self.total)
                 break
