@@ -43,6 +43,8 @@ def test_shuffled_labels_are_refused_on_the_device_while_results_keep_flowing(
     figure = re.fullmatch(r"shadow: agreement (0\.\d\d) < 0\.80 over (\d+) frames; latency p95 \d+\.\dx( > 2x)?",
                           ack["ad"])
     assert figure, ack["ad"]
+    # the hub merges reported values: the refused block's url, sha256, labels and rollout must not linger in it
+    assert ack["value"] == {"name": "yolox-nano", "shadow": False}
     wait_for_results_from(hub, "yolox-nano", count=5)
     assert set(result_models(hub)) == {"yolox-nano"}, "results stopped or came from the candidate"
     reported = hub.emulator.wait_for_reported(lambda r: r.get("modelHealth", {}).get("verdict") == "rejected")
