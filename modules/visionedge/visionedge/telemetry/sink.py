@@ -246,7 +246,7 @@ class TelemetrySink:
             self._failing = True
         else:
             if self._failing:
-                log.warning("telemetry: the outbox stores events again (%d lost while it could not)", self._lost)
+                log.warning("telemetry: the outbox stores events again (%d lost so far)", self._lost)
             self._failing = False
         if self.local is not None:
             for event in events:
