@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from visionedge.acks import merge_patch, replacing
 from visionedge.durable import read_json, write_json_atomic
 from visionedge.errors import first_line
 from visionedge.retry import JITTER, backoff_delay
@@ -36,15 +35,3 @@ def test_write_json_atomic_replaces_the_file_and_leaves_no_temporary_behind(tmp_
     write_json_atomic(target, {"version": 2, "document": {"inference": {"top_k": 3}}})
     assert read_json(target) == {"version": 2, "document": {"inference": {"top_k": 3}}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["twin-desired.json"]
-
-
-def test_a_replacing_reported_value_merges_into_exactly_itself_on_the_hub() -> None:
-    """The hub merges a reported value into the one before: keys the new value lacks go as nulls, nested ones too."""
-    before = {"model": {"name": "yolox-nano", "version": "7", "url": "https://x/y.onnx", "manifest": {"task": "detect",
-                                                                                                    "iou": 0.5}}}
-    after = {"name": "yolox-nano", "manifest": {"task": "detect"}}
-    patch = {"model": replacing(before["model"], after, keys=("rollout",))}
-    assert patch["model"] == {"name": "yolox-nano", "version": None, "url": None, "rollout": None,
-                              "manifest": {"task": "detect", "iou": None}}
-    merge_patch(before, patch)
-    assert before == {"model": after}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -14,19 +14,6 @@ def ack(value: Any, code: int, version: int, description: str) -> dict[str, Any]
     acknowledged before and is no longer in use.
     """
     return {"value": value, "ac": code, "av": version, "ad": description}
-
-
-def replacing(previous: Mapping[str, Any], value: Mapping[str, Any], keys: Iterable[str] = ()) -> dict[str, Any]:
-    """`value` with an explicit null for each key that `previous` had (or of `keys`) and `value` lacks, nested objects
-    alike: the hub merges a reported value into the one before it, and only a null takes an old key away."""
-    out: dict[str, Any] = dict(value)
-    for key in {*previous, *keys} - set(value):
-        out[key] = None
-    for key, sub in value.items():
-        old = previous.get(key)
-        if isinstance(sub, Mapping) and isinstance(old, Mapping):
-            out[key] = replacing(old, sub)
-    return out
 
 
 def without_nulls(value: Any) -> Any:

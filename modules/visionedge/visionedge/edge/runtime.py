@@ -13,9 +13,9 @@ from functools import partial
 from typing import Any
 
 from visionedge import __version__
-from visionedge.acks import ack, replacing
+from visionedge.acks import ack
 from visionedge.app import make_fetcher, sample_video, stop_after
-from visionedge.config import DesiredProperties, ModelRef, ModuleConfig, SourceSettings
+from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.edge.client import (
     ControlItem,
     DesiredPatch,
@@ -60,8 +60,6 @@ MODEL_LOAD_TIMEOUT_S = 30.0
 """Reloading the model for new runtime settings runs off the control loop; it waits this long, no more."""
 PIPELINE_SECTIONS = frozenset({"source", "sources", "runtime"})
 """Sections whose apply replaces the model or the pipeline: refused before that happened, nothing needs undoing."""
-MODEL_FIELDS = tuple(ModelRef.model_fields)
-"""Every key a `model` block can hold: a model acknowledgement nulls those its value lacks."""
 CONNECT_RETRY_MAX_S = 10.0
 """Longest spacing of connect attempts while offline, so a module is back within ~10 s of the hub, however long
 the outage was."""
@@ -85,8 +83,6 @@ class EdgeModule:
         self.started_at = time.time()
         self.store = ModelStore.for_config(config, self.fetcher)
         self.manager: ModelManager | None = None
-        self._model_acked: dict[str, Any] = {}
-        """The value of the last model acknowledgement reported (what the hub's merged value holds)."""
         self.shadow: Shadow | None = None
         self.model: Model | None = None
         self.sources: dict[str, Source] = {}
@@ -303,23 +299,12 @@ class EdgeModule:
         model.set_overrides(settings.inference)
         self.model = model
         self.manager = ModelManager(
-            self.store, model, swap=self._swap_model, report=self._report_model_ack,
+            self.store, model, swap=self._swap_model, report=lambda a: self.reporter.report({"model": a}),
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
             shadow=settings.shadow, attach_shadow=self._attach_shadow,
             report_health=lambda block: self.reporter.report({"modelHealth": block}),
         )
         self.manager.start()
-
-    def _report_model_ack(self, acknowledgement: dict[str, Any]) -> None:
-        """The model acknowledgement, its value made whole: fields of an earlier value (a refused candidate's url,
-        sha256, ...) or of any model block that the value in use lacks are sent as nulls, so the hub's merged
-        reported value is exactly the block in use, after a restart too."""
-        value = acknowledgement.get("value")
-        if isinstance(value, dict):
-            acknowledgement = {**acknowledgement,
-                               "value": replacing(self._model_acked, value, MODEL_FIELDS)}
-            self._model_acked = value
-        self.reporter.report({"model": acknowledgement})
 
     def _recover(self) -> None:
         """A device that booted without a usable model or source (offline, empty cache) keeps trying both."""
