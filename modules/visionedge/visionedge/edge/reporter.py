@@ -1,4 +1,11 @@
-"""Reported-property patches, coalesced and retried on our own thread so twin acks survive a dead link."""
+"""Reported-property patches, coalesced and retried on our own thread so twin acks survive a dead link.
+
+The hub merges a reported patch key by key at every depth, so sending a new value for a key does not replace the old
+one: a field the old value had and the new one lacks would stay in the twin (an ack of `{"name": "squeezenet"}` after
+one of a downloaded model kept that model's version, url and sha256). The reporter remembers what the hub holds from
+this module (seeded from the twin at connect, so a restart knows too) and turns each value into the patch that
+replaces it, with nulls for the fields that went away.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from visionedge.acks import merge_patch
 from visionedge.edge.client import HubClient
 from visionedge.errors import VisionEdgeError
 from visionedge.supervise import Part
@@ -23,6 +31,8 @@ class Reporter:
         self.retry_s = retry_s
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
+        self._held: dict[str, Any] = {}
+        """The reported document as the hub holds it after our patches, as far as this process knows."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.part = Part("twin-reporter")
@@ -41,6 +51,11 @@ class Reporter:
             self._pending.update(redact_values(patch))
         self._wake.set()
 
+    def seed(self, reported: dict[str, Any]) -> None:
+        """What the hub holds now (the twin read at connect): later values replace these, residue included."""
+        with self._lock:
+            self._held = {k: copy.deepcopy(v) for k, v in reported.items() if not k.startswith("$")}
+
     def stop(self, flush_timeout: float = 2.0) -> None:
         """Try one last send of what is pending, then stop."""
         self._stop.set()
@@ -53,11 +68,13 @@ class Reporter:
             self._wake.clear()
             with self._lock:
                 pending = copy.deepcopy(self._pending)
+                patch = {key: replacing(self._held.get(key), value) for key, value in pending.items()}
             if pending and self.client.connected.is_set():
                 try:
-                    self.client.patch_reported(pending)
+                    self.client.patch_reported(patch)
                     self.sent += 1
                     with self._lock:
+                        merge_patch(self._held, patch)
                         for key, value in pending.items():
                             if self._pending.get(key) == value:
                                 del self._pending[key]
@@ -65,3 +82,14 @@ class Reporter:
                     log.warning("reported properties not sent yet: %s", err)
             if self._stop.is_set():
                 return
+
+
+def replacing(held: Any, value: Any) -> Any:
+    """The merge patch that turns `held` into `value`: every field of `value`, and a null for each field of `held`
+    (at any depth) that `value` no longer has."""
+    if not isinstance(value, dict) or not isinstance(held, dict):
+        return value
+    patch: dict[str, Any] = {key: None for key in held if key not in value and not key.startswith("$")}
+    for key, item in value.items():
+        patch[key] = replacing(held.get(key), item)
+    return patch

@@ -182,6 +182,8 @@ class EdgeModule:
             try:
                 self.client.connect()
                 twin = self.client.get_twin()
+                reported = twin.get("reported")
+                self.reporter.seed(reported if isinstance(reported, dict) else {})
                 desired = twin.get("desired", {})
                 self.client.control.put(DesiredPatch(desired, full=True))
                 return
