@@ -160,7 +160,7 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
 ) -> None:
     """With a tiny disk cap and no link, old results are folded into aggregates, counted, and still delivered."""
     hub.set_desired({"outbox": {"max_mb": 0.03}, "telemetry": {"policy": "every-frame", "batch": True}})
-    start_module(hub)
+    module = start_module(hub)
     hub.emulator.wait_for_telemetry(lambda m: m.output == "results", timeout=60)
     hub.front.set_down(True)
     hub.front.drop()
@@ -168,7 +168,11 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
     hub.front.set_down(False)
     drained = wait_drained(hub)
     assert drained["telemetry"]["outbox"]["compacted"] > 0
-    wait_complete(hub)
+    try:
+        wait_complete(hub, timeout=30.0)
+    except AssertionError as err:  # seen once in several runs: say what the outbox counted and what the module logged
+        outbox = drained["telemetry"]["outbox"]
+        raise AssertionError(f"{err}; outbox {outbox}; log tail {module.log()[-3000:]}") from err
     events = delivered(hub)
     assert any(e.get("compacted") for e in events if e.get("type") == "aggregate")
     notices = [e for e in events if e.get("type") == "event" and "compact" in json.dumps(e)]
