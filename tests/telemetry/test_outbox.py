@@ -138,6 +138,23 @@ def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock) -> None:
     assert kept == list(range(stats.dropped + 1, 401))
 
 
+def test_a_full_outbox_drops_heartbeats_then_results_and_keeps_the_loss_notice(tmp_path: Path, clock: Clock) -> None:
+    """Under a cap that compaction cannot meet, stale heartbeats go first, then results, then aggregates; the rare
+    events (a state change, the dropped-telemetry notice) are kept even though they are the oldest."""
+    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.03, overflow="drop-oldest"), clock=clock, steady=clock.steady)
+    sequencer = Sequencer(outbox.epoch)
+    outbox.put([sequencer.make("event", "cam", {"event": "telemetry-dropped", "dropped": 1}, clock.advance(0.1)),
+                sequencer.make("event", "cam", {"event": "source_state", "state": "lost"}, clock.advance(0.1))])
+    outbox.put([sequencer.make("heartbeat", "cam", {"uptime_s": n}, clock.advance(0.1)) for n in range(5)])
+    for _ in range(40):
+        outbox.put(results(sequencer, "cam", 10, clock))
+    kinds = Counter(i.event.kind for i in outbox.next_batch(100_000, live_first=False))
+    stats = outbox.stats()
+    assert stats.dropped == 5 + 400 - kinds["result"]
+    assert (kinds["event"], kinds["heartbeat"]) == (2, 0)
+    assert 0 < kinds["result"] < 400
+
+
 def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path, clock: Clock) -> None:
     """Past max_age_h an event is dropped, counted as dropped and as expired."""
     outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)

@@ -10,13 +10,14 @@ marks too, so a previous run's events are backlog) go first, oldest first; then 
 Per source, seq order therefore holds within the live part and within the backlog, not across them: consumers
 order by seq.
 
-Bounds: `bytes` counts stored JSON bodies plus ~96 B per row; SQLite pages and indexes make the file somewhat
-larger, and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 %
-of it: with overflow "compact" it first merges the oldest result events into one aggregate per source and window
-(counts and max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced; a
-model swap starts a new aggregate, so none mixes models), then drops the oldest events if compaction is not
-enough; with "drop-oldest" it drops. Events older than `max_age_h` are dropped (they are counted as dropped and as
-expired). Every loss is counted in persisted counters.
+Bounds: `bytes` counts stored JSON bodies plus ~96 B per row; SQLite pages and indexes make the file somewhat larger,
+and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 % of it:
+with overflow "compact" it first merges the oldest result events into one aggregate per source and window (counts and
+max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced; a model swap starts
+a new aggregate, so none mixes models), then drops events if compaction is not enough; with "drop-oldest" it drops.
+Drops take heartbeats first, then results, then aggregates, then events (state changes, model updates, the dropped-
+telemetry notice), oldest first within each, so what summarises the loss survives it. Events older than `max_age_h`
+are dropped (they are counted as dropped and as expired). Every loss is counted in persisted counters.
 
 Age is measured on the steady (monotonic) clock, never the wall clock, so NTP setting a clock that booted at 1970
 does not expire the queue, and a clock stepped back does not keep events forever. Each row stores its steady
@@ -60,6 +61,10 @@ LOW_WATER: Final = 0.9
 """Shrink to this share of the cap, so a full outbox is not compacted again on every put."""
 COMPACT_CHUNK: Final = 1000
 """Result events merged per compaction pass."""
+DROP_ORDER: Final = ("heartbeat", "result", "aggregate", "event")
+"""What a full outbox drops first: a stale heartbeat says least (the next one supersedes it), then single results,
+then aggregates (each stands for many results), and last the rare events, the dropped-telemetry notice among them,
+so the cloud still learns what was lost."""
 LOSS_LOG_INTERVAL_S: Final = 60.0
 """A full outbox loses events on every put: say so at most once a minute, with the totals since."""
 
@@ -86,6 +91,7 @@ _ANY_KIND = "(?1 IS NULL OR kind IN (SELECT value FROM json_each(?1)))"
 _LIVE = _SELECT + "WHERE id > ?2 AND " + _ANY_KIND + " ORDER BY id LIMIT ?3"
 _BACKLOG = _SELECT + "WHERE id <= ?2 AND " + _ANY_KIND + " ORDER BY id LIMIT ?3"
 _OLDEST_RESULTS = _SELECT + "WHERE kind = 'result' ORDER BY id LIMIT ?"
+_OLDEST_OF_KIND = "SELECT id, size FROM events WHERE kind = ? ORDER BY id"
 _SIZE_OF_IDS = "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _DELETE_IDS = "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -402,14 +408,18 @@ class Outbox:
         return len(rows)
 
     def _drop_oldest(self, conn: sqlite3.Connection, need: float) -> int:
-        """Delete the oldest events (not those in flight) until `need` bytes are freed; returns how many."""
+        """Delete events (not those in flight) until `need` bytes are freed, the least telling kind first and the
+        oldest first within a kind (DROP_ORDER); returns how many."""
         ids: list[int] = []
         freed = 0
-        for row_id, size in conn.execute("SELECT id, size FROM events ORDER BY id"):
-            if row_id in self._leased:
-                continue
-            ids.append(row_id)
-            freed += size + ROW_OVERHEAD
+        for kind in DROP_ORDER:
+            for row_id, size in conn.execute(_OLDEST_OF_KIND, (kind,)):
+                if row_id in self._leased:
+                    continue
+                ids.append(row_id)
+                freed += size + ROW_OVERHEAD
+                if freed >= need:
+                    break
             if freed >= need:
                 break
         if ids:
