@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
@@ -43,6 +43,8 @@ from visionedge.sources import open_source
 
 log = logging.getLogger("visionedge")
 
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
@@ -54,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_analyze_parser, _report_parser, _run_parser, _compare_parser, _models_parser, fleet_cli.add_parser):
+        add(sub)
+    return parser
 
+
+def _analyze_parser(sub: Subparsers) -> None:
+    """`analyze`: records for an image, folder or video, optionally with a report and exports."""
     analyze = sub.add_parser("analyze", help="analyse an image, a folder of images or a video file, frame by frame")
     analyze.add_argument("path", help="image, folder or video file")
     _model_options(analyze)
@@ -63,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--report", type=Path, help="also write an HTML report, with key-frame pictures, here")
     _export_options(analyze)
 
+
+def _report_parser(sub: Subparsers) -> None:
+    """`report`: the offline HTML report from JSONL files already written."""
     report = sub.add_parser("report", help="an offline HTML report (and CSV/Parquet exports) from result JSONL files")
     report.add_argument("inputs", nargs="+", type=Path, help="JSONL files written by analyze or run")
     report.add_argument("-o", "--output", type=Path, help="the HTML report to write")
@@ -70,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     _export_options(report)
 
+
+def _run_parser(sub: Subparsers) -> None:
+    """`run`: the long-running module."""
     run = sub.add_parser("run", help="the long-running module (IoT Edge when IOTEDGE_* is set, else local)")
     run.add_argument("--source", help="file, folder, camera index, /dev/videoN, rtsp:// or http:// URL, or 'sample'")
     _model_options(run)
@@ -78,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--no-loop", action="store_true", help="stop at the end of a video file")
 
+
+def _compare_parser(sub: Subparsers) -> None:
+    """`compare`: two models over the same frames."""
     compare = sub.add_parser("compare", help="run two models over the same frames and say how far they agree")
     compare.add_argument("path", help="image, folder or video file")
     compare.add_argument("--model", required=True, help="the model in use: built-in name or .onnx/.yaml path")
@@ -92,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", type=Path,
                          help="also write an HTML comparison view: figures, label counts, worst frames side by side")
 
+
+def _models_parser(sub: Subparsers) -> None:
+    """`models list|fetch|quantize`."""
     models = sub.add_parser("models", help="list or fetch models")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="built-in models and whether they are cached")
@@ -109,8 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="media to measure agreement on (default: the calibration media, other frames)")
     quantize.add_argument("--measure-frames", type=int, default=100, help="frames compared (default 100)")
     quantize.add_argument("--out", type=Path, help="output folder (default: where the module looks for variants)")
-    fleet_cli.add_parser(sub)
-    return parser
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

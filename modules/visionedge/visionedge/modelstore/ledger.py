@@ -1,11 +1,14 @@
-"""What the twin delivered and what became of it, so a re-sent desired document is a no-op, also after a restart."""
+"""What the twin delivered and what became of it, so a re-sent desired document is a no-op, also after a restart; and
+the acknowledgements that say so, reported in order with the outcome remembered."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
+
+from visionedge.acks import ack
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +17,15 @@ REMEMBERED = 16
 
 Delivery = tuple[int, str]
 """(desired $version, canonical text of the block)."""
+Ack = dict[str, Any]
+ReportFn = Callable[[Ack], None]
+
+
+class Delivered(Protocol):
+    """A delivery being applied; `av` follows re-deliveries of the same block (read when the answer goes out)."""
+
+    av: int
+    text: str
 
 
 class DeliveryLedger:
@@ -62,6 +74,57 @@ class DeliveryLedger:
             self._write(data)
         except OSError as err:
             log.warning("cannot persist the model update memory: %s", err)
+
+
+class Acknowledger:
+    """Reports model acknowledgements ({value, ac, av, ad}) and records terminal outcomes in the ledger, so a
+    re-delivery of the same block repeats its answer; keeps the last acknowledgement and error for status."""
+
+    def __init__(self, ledger: DeliveryLedger, report: ReportFn, last_error: str = "") -> None:
+        self.ledger = ledger
+        self._report = report
+        self._lock = threading.Lock()
+        self.last_error = last_error
+        self._last: Ack | None = None
+
+    def last(self) -> Ack | None:
+        """A copy of the last acknowledgement reported, for status."""
+        with self._lock:
+            return dict(self._last) if self._last else None
+
+    def emit(self, av: int, code: int, text: str, value: dict[str, Any]) -> None:
+        """Report one acknowledgement (from one thread only, so they arrive in order)."""
+        reported = ack(value, code, av, text)
+        with self._lock:
+            self._last = reported
+        try:
+            self._report(dict(reported))
+        except Exception:  # reporting is best effort; the next acknowledgement or status refresh repeats it
+            log.warning("reporting the model acknowledgement failed", exc_info=True)
+
+    def finish(self, job: Delivered, code: int, text: str, value: dict[str, Any]) -> None:
+        """Terminal acknowledgement: remembered (and persisted) so a re-delivery of this version is a no-op."""
+        if code >= 400:
+            self.last_error = text
+        self.ledger.handle((job.av, job.text))
+        self.emit(job.av, code, text, value)
+
+    def refuse(self, job: Delivered, code: int, text: str, value: dict[str, Any]) -> None:
+        """Terminal outcome that later deliveries of the same block repeat instead of retrying (this process)."""
+        self.ledger.refuse(job.text, code, text)
+        self.finish(job, code, text, value)
+
+    def overrule(self, text: str, job: Delivered | None, value: dict[str, Any]) -> None:
+        """An operator's rollback sticks: the desired block it undid (the job's, and the newest delivered) is answered
+        200 with `text` and not re-applied until the block changes."""
+        log.warning("%s", text)
+        latest = self.ledger.latest
+        for undone in {t for t in (job.text if job else None, latest[1] if latest else None) if t is not None}:
+            self.ledger.refuse(undone, 200, text)
+        self.ledger.handle(latest)
+        av = latest[0] if latest is not None else job.av if job is not None else None
+        if av is not None:
+            self.emit(av, 200, text, value)
 
 
 def _is_delivery(value: object) -> TypeGuard[list[Any]]:

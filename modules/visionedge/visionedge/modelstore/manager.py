@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,7 +32,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from visionedge.acks import ack
 from visionedge.config import (
     InferenceSettings,
     ModelRef,
@@ -46,31 +44,25 @@ from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.health import HealthBook, HealthFn, ModelHealth
-from visionedge.modelstore.ledger import DeliveryLedger
+from visionedge.modelstore.ledger import Acknowledger, DeliveryLedger, ReportFn
+from visionedge.modelstore.progress import ProgressPacer
 from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
-from visionedge.modelstore.shadow import Shadow, effective_every
+from visionedge.modelstore.rollbacks import RollbackDesk
+from visionedge.modelstore.shadow import AttachFn, Shadow, effective_every, run_shadow
 from visionedge.modelstore.store import ModelStore
 from visionedge.modelstore.watch import LatencyWindow, Watch
 from visionedge.supervise import Part
 
 log = logging.getLogger(__name__)
 
-Ack = dict[str, Any]
-ReportFn = Callable[[Ack], None]
 SwapFn = Callable[[Model], None]
-AttachFn = Callable[[Shadow | None], None]
 
 POLL_S = 0.1
-PROGRESS_STEP = 10
-PROGRESS_EVERY_S = 10.0
-"""A download that crawls (no new 10 % step) still acknowledges 202 this often."""
 MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
 HEALTH_FILE = "health.json"
 """Beside updates.json in the store: the last modelHealth and the candidate in its shadow phase, if any."""
-HEALTH_EVERY_S = 10.0
-"""How often the shadow phase's running figures are reported while it lasts."""
 
 
 class UpdateState(str, Enum):
@@ -95,14 +87,6 @@ class _Job:
     invalid: str = ""
     """Why the block is not even a valid `model` setting (then ref is None)."""
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _RollbackRequest:
-    """A rollbackModel call waiting for the worker's answer."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,7 +115,6 @@ class ModelManager:
         `modelHealth` block whenever it changes."""
         self.store = store
         self._swap = swap
-        self._report = report
         self._attach_shadow = attach_shadow
         self._runtime = runtime or RuntimeSettings()
         self._inference = inference or InferenceSettings()
@@ -150,13 +133,13 @@ class ModelManager:
         """A bug in the worker loop restarts it (logged, /healthz 503 meanwhile) instead of ending updates silently."""
         self._pending: _Job | None = None
         self._job: _Job | None = None
-        self._rollbacks: list[_RollbackRequest] = []
+        self._rollbacks = RollbackDesk()
         self._state = UpdateState.IDLE
         self._progress: float | None = None
-        self._download_started = self._progress_said = 0.0
-        self._last_error = "; ".join(store.load_errors)
-        self._last_ack: Ack | None = None
-        self._ledger = DeliveryLedger(store.read_updates, store.write_updates)
+        self._pacer = ProgressPacer()
+        self._acks = Acknowledger(DeliveryLedger(store.read_updates, store.write_updates), report,
+                                  last_error="; ".join(store.load_errors))
+        self._ledger = self._acks.ledger
         self._health = HealthBook(store.root / HEALTH_FILE, _pair(key), report_health)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -178,7 +161,7 @@ class ModelManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._answer_rollbacks({"status": 503, "payload": {"error": "the model manager is stopping"}})
+        self._rollbacks.answer({"status": 503, "payload": {"error": "the model manager is stopping"}})
 
     # ---- calls from other threads --------------------------------------------------------------------------
 
@@ -211,9 +194,8 @@ class ModelManager:
         """Go back to the previous version now (direct method rollbackModel): {"status": int, "payload": {...}}."""
         if self._thread is None or not self._thread.is_alive():
             return {"status": 503, "payload": {"error": "the model manager is not running"}}
-        request = _RollbackRequest()
         with self._lock:
-            self._rollbacks.append(request)
+            request = self._rollbacks.ask()
             for job in (self._job, self._pending):
                 if job is not None:
                     job.cancel.set()
@@ -269,8 +251,8 @@ class ModelManager:
                 "trial": self._in_use.key if self._watch is not None else None,
                 "progress": None if self._progress is None else round(self._progress * 100),
                 "desired_version": self._ledger.latest[0] if self._ledger.latest else None,
-                "last_error": self._last_error,
-                "ack": dict(self._last_ack) if self._last_ack else None,
+                "last_error": self._acks.last_error,
+                "ack": self._acks.last(),
             }
 
     def health(self) -> ModelHealth:
@@ -308,7 +290,7 @@ class ModelManager:
             refused = self._ledger.refusal(job.text)
             if refused is not None:
                 self._health.change(desired_version=job.av, rollout=_rollout(job))
-                self._finish(job, refused[0], refused[1], self._in_use.block)
+                self._acks.finish(job, refused[0], refused[1], self._in_use.block)
                 return
             if job.ref is None:
                 raise UpdateRejected(job.invalid)
@@ -331,9 +313,9 @@ class ModelManager:
         except UpdateCancelled:
             log.info("update to desired version %d cancelled", job.av)
             with self._lock:
-                by_rollback = bool(self._rollbacks) and self._pending is None
+                by_rollback = self._rollbacks.waiting() and self._pending is None
             if by_rollback:  # no newer version will answer this one: its 202 must not stand
-                self._finish(job, 409, f"update to desired version {job.av} cancelled by rollbackModel; publish a "
+                self._acks.finish(job, 409, f"update to desired version {job.av} cancelled by rollbackModel; publish a "
                              "new version to try again", self._in_use.block)
         except UpdateRejected as err:
             log.warning("model update rejected: %s", err)
@@ -341,12 +323,12 @@ class ModelManager:
         except UpdateFailed as err:
             log.error("model update failed: %s", err)
             self._health.change(phase="idle", verdict="rejected", reason=str(err))
-            self._finish(job, 500, str(err), self._in_use.block)
+            self._acks.finish(job, 500, str(err), self._in_use.block)
         except Exception as err:  # the manager must outlive any bug in one update and say why it failed
             log.exception("model update to desired version %d failed unexpectedly", job.av)
             text = f"internal error while applying the model: {type(err).__name__}: {err}"
             self._health.change(phase="idle", verdict="rejected", reason=text)
-            self._finish(job, 500, text, self._in_use.block)
+            self._acks.finish(job, 500, text, self._in_use.block)
 
     def _already_active(self, job: _Job, resolved: Resolved) -> None:
         """The block names the model serving now: for a fleet rollout that device has arrived (promoted)."""
@@ -358,7 +340,7 @@ class ModelManager:
             self._health.change(candidate=health.active, rollout=job.ref.rollout if job.ref else None, phase="idle",
                              verdict="promoted", frames=0, agreement=None, latency_ratio=None, reason=text,
                              desired_version=job.av)
-        self._finish(job, 200, text, resolved.block)
+        self._acks.finish(job, 200, text, resolved.block)
 
     def _consider(self, job: _Job, resolved: Resolved) -> None:
         """A new candidate: modelHealth names it, pending, with empty figures."""
@@ -367,7 +349,7 @@ class ModelManager:
     def _reject(self, job: _Job, code: int, text: str) -> None:
         """Refuse the block for good (this process) and say so in modelHealth too."""
         self._health.change(phase="idle", verdict="rejected", reason=text)
-        self._refuse(job, code, text)
+        self._acks.refuse(job, code, text, self._in_use.block)
 
     def _obtain(self, job: _Job, resolved: Resolved) -> Model:
         """The installed copy when this content is on disk already, else a fresh download into staging."""
@@ -398,18 +380,11 @@ class ModelManager:
         if self._attach_shadow is None:
             return ""
         shadow = Shadow(active, model, settings)
-        self._health.mark_shadowing(resolved.key)  # a crash from here on distrusts this candidate after restart
         self._set_state(UpdateState.SHADOW, None)
-        self._health.change(phase="shadow")
         log.info("%s", shadow.describe())
-        self._emit(job.av, 202, shadow.describe(), resolved.block)
-        self._attach_shadow(shadow)
-        try:
-            self._await_shadow(job, shadow)
-            verdict = shadow.verdict()
-        finally:
-            self._attach_shadow(None)
-            self._health.mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
+        self._acks.emit(job.av, 202, shadow.describe(), resolved.block)
+        verdict = run_shadow(shadow, self._attach_shadow, self._health, resolved.key, lambda: (
+            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None))
         log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
                  verdict.figures.frames, effective_every(shadow), verdict.reason)
         # published here when passed; a refusal changes the verdict next and publishes then
@@ -421,19 +396,6 @@ class ModelManager:
         self.store.prune()
         self._reject(job, 500, verdict.reason)
         return None
-
-    def _await_shadow(self, job: _Job, shadow: Shadow) -> None:
-        """Until the shadow decides or runs out of time; stopping or a newer block ends it without a verdict."""
-        next_report = time.monotonic() + HEALTH_EVERY_S
-        while not shadow.wait(POLL_S) and shadow.remaining() > 0:
-            if self._stop.is_set() or job.cancel.is_set():
-                shadow.finish()
-                why = "stopping" if self._stop.is_set() else "superseded or cancelled"
-                self._health.change(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
-                raise UpdateCancelled(f"{why} during the shadow phase")
-            if time.monotonic() >= next_report:
-                next_report += HEALTH_EVERY_S
-                self._health.update(lambda health: health.with_figures(shadow.comparison.figures()))
 
     def _activate(self, job: _Job, resolved: Resolved, model: Model, shadowed: str) -> None:
         """Swap between two frames, then watch; commit the pointer only once the watch passes."""
@@ -456,7 +418,7 @@ class ModelManager:
         log.info("model swapped: %s -> %s", old.key, resolved.key)
         verdict = None
         if watching:
-            self._emit(job.av, 202, watch.describe(), resolved.block)
+            self._acks.emit(job.av, 202, watch.describe(), resolved.block)
             verdict = self._await(watch, old.key)
         if verdict is None:
             self.store.commit(resolved.key)
@@ -466,7 +428,7 @@ class ModelManager:
             log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
             text = f"{resolved.key} is active" + (f" ({shadowed})" if shadowed else "")
             self._health.change(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
-            self._finish(job, 200, text, resolved.block)
+            self._acks.finish(job, 200, text, resolved.block)
             return
         self._set_state(UpdateState.ROLLING_BACK, None)
         self._swap(old.model)
@@ -477,12 +439,12 @@ class ModelManager:
         self._health.change(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
         if verdict == MANUAL_ROLLBACK:
             text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
-            self._settle_manual_rollback(text, job)
-            self._answer_rollbacks(self._rollback_result(text))
+            self._acks.overrule(text, job, self._in_use.block)
+            self._rollbacks.answer(self._rollback_result(text))
             return
         text = f"rolled back {resolved.key} to {old.key}: {verdict}"
         log.error("%s", text)
-        self._refuse(job, 500, text)
+        self._acks.refuse(job, 500, text, self._in_use.block)
 
     def _await(self, watch: Watch, fallback_key: str) -> str | None:
         """The watch's verdict. Stopping first clears the trial, so a restart retries the model on its next
@@ -500,15 +462,14 @@ class ModelManager:
 
     def _serve_rollbacks(self) -> None:
         """Answer rollbackModel calls that arrived while no watch was running."""
-        with self._lock:
-            if not self._rollbacks:
-                return
+        if not self._rollbacks.waiting():
+            return
         self._set_state(UpdateState.ROLLING_BACK, None)
         try:
             result = self._manual_rollback()
         finally:
             self._set_state(UpdateState.IDLE, None)
-        self._answer_rollbacks(result)
+        self._rollbacks.answer(result)
 
     def _manual_rollback(self) -> dict[str, Any]:
         """Swap to the previous committed version (verified from disk) and move the pointer back."""
@@ -533,20 +494,8 @@ class ModelManager:
         text = f"rolled back {current} to {previous} on request (rollbackModel)"
         self._health.change(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
                          reason=text)
-        self._settle_manual_rollback(text, None)
+        self._acks.overrule(text, None, self._in_use.block)
         return self._rollback_result(text)
-
-    def _settle_manual_rollback(self, text: str, job: _Job | None) -> None:
-        """The operator's choice sticks: the desired block it undid is not re-applied until the block changes."""
-        log.warning("%s", text)
-        latest = self._ledger.latest
-        for t in {t for t in (job.text if job else None, latest[1] if latest else None) if t is not None}:
-            self._ledger.refuse(t, 200, text)
-        self._ledger.handle(latest)
-        with self._lock:
-            av = latest[0] if latest is not None else job.av if job is not None else None
-        if av is not None:
-            self._emit(av, 200, text, self._in_use.block)
 
     def _rollback_result(self, text: str) -> dict[str, Any]:
         """The rollbackModel response after a successful rollback."""
@@ -554,65 +503,23 @@ class ModelManager:
         return {"status": 200, "payload": {"message": text, "active": split_key(self._in_use.key),
                                            "previous": split_key(previous) if previous else None}}
 
-    def _answer_rollbacks(self, result: dict[str, Any]) -> None:
-        """Release every waiting rollbackModel call with the same result."""
-        with self._lock:
-            waiting, self._rollbacks = self._rollbacks, []
-        for request in waiting:
-            request.result = result
-            request.done.set()
-
     # ---- acknowledgements ----------------------------------------------------------------------------------
 
     def _progress_ack(self, job: _Job, resolved: Resolved, phase: str, fraction: float | None) -> None:
         """Stage progress as 202s: one per PROGRESS_STEP percent, so the twin is not flooded."""
         if phase == "downloading":
-            step = None if fraction is None else int(fraction * 100) // PROGRESS_STEP * PROGRESS_STEP
             with self._lock:
-                previous, first = self._progress, self._state != UpdateState.DOWNLOADING
+                first = self._state != UpdateState.DOWNLOADING
                 self._state, self._progress = UpdateState.DOWNLOADING, fraction
             if first:
                 self._health.change(phase="downloading")
-            last = None if previous is None else int(previous * 100) // PROGRESS_STEP * PROGRESS_STEP
-            now = time.monotonic()
-            if first:
-                self._download_started = self._progress_said = now
-            stepped = first or (step is not None and step != last)
-            if stepped or now - self._progress_said >= PROGRESS_EVERY_S:
-                self._progress_said = now  # a crawling server still shows a 202 every PROGRESS_EVERY_S
-                shown = f" {step}%" if step is not None else ""
-                took = "" if stepped else f" ({now - self._download_started:.0f} s so far)"
-                self._emit(job.av, 202, f"downloading {resolved.key}{shown}{took}", resolved.block)
+            said = self._pacer.note(fraction, first)
+            if said is not None:
+                self._acks.emit(job.av, 202, f"downloading {resolved.key}{said}", resolved.block)
         else:
             self._set_state(UpdateState.VALIDATING, None)
             self._health.change(phase="validating")
-            self._emit(job.av, 202, f"validating {resolved.key}", resolved.block)
-
-    def _refuse(self, job: _Job, code: int, text: str) -> None:
-        """Terminal outcome that later deliveries of the same block repeat instead of retrying (this process)."""
-        self._ledger.refuse(job.text, code, text)
-        self._finish(job, code, text, self._in_use.block)
-
-    def _finish(self, job: _Job, code: int, text: str, value: dict[str, Any]) -> None:
-        """Terminal acknowledgement: remembered (and persisted) so a re-delivery of this version is a no-op."""
-        with self._lock:
-            handled = (job.av, job.text)
-            if code >= 400:
-                self._last_error = text
-        self._ledger.handle(handled)
-        with self._lock:
-            av = job.av
-        self._emit(av, code, text, value)
-
-    def _emit(self, av: int, code: int, text: str, value: dict[str, Any]) -> None:
-        """Report one acknowledgement (worker thread only, so they arrive in order)."""
-        with self._lock:
-            self._last_ack = ack(value, code, av, text)
-            reported = dict(self._last_ack)
-        try:
-            self._report(reported)
-        except Exception:  # reporting is best effort; the next acknowledgement or status refresh repeats it
-            log.warning("reporting the model acknowledgement failed", exc_info=True)
+            self._acks.emit(job.av, 202, f"validating {resolved.key}", resolved.block)
 
     def _set_state(self, state: UpdateState, progress: float | None) -> None:
         """What status() shows."""

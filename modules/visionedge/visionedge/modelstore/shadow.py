@@ -20,14 +20,21 @@ import numpy as np
 
 from visionedge.compare import Comparison, Figures, Subject
 from visionedge.config import ShadowSettings
+from visionedge.errors import first_line
 from visionedge.frame import Frame, Geometry, Inference
 from visionedge.models.model import Model
+from visionedge.modelstore.errors import UpdateCancelled
+from visionedge.modelstore.health import HealthBook
 
 log = logging.getLogger(__name__)
 
 CREDIT_S = 1.0
 """Seconds of budget that may pile up while no frames come (a camera outage), so a burst after it stays short."""
 REASON_CHARS = 200
+HEALTH_EVERY_S = 10.0
+"""How often the shadow phase's running figures are reported while it lasts."""
+POLL_S = 0.1
+AttachFn = Callable[["Shadow | None"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +106,7 @@ class Shadow:
             tensor, geometry = self.candidate.prepare(frame.image)
             raw, elapsed = self.candidate.run(tensor)
         except Exception as err:  # noqa: BLE001 - any candidate failure is a verdict, never a pipeline error
-            self._fail(f"candidate failed on a live frame: {_first_line(err)}")
+            self._fail(f"candidate failed on a live frame: {first_line(err)}")
             return None
         finally:
             spent = time.perf_counter() - started
@@ -114,7 +121,7 @@ class Shadow:
         try:
             candidate = self.candidate.finish(run.raw, run.geometry, run.inference_ms, "a live frame")
         except Exception as err:  # noqa: BLE001 - a candidate that cannot decode a live frame is refused
-            self._fail(f"candidate failed on a live frame: {_first_line(err)}")
+            self._fail(f"candidate failed on a live frame: {first_line(err)}")
             return
         self.comparison.add(active, candidate, frame.index, frame.source_id)
         if self.comparison.frames >= self.settings.frames:
@@ -174,13 +181,32 @@ def summary(figures: Figures, settings: ShadowSettings) -> str:
     return f"{head}; latency p95 {ratio:.1f}x{gate}"
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _clip(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
+
+
+def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
+               interrupted: Callable[[], str | None]) -> ShadowVerdict:
+    """Put the candidate beside the live model until the gates decide, with running figures in modelHealth; raises
+    UpdateCancelled when `interrupted()` names a reason (stopping, a newer block) before a verdict."""
+    health.mark_shadowing(key)  # a crash from here on distrusts this candidate after restart
+    health.change(phase="shadow")
+    attach(shadow)
+    try:
+        next_report = time.monotonic() + HEALTH_EVERY_S
+        while not shadow.wait(POLL_S) and shadow.remaining() > 0:
+            why = interrupted()
+            if why:
+                shadow.finish()
+                health.change(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+                raise UpdateCancelled(f"{why} during the shadow phase")
+            if time.monotonic() >= next_report:
+                next_report += HEALTH_EVERY_S
+                health.update(lambda current: current.with_figures(shadow.comparison.figures()))
+        return shadow.verdict()
+    finally:
+        attach(None)
+        health.mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
 
 
 def effective_every(shadow: Shadow) -> int:
