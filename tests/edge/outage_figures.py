@@ -2,7 +2,8 @@
 
 The hub refuses connections for `--outage` seconds (optionally the module is killed with SIGKILL and restarted
 half-way through); then it accepts again. Printed as JSON: seconds from the hub's return to the first message and to
-the first live result (made after the return), and to an empty outbox; events delivered and the backlog size.
+the first live result (made after the return), and to an empty outbox; from the module's first CONNECT the hub
+admitted after the return to its first message; events delivered and the backlog size.
 Heavy (minutes): run it under the heavy-run lock, not in CI.
 
     flock /tmp/ve-heavy.lock python -m tests.edge.outage_figures --outage 30 --kill
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from visionedge_devhub.broker import free_port
 from visionedge_devhub.hub import DevHub
 from visionedge_devhub.testing import running_devhub, sdk_nodelay
-
-from tests.edge.conftest import free_port
 
 
 def start(hub: DevHub, work: Path, n: int) -> subprocess.Popen[bytes]:
@@ -81,8 +81,11 @@ def measure(outage_s: float, kill: bool, work: Path) -> dict[str, Any]:
                 module = start(hub, work, 1)
             time.sleep(max(0.0, cut + outage_s - time.time()))
             seen = hub.emulator.last_seq
+            admitted = hub.front.stats.authenticated
             back = time.time()
             hub.front.set_down(False)
+            hub.front.wait_for(lambda stats: stats.authenticated > admitted, timeout=120)
+            connected = time.time()
             first = hub.emulator.wait_for_telemetry(lambda m: m.seq > seen, timeout=120)[0]
             live = hub.emulator.wait_for_telemetry(
                 lambda m: m.seq > seen and any(made_at(e) >= back for e in events_of(m.json)
@@ -97,6 +100,8 @@ def measure(outage_s: float, kill: bool, work: Path) -> dict[str, Any]:
             module.send_signal(signal.SIGTERM)
             module.wait(20)
     return {"outage_s": outage_s, "kill_9_restart": kill, "first_message_s": round(first.received_at - back, 2),
+            "connected_s": round(connected - back, 2), "first_message_after_connect_s": round(
+                first.received_at - connected, 2),
             "first_live_result_s": round(live.received_at - back, 2), "drained_s": round(drained - back, 2),
             "backlog_results": backlog, "messages_after_return": len(after)}
 
