@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
+from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from visionedge.acks import merge_patch, replacing
 from visionedge.durable import read_json, write_json_atomic
 from visionedge.errors import first_line
 from visionedge.retry import JITTER, backoff_delay
@@ -35,3 +40,30 @@ def test_write_json_atomic_replaces_the_file_and_leaves_no_temporary_behind(tmp_
     write_json_atomic(target, {"version": 2, "document": {"inference": {"top_k": 3}}})
     assert read_json(target) == {"version": 2, "document": {"inference": {"top_k": 3}}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["twin-desired.json"]
+
+
+_KEYS = st.sampled_from(["a", "b", "c", "$v"])
+_LEAVES = st.one_of(st.integers(), st.text(max_size=3), st.booleans(), st.lists(st.integers(), max_size=2))
+_DOCS = st.recursive(_LEAVES, lambda inner: st.dictionaries(_KEYS, inner, max_size=3), max_leaves=8)
+
+
+@given(held=st.dictionaries(_KEYS, _DOCS, max_size=3), value=st.dictionaries(_KEYS, _DOCS, max_size=3))
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_replacing_patch_merged_as_the_hub_merges_gives_exactly_the_new_value(
+        held: dict[str, Any], value: dict[str, Any]) -> None:
+    """What the reporter sends: merge_patch(held, replacing(held, value)) == value, for any nesting and any field
+    that went away (`$` keys are metadata the hub keeps and nobody patches)."""
+    def plain(doc: Any) -> Any:
+        return {k: plain(v) for k, v in doc.items() if not k.startswith("$")} if isinstance(doc, dict) else doc
+
+    held, value = plain(held), plain(value)
+    document = copy.deepcopy(held)
+    merge_patch(document, replacing(held, value))
+    assert document == _without_nulls(value)
+
+
+def _without_nulls(doc: Any) -> Any:
+    """A value as the twin stores it: a null is no field at all."""
+    if not isinstance(doc, dict):
+        return doc
+    return {k: _without_nulls(v) for k, v in doc.items() if v is not None}

@@ -39,3 +39,14 @@ def merge_patch(document: dict[str, Any], patch: Mapping[str, Any]) -> None:
             merge_patch(target, value)
         else:
             document[key] = copy.deepcopy(value)
+
+
+def replacing(held: Any, value: Any) -> Any:
+    """The merge patch that turns `held` into `value`: every field of `value`, and a null for each field of `held`
+    (at any depth) that `value` no longer has."""
+    if not isinstance(value, dict) or not isinstance(held, dict):
+        return value
+    patch: dict[str, Any] = {key: None for key in held if key not in value and not key.startswith("$")}
+    for key, item in value.items():
+        patch[key] = replacing(held.get(key), item)
+    return patch

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from visionedge.acks import merge_patch
+from visionedge.acks import merge_patch, replacing
 from visionedge.edge.client import HubClient
 from visionedge.errors import VisionEdgeError
 from visionedge.supervise import Part
@@ -82,14 +82,3 @@ class Reporter:
                     log.warning("reported properties not sent yet: %s", err)
             if self._stop.is_set():
                 return
-
-
-def replacing(held: Any, value: Any) -> Any:
-    """The merge patch that turns `held` into `value`: every field of `value`, and a null for each field of `held`
-    (at any depth) that `value` no longer has."""
-    if not isinstance(value, dict) or not isinstance(held, dict):
-        return value
-    patch: dict[str, Any] = {key: None for key in held if key not in value and not key.startswith("$")}
-    for key, item in value.items():
-        patch[key] = replacing(held.get(key), item)
-    return patch
