@@ -184,6 +184,12 @@ class LiveSource(Source):
         self.attempts += 1
         super().note_stall(reason)
 
+    def _ended(self, silent_s: float) -> str:
+        """Why the stream ended: the read timeout (set to watchdog_s) says what the watchdog would have said."""
+        if silent_s >= self.settings.watchdog_s * 0.9:
+            return f"no frame for {self.settings.watchdog_s:g} s: reopening"
+        return f"{self.description} stopped delivering frames"
+
     def _open(self) -> cv2.VideoCapture | None:
         timeout_ms = int(min(self.settings.watchdog_s, 30.0) * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
@@ -214,11 +220,13 @@ class LiveSource(Source):
                 continue
             self.attempts = 0
             self._set_state(SourceState.STREAMING)
+            last = time.monotonic()
             try:
                 while not stop.is_set():
                     ok, image = capture.read()
                     if not ok or image is None:
                         break
+                    last = time.monotonic()
                     yield Frame(image, self.source_id, index, time.time())
                     index += 1
             finally:
@@ -226,7 +234,7 @@ class LiveSource(Source):
             if stop.is_set():
                 return
             self.attempts += 1
-            self._set_state(SourceState.RETRYING, f"{self.description} stopped delivering frames")
+            self._set_state(SourceState.RETRYING, self._ended(time.monotonic() - last))
             if stop.wait(self.backoff()):
                 return
 
