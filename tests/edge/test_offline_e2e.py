@@ -163,7 +163,7 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
     what the cap still forces out is dropped and counted, never silently lost."""
     hub.set_desired({"outbox": {"max_mb": 0.03}, "telemetry": {"policy": "every-frame", "batch": True},
                      "inference": {"top_k": 1}})
-    start_module(hub)
+    module = start_module(hub)
     hub.emulator.wait_for_telemetry(lambda m: m.output == "results", timeout=60)
     hub.front.set_down(True)
     hub.front.drop()
@@ -183,7 +183,8 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
     wait_until(lambda: any(e.get("type") == "event" and "compact" in json.dumps(e) for e in delivered(hub)), 30,
                "a dropped-telemetry notice telling the cloud that results were compacted",
                detail=lambda: (outbox, Counter(e.get("type") for e in delivered(hub)),
-                               [e.get("event") for e in delivered(hub) if e.get("type") == "event"]))
+                               [e.get("event") for e in delivered(hub) if e.get("type") == "event"],
+                               [line for line in module.log().splitlines() if "outbox" in line][-8:]))
 
 
 @pytest.fixture

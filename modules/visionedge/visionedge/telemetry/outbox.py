@@ -11,13 +11,14 @@ Per source, seq order therefore holds within the live part and within the backlo
 order by seq.
 
 Bounds: `bytes` counts stored JSON bodies plus ~96 B per row; SQLite pages and indexes make the file somewhat larger,
-and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 % of it:
-with overflow "compact" it first merges the oldest result events into one aggregate per source and window (counts and
-max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced; a model swap starts
-a new aggregate, so none mixes models), then drops events if compaction is not enough; with "drop-oldest" it drops.
-Drops take heartbeats first, then results, then aggregates, then events (state changes, model updates, the dropped-
-telemetry notice), oldest first within each, so what summarises the loss survives it. Events older than `max_age_h`
-are dropped (they are counted as dropped and as expired). Every loss is counted in persisted counters.
+and free pages are reused rather than returned to the file system. Past `max_mb` the outbox shrinks to 90 % of it
+(the rows in flight, at most one sender batch, do not count until acknowledged: they can be neither compacted nor
+dropped): with overflow "compact" it first merges the oldest result events into one aggregate per source and window
+(counts and max confidence per label, `compacted` = how many results, `seq`..`seq_last` = the range replaced; a model
+swap starts a new aggregate, so none mixes models), then drops events if compaction is not enough; with "drop-oldest"
+it drops. Drops take heartbeats first, then results, then aggregates, then events (state changes, model updates, the
+dropped-telemetry notice), oldest first within each, so what summarises the loss survives it. Events older than
+`max_age_h` are dropped (they are counted as dropped and as expired). Every loss is counted in persisted counters.
 
 Age is measured on the steady (monotonic) clock, never the wall clock, so NTP setting a clock that booted at 1970
 does not expire the queue, and a clock stepped back does not keep events forever. Each row stores its steady
@@ -211,6 +212,12 @@ class Outbox:
             self._leased = {item.row_id for item in items}
             return items
 
+    def hold(self, row_ids: Iterable[int]) -> None:
+        """Narrow the rows in flight to these (the message being retried): the rest of the batch may be compacted or
+        dropped again, and the caller must not send or acknowledge it without a new next_batch."""
+        with self._lock:
+            self._leased &= set(row_ids)
+
     def ack(self, row_ids: Iterable[int], meta: Mapping[str, str] | None = None) -> None:
         """Delete delivered events (only after the transport confirmed them), storing `meta` in the same commit.
 
@@ -347,7 +354,10 @@ class Outbox:
         cap = self.settings.max_mb * 1024 * 1024
         if self._bytes <= cap:
             return
-        target = cap * LOW_WATER
+        in_flight = self._leased_bytes(conn)
+        if self._bytes - in_flight <= cap:
+            return
+        target = cap * LOW_WATER + in_flight
         while self._bytes > target:
             if self.settings.overflow == "compact":
                 merged = self._compact_chunk(conn)
@@ -358,6 +368,15 @@ class Outbox:
             if not removed:
                 break
             self._note_loss("dropped", removed)
+
+    def _leased_bytes(self, conn: sqlite3.Connection) -> int:
+        """Bytes of the rows in flight: the sender's batch, which neither compaction nor drops may touch, so it does
+        not count against the cap (else a batch bigger than the cap would make every new event, the loss notice
+        included, be dropped as soon as it is stored)."""
+        if not self._leased:
+            return 0
+        size, count = conn.execute(_SIZE_OF_IDS, (json.dumps(sorted(self._leased)),)).fetchone()
+        return int(size) + int(count) * ROW_OVERHEAD
 
     def _note_loss(self, kind: str, count: int) -> None:
         """Log compaction, drops and expiry at most once per LOSS_LOG_INTERVAL_S, with the totals since the last."""

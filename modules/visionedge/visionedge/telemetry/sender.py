@@ -6,7 +6,9 @@ sender backs off (capped exponential, with jitter), cut short by `link_up()` whe
 back; the backoff then starts again from its shortest step. Each retry first turns everything stored so far into
 backlog and lingers briefly, so that with `live_first` the first message after an outage carries a live event when
 one is made meanwhile; while a backlog drains, a round ends after ROUND_S when live events wait, so they go next.
-A fatal error stops the thread and is reported.
+While the link is down only the message being retried is held in flight (each retry sends that one message), so
+the outbox may compact or drop the rest of the backlog within its cap. A fatal error stops the thread and is
+reported.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class Sender:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._retry = False
+        self._probing = False
+        """The last send failed: the next round sends one message, and the round after a success sends freely."""
         self._attempt = 0
         self._thread: threading.Thread | None = None
         self.part = Part("telemetry-sender")
@@ -199,10 +203,14 @@ class Sender:
         messages, oversize = pack(items, batch=self.batch, unit_bytes=self.budget.unit_bytes)
         if oversize:
             self.outbox.discard([i.row_id for i in oversize], "bigger than IoT Hub's 256 KB message limit")
+        if self._probing and messages:  # the link failed last time: try one message, holding only its rows
+            messages = messages[:1]
+            self.outbox.hold(messages[0].row_ids)
         for message in messages:
             if not self.budget.allows(message.units, heartbeat=message.kind == "heartbeat"):
                 return False
             if not self._deliver(message):
+                self.outbox.hold(message.row_ids)  # only this message waits for the link; the rest may be compacted
                 return True
             self.outbox.ack(message.row_ids, meta=self.budget.charge(message.units))
             self._sent_events += message.events
@@ -221,10 +229,10 @@ class Sender:
             self._last_error = str(err)
             if self._link == "up" or not self._warned:
                 log.warning("telemetry link down: %s; events wait in the outbox", err)
-            self._link, self._warned, self._retry = "down", True, True
+            self._link, self._warned, self._retry, self._probing = "down", True, True, True
             return False
         if self._link == "down":
             log.info("telemetry link up again (%d failed attempts in all)", self._failed)
             self._link = "up"
-        self._attempt = 0
+        self._attempt, self._probing = 0, False
         return True
