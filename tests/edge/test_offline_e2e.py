@@ -160,7 +160,7 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
     hub: DevHub, start_module: StartModule
 ) -> None:
     """With a tiny disk cap and no link, old results are folded into aggregates and counted, and the cloud is told;
-    what the cap still forces out is dropped and counted, never silently lost."""
+    every seq arrives, alone or inside an aggregate."""
     hub.set_desired({"outbox": {"max_mb": 0.03}, "telemetry": {"policy": "every-frame", "batch": True},
                      "inference": {"top_k": 1}})
     module = start_module(hub)
@@ -172,14 +172,12 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
     drained = wait_drained(hub)
     outbox = drained["telemetry"]["outbox"]
     assert outbox["compacted"] > 0
-    if outbox["dropped"] == 0:
-        wait_complete(hub, timeout=30.0)
-        assert any(e.get("compacted") for e in delivered(hub) if e.get("type") == "aggregate")
-    # else: 30 KB was too little for compaction alone and events were dropped (heartbeats, then results, then
-    # aggregates): the overflow policy at work, counted in the outbox's `dropped` and in telemetry_dropped. Measured
-    # here: 3-52 of ~125 events dropped in a 25 s outage and 16 in a 15 s one, so delivery in full is asserted only
-    # when nothing was dropped (the outage tests above check it without a cap). The loss notice is an event, dropped
-    # last, so it always reaches the cloud (before drops were ordered by kind it was itself dropped once in CI).
+    # the sender holds only the message it retries, so the backlog behind it is compacted within the cap and
+    # nothing needs dropping: measured 73 compacted, 0 dropped on each of 3 runs (before, it held up to 200 events,
+    # more than the 30 KB cap, and 3-52 of ~125 events were dropped, the loss notice among them once in CI)
+    assert outbox["dropped"] == 0
+    wait_complete(hub, timeout=30.0)
+    assert any(e.get("compacted") for e in delivered(hub) if e.get("type") == "aggregate")
     wait_until(lambda: any(e.get("type") == "event" and "compact" in json.dumps(e) for e in delivered(hub)), 30,
                "a dropped-telemetry notice telling the cloud that results were compacted",
                detail=lambda: (outbox, Counter(e.get("type") for e in delivered(hub)),
