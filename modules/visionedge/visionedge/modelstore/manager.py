@@ -139,7 +139,6 @@ class ModelManager:
         self._pacer = ProgressPacer()
         self._acks = Acknowledger(DeliveryLedger(store.read_updates, store.write_updates), report,
                                   last_error="; ".join(store.load_errors))
-        self._ledger = self._acks.ledger
         self._health = HealthBook(store.root / HEALTH_FILE, _pair(key), report_health)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -173,7 +172,7 @@ class ModelManager:
         ref, invalid = _as_ref(block)
         text = canonical(ref) if ref is not None else json.dumps(block, sort_keys=True, default=str)
         with self._lock:
-            fresh = self._ledger.delivered(desired_version, text)
+            fresh = self._acks.ledger.delivered(desired_version, text)
             pending, job = self._pending, self._job
             if pending is not None and pending.text == text:
                 pending.av = desired_version
@@ -250,7 +249,7 @@ class ModelManager:
                 "previous": split_key(previous) if previous else None,
                 "trial": self._in_use.key if self._watch is not None else None,
                 "progress": None if self._progress is None else round(self._progress * 100),
-                "desired_version": self._ledger.latest[0] if self._ledger.latest else None,
+                "desired_version": self._acks.ledger.latest[0] if self._acks.ledger.latest else None,
                 "last_error": self._acks.last_error,
                 "ack": self._acks.last(),
             }
@@ -287,7 +286,7 @@ class ModelManager:
     def _apply(self, job: _Job) -> None:
         """One desired block to its terminal acknowledgement; every failure becomes a one-line reason."""
         try:
-            refused = self._ledger.refusal(job.text)
+            refused = self._acks.ledger.refusal(job.text)
             if refused is not None:
                 self._health.change(desired_version=job.av, rollout=_rollout(job))
                 self._acks.finish(job, refused[0], refused[1], self._in_use.block)
@@ -384,7 +383,7 @@ class ModelManager:
         log.info("%s", shadow.describe())
         self._acks.emit(job.av, 202, shadow.describe(), resolved.block)
         verdict = run_shadow(shadow, self._attach_shadow, self._health, resolved.key, lambda: (
-            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None))
+            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None), POLL_S)
         log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
                  verdict.figures.frames, effective_every(shadow), verdict.reason)
         # published here when passed; a refusal changes the verdict next and publishes then

@@ -33,7 +33,6 @@ CREDIT_S = 1.0
 REASON_CHARS = 200
 HEALTH_EVERY_S = 10.0
 """How often the shadow phase's running figures are reported while it lasts."""
-POLL_S = 0.1
 AttachFn = Callable[["Shadow | None"], None]
 
 
@@ -186,7 +185,7 @@ def _clip(text: str) -> str:
 
 
 def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
-               interrupted: Callable[[], str | None]) -> ShadowVerdict:
+               interrupted: Callable[[], str | None], poll_s: float) -> ShadowVerdict:
     """Put the candidate beside the live model until the gates decide, with running figures in modelHealth; raises
     UpdateCancelled when `interrupted()` names a reason (stopping, a newer block) before a verdict."""
     health.mark_shadowing(key)  # a crash from here on distrusts this candidate after restart
@@ -194,7 +193,7 @@ def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
     attach(shadow)
     try:
         next_report = time.monotonic() + HEALTH_EVERY_S
-        while not shadow.wait(POLL_S) and shadow.remaining() > 0:
+        while not shadow.wait(poll_s) and shadow.remaining() > 0:
             why = interrupted()
             if why:
                 shadow.finish()

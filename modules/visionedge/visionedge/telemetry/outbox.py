@@ -32,6 +32,7 @@ the fresh one gets a new epoch, so message ids never repeat those of the lost fi
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -375,7 +376,7 @@ class Outbox:
         included, be dropped as soon as it is stored)."""
         if not self._leased:
             return 0
-        size, count = conn.execute(_SIZE_OF_IDS, (json.dumps(sorted(self._leased)),)).fetchone()
+        size, count = conn.execute(_SIZE_OF_IDS, (json.dumps(list(self._leased)),)).fetchone()
         return int(size) + int(count) * ROW_OVERHEAD
 
     def _note_loss(self, kind: str, count: int) -> None:
@@ -431,14 +432,12 @@ class Outbox:
         oldest first within a kind (DROP_ORDER); returns how many."""
         ids: list[int] = []
         freed = 0
-        for kind in DROP_ORDER:
-            for row_id, size in conn.execute(_OLDEST_OF_KIND, (kind,)):
-                if row_id in self._leased:
-                    continue
-                ids.append(row_id)
-                freed += size + ROW_OVERHEAD
-                if freed >= need:
-                    break
+        by_kind = (conn.execute(_OLDEST_OF_KIND, (kind,)) for kind in DROP_ORDER)
+        for row_id, size in itertools.chain.from_iterable(by_kind):
+            if row_id in self._leased:
+                continue
+            ids.append(row_id)
+            freed += size + ROW_OVERHEAD
             if freed >= need:
                 break
         if ids:
