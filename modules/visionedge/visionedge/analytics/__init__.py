@@ -1,0 +1,1 @@
+"""Scene analytics: tracks, line crossings, zones and dwell, per source, on the device."""
