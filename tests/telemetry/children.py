@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from visionedge.config import LocalMqttSettings, OutboxSettings
+from visionedge.config import LocalMqttSettings, OutboxSettings, TelemetrySettings
 from visionedge.telemetry.events import Sequencer
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox
+from visionedge.telemetry.scene import LineSpec, SceneLayout
+from visionedge.telemetry.sink import TelemetrySink
 
-from .support import record
+from .support import crossing, record, scene
 
 
 def outbox_writer(data_dir: str) -> None:
@@ -42,8 +44,26 @@ def local_publisher(port: str, prefix: str) -> None:
         time.sleep(1)
 
 
+def scene_writer(data_dir: str) -> None:
+    """A sink at default settings fed one crossing per frame (every fifth on the alarm line), printing each crossing
+    only after scene_frame returned."""
+    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=Path(data_dir), source_id="cam")
+    sink.set_layouts([SceneLayout("cam", (LineSpec("door"), LineSpec("gate", alarm=True)))])
+    n = 0
+    while True:
+        n += 1
+        now = time.time()
+        alarm = n % 5 == 0
+        sink.scene_frame(scene(now, {}, crossing("gate" if alarm else "door", track_id=n, at=now, alarm=alarm)))
+        sys.stdout.write(f"{'gate' if alarm else 'door'} {n}\n")
+        sys.stdout.flush()
+        time.sleep(0.002)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "outbox-writer":
         outbox_writer(sys.argv[2])
+    elif sys.argv[1] == "scene-writer":
+        scene_writer(sys.argv[2])
     else:
         local_publisher(sys.argv[2], sys.argv[3])

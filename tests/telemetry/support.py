@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import paho.mqtt.client as mqtt
+from visionedge.analytics.events import Crossing, SceneFrame, ZoneEvent, ZoneEventKind
 from visionedge.telemetry.sender import TransientSendError
 from visionedge_devhub.broker import PLAIN_HOST
 
@@ -160,3 +161,22 @@ def record(counts: Mapping[str, int], confidence: float | Mapping[str, float] = 
         "detections": detections,
         "counts": {label: n for label, n in counts.items() if n},
     }
+
+
+def crossing(line: str = "door", direction: str = "in", *, label: str = "person", track_id: int = 1,
+             at: float = 1_800_000_000.0, alarm: bool = False, source_id: str = "cam") -> Crossing:
+    """One crossing as the scene analytics report it."""
+    return Crossing(source_id, line, direction, label, track_id, at, alarm)
+
+
+def zone_event(kind: ZoneEventKind, zone: str = "queue", *, label: str = "person", track_id: int = 1,
+               at: float = 1_800_000_000.0, dwell_s: float | None = None, alarm: bool = False,
+               source_id: str = "cam") -> ZoneEvent:
+    """One zone event as the scene analytics report it."""
+    return ZoneEvent(source_id, zone, kind, label, track_id, at, dwell_s, alarm)
+
+
+def scene(at: float, occupancy: Mapping[str, Mapping[str, int]] | None = None, *events: Crossing | ZoneEvent,
+          source_id: str = "cam", model: str = "yolox-nano@1", geometry: str = "g1") -> SceneFrame:
+    """One analysed frame's SceneFrame with exact ground truth."""
+    return SceneFrame(source_id, at, model, geometry, occupancy if occupancy is not None else {"queue": {}}, events)

@@ -201,6 +201,10 @@ class LocalMqttSettings(Strict):
     topic_prefix: str = Field("visionedge", min_length=1, max_length=200, pattern=r"^[^+#$\x00/][^+#\x00]*$",
                               description="topics: <prefix>/<source>/<output> (no MQTT wildcards + or #)")
     tls: bool = Field(False, description="connect with TLS (system CAs)")
+    discovery: bool = Field(False, description="announce each line's counts and zone's occupancy to Home Assistant "
+                            "(MQTT discovery, retained; removed with the line or zone)")
+    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="Home Assistant's discovery prefix")
 
 
 class RollbackSettings(Strict):

@@ -12,7 +12,14 @@ free tier (body plus properties), and each tier caps those units per day (8,000 
   (the outbox) so a restart does not reset it; a day only ever rolls forward, so a clock set back cannot re-grant
   a spent budget. When the budget is spent the sender stops; events stay in the
   outbox. Heartbeats have a reserve (`heartbeat_reserve`: one day of heartbeats, at most a tenth of the budget) that
-  other events cannot use, so liveness survives a burst of results; nothing ever goes beyond the budget.
+  other events cannot use, so liveness survives a burst of results; scene alarms have one too (`ALARM_SHARE` of the
+  budget, when any line or zone raises alarms) that results, aggregates and counts cannot use, so when the budget
+  runs out counts wait before alarms do; nothing ever goes beyond the budget.
+- Scene alarms and counts always travel alone (never batched), so IoT Hub routing can split them by their `type`
+  application property (`alarm`, `counts`) without reading bodies; an alarm also carries `alarm` (crossing,
+  forbidden, dwell, enter), `geometry` (the line or zone) and `class`.
+- `fold_factor` says how many times longer scene count windows should be while the day's spending runs ahead of the
+  day, so counts cost fewer messages before anything has to wait.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ BATCH_BYTES: Final = 4096
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 """IoT Hub (and the SDK, client-side) refuse bigger messages."""
 DAY_S: Final = 86400.0
+ALARM_SHARE: Final = 0.05
+"""Share of the daily budget kept for scene alarms: 400 of the free tier's 8,000 messages."""
+ALONE: Final = frozenset({"alarm", "counts"})
+"""Event kinds that always go as their own message, so routing sees their type on the message."""
 
 
 def properties_size(properties: Mapping[str, str]) -> int:
@@ -54,12 +65,16 @@ def properties_for(body: Mapping[str, Any], kind: str) -> dict[str, str]:
     """Application properties (strings) that routes can filter on: schema version, model, source, event type."""
     model = body.get("model")
     name = model.get("name") if isinstance(model, Mapping) else model
-    return {
+    properties = {
         "schema_version": str(body.get("schema_version", SCHEMA_VERSION)),
         "model": "" if name is None else str(name),
         "source_id": str(body.get("source_id", "")),
         "type": kind,
     }
+    if kind == "alarm":
+        properties.update(alarm=str(body.get("alarm", "")), geometry=str(body.get("line") or body.get("zone") or ""),
+                          **{"class": str(body.get("label", ""))})
+    return properties
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ def pack(items: Sequence[OutboxItem], *, batch: bool,
         if item.size > MAX_MESSAGE_BYTES - properties_size(properties_for(event.body, event.kind)):
             oversize.append(item)
             continue
-        if not batch:
+        if not batch or event.kind in ALONE:
             messages.append((position, replace(_single(item), unit_bytes=unit_bytes)))
             continue
         key = (event.output, event.source_id, dumps(event.body.get("model")).decode("utf-8"))
@@ -177,6 +192,24 @@ class MetaStore(Protocol):
         """Store values atomically."""
 
 
+def fold_factor(stats: BudgetStats, seconds_to_reset: float, cap: int = 64) -> int:
+    """How many times longer count windows should be now: 1 while the units left last the rest of the UTC day at the
+    rate spent so far; else the power of two (at most `cap`) that brings the rate down to what is left."""
+    if stats.budget_remaining is None or not stats.units_used_today:
+        return 1
+    elapsed = max(1.0, DAY_S - seconds_to_reset)
+    needed = stats.units_used_today / elapsed * seconds_to_reset
+    if needed <= stats.budget_remaining:
+        return 1
+    ratio = needed / max(1, stats.budget_remaining)
+    return min(cap, 1 << math.ceil(math.log2(ratio)))
+
+
+def alarm_reserve(limit: int) -> int:
+    """Units kept for scene alarms, which results, aggregates and counts cannot use."""
+    return math.floor(limit * ALARM_SHARE)
+
+
 def heartbeat_reserve(limit: int, heartbeat_s: float) -> int:
     """Units kept for heartbeats: a day of them, but never more than a tenth of the budget."""
     return min(math.ceil(DAY_S / heartbeat_s), limit // 10) if limit else 0
@@ -196,11 +229,13 @@ class BudgetStats:
 class DailyBudget:
     """Units and messages sent per UTC day against a limit (0 = unlimited), persisted so restarts do not reset it."""
 
-    def __init__(self, limit: int, store: MetaStore, *, reserve: int = 0, unit_bytes: int = UNIT_BYTES,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limit: int, store: MetaStore, *, reserve: int = 0, alarms: int = 0,
+                 unit_bytes: int = UNIT_BYTES, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
         self.unit_bytes = unit_bytes
         self.reserve = reserve
+        self.alarms = alarms
+        """Units kept for scene alarms (`alarm_reserve`, when any line or zone raises alarms; else 0)."""
         self.store = store
         self.clock = clock
         self._lock = threading.Lock()
@@ -208,13 +243,14 @@ class DailyBudget:
         self._messages = int(store.get_meta("budget.messages") or 0)
         self._units = int(store.get_meta("budget.units") or 0)
 
-    def allows(self, cost: int, *, heartbeat: bool) -> bool:
-        """Whether a message of `cost` units may go now; other events may not eat into the heartbeat reserve."""
+    def allows(self, cost: int, *, heartbeat: bool, alarm: bool = False) -> bool:
+        """Whether a message of `cost` units may go now; other events may not eat into the heartbeat reserve, nor
+        events other than alarms into the alarm reserve."""
         with self._lock:
             self._roll()
             if not self.limit:
                 return True
-            ceiling = self.limit if heartbeat else self.limit - self.reserve
+            ceiling = self.limit if heartbeat else self.limit - self.reserve - (0 if alarm else self.alarms)
             return self._units + cost <= ceiling
 
     def record(self, cost: int) -> None:
@@ -229,9 +265,11 @@ class DailyBudget:
             self._units += cost
             return self._values()
 
-    def update(self, limit: int, reserve: int) -> None:
-        """New limit from the twin; today's usage is kept."""
+    def update(self, limit: int, reserve: int, alarms: int | None = None) -> None:
+        """New limit from the twin (and alarm reserve, when given); today's usage is kept."""
         self.limit, self.reserve = limit, reserve
+        if alarms is not None:
+            self.alarms = alarms
 
     def seconds_to_reset(self) -> float:
         """Time until the next UTC midnight, when the budget starts again."""

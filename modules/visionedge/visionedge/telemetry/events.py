@@ -11,15 +11,19 @@ from typing import Any, Final, Literal
 from visionedge import outputs
 from visionedge.result import SCHEMA_VERSION, iso_utc
 
-EventType = Literal["result", "aggregate", "heartbeat", "event", "batch"]
+EventType = Literal["result", "aggregate", "heartbeat", "event", "batch", "counts", "alarm"]
 
 OUTPUT_OF: Final[Mapping[str, str]] = {
     "result": outputs.RESULTS,
     "aggregate": outputs.AGGREGATES,
     "heartbeat": outputs.HEARTBEAT,
     "event": outputs.EVENTS,
+    "counts": outputs.AGGREGATES,
+    "alarm": outputs.EVENTS,
 }
-"""The IoT Edge output each event type leaves on, so routes can filter by output alone."""
+"""The IoT Edge output each event type leaves on, so routes can filter by output alone; scene counts travel with
+the aggregates and alarms with the events (the deployments' routes already forward both), and IoT Hub routing tells
+them apart by the `type` application property."""
 
 LabelState = dict[str, tuple[int, float]]
 """Per label: how many were seen in one frame and the top confidence among them."""

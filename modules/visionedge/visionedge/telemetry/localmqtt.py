@@ -7,7 +7,10 @@ pipeline: paho connects and reconnects on its own thread; while the broker is un
 
 Topics: events on `<topic_prefix>/<source_id>/<output>` (QoS 1, body JSON with its seq); availability on
 `<topic_prefix>/status`, retained: "online" after connecting, "offline" on close or, as the last will, when the
-connection dies.
+connection dies. Retained state (scene occupancy and counts, Home Assistant discovery: `scenemqtt.py`) goes through
+`retain`, which publishes what changed and clears (empty retained payload) what is gone; once it has been called,
+the publisher subscribes to the filters it was given and clears retained topics there that it no longer holds, so
+a line removed while the module was down disappears too.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -54,6 +58,10 @@ class LocalMqttPublisher:
         self._client.max_queued_messages_set(max_queued)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._retained: dict[str, bytes] = {}
+        self._owned: tuple[str, ...] = ()
+        """Filters under which every retained topic is the module's own (subscribed once `retain` was called)."""
 
     @property
     def address(self) -> str:
@@ -92,6 +100,20 @@ class LocalMqttPublisher:
             log.warning("local MQTT: dropping events (%s); further drops are only counted",
                         mqtt.error_string(info.rc))
 
+    def retain(self, values: Mapping[str, bytes], owned: Sequence[str] = ()) -> None:
+        """Make the retained topics exactly `values`: publish the changed ones and an empty payload for those gone;
+        `owned` are filters where retained topics not in `values` are stale and cleared (see the module docstring)."""
+        with self._lock:
+            changed = {t: v for t, v in values.items() if self._retained.get(t) != v}
+            changed.update((t, b"") for t in self._retained if t not in values)
+            self._retained = dict(values)
+            subscribe = tuple(owned) != self._owned and self._connected
+            self._owned = tuple(owned)
+        for topic, payload in changed.items():
+            self._client.publish(topic, payload, qos=1, retain=True)
+        if subscribe and self._owned:
+            self._client.subscribe([(f, 1) for f in self._owned])
+
     def close(self, timeout: float = 1.0) -> None:
         """Publish a retained "offline", disconnect and stop the network thread."""
         if self._connected:
@@ -111,9 +133,20 @@ class LocalMqttPublisher:
             return
         self._refused = rc
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        if self._owned:
+            client.subscribe([(f, 1) for f in self._owned])
         self._connected = True
         log.info("local MQTT: %s %s", "reconnected to" if self._ever_connected else "connected to", self.address)
         self._ever_connected = True
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """A retained topic the broker holds under an owned filter that this module no longer holds: clear it."""
+        if not message.retain or not message.payload:
+            return
+        with self._lock:
+            stale = message.topic not in self._retained
+        if stale:
+            client.publish(message.topic, b"", qos=1, retain=True)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, rc: int) -> None:
         """Note the loss once; paho reconnects by itself."""

@@ -164,9 +164,10 @@ class Outbox:
 
     # -- producer side -------------------------------------------------------------------------------------------
 
-    def put(self, events: Sequence[Event]) -> None:
-        """Store events; committed (fsync'd) before returning, then the size and age bounds are enforced."""
-        if not events:
+    def put(self, events: Sequence[Event], meta: Mapping[str, str] | None = None) -> None:
+        """Store events (and `meta` values in the same commit); committed (fsync'd) before returning, then the size and
+        age bounds are enforced."""
+        if not events and not meta:
             return
         rows = []
         steady = self.steady()
@@ -179,6 +180,7 @@ class Outbox:
                 "INSERT INTO events (source_id, seq, kind, output, message_id, created, size, body, steady) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('steady.last', ?)", (repr(steady),))
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
             conn.executemany(
                 "INSERT INTO sources VALUES (?, ?) "
                 "ON CONFLICT(source_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
@@ -187,7 +189,8 @@ class Outbox:
             self._bytes += sum(r[6] + ROW_OVERHEAD for r in rows)
             self._expire(conn)
             self._enforce_size(conn)
-        self._new.set()
+        if events:
+            self._new.set()
 
     def last_seqs(self) -> dict[str, int]:
         """The highest seq ever stored per source, so numbering continues after a restart."""
@@ -271,6 +274,13 @@ class Outbox:
                 self.compact_window_s = compact_window_s
             self._expire(conn)
             self._enforce_size(conn)
+
+    def meta_like(self, prefix: str) -> dict[str, str]:
+        """Every persisted value whose key starts with `prefix` (the scene output keeps one per source)."""
+        with self._lock:
+            rows = self._live().execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                        (len(prefix), prefix)).fetchall()
+        return {str(k): str(v) for k, v in rows}
 
     def get_meta(self, key: str) -> str | None:
         """A small persisted value (the budget keeps its day and usage here)."""

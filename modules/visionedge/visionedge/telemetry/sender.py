@@ -5,7 +5,8 @@ can repeat a message but never lose one; a repeat carries the same event message
 sender backs off (capped exponential, with jitter), cut short by `link_up()` when the caller learns that the link is
 back; the backoff then starts again from its shortest step. Each retry first turns everything stored so far into
 backlog and lingers briefly, so that with `live_first` the first message after an outage carries a live event when
-one is made meanwhile; while a backlog drains, a round ends after ROUND_S when live events wait, so they go next.
+one is made meanwhile; scene alarms go before everything else, live or backlog; while a backlog drains, a round
+ends after ROUND_S when live events wait, so they go next.
 While the link is down only the message being retried is held in flight (each retry sends that one message), so
 the outbox may compact or drop the rest of the backlog within its cap. A fatal error stops the thread and is
 reported.
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.25
 """Longest wait between looks at the stop event and the outbox, so stop is honoured quickly."""
 ROUND_S = 1.0
+URGENT = ("alarm",)
+"""Kinds sent before anything else with `live_first` (scene alarms, even those stored during an outage), and which
+may use the budget's alarm reserve."""
 """While a backlog drains, live events wait at most about this long (plus one message) before they go."""
 
 
@@ -192,11 +196,15 @@ class Sender:
 
     def _round(self) -> bool:
         """Send one batch from the outbox; False when there was nothing to send (or the budget forbade it)."""
-        heartbeats_only = not self.budget.allows(1, heartbeat=False)
-        if heartbeats_only and not self.budget.allows(1, heartbeat=True):
+        ordinary = self.budget.allows(1, heartbeat=False)
+        alarms = self.budget.allows(1, heartbeat=False, alarm=True)
+        if not alarms and not self.budget.allows(1, heartbeat=True):
             return False
-        items = self.outbox.next_batch(self.options.batch_limit, self.live_first,
-                                       kinds=("heartbeat",) if heartbeats_only else None)
+        items = self.outbox.next_batch(self.options.batch_limit, self.live_first, kinds=URGENT) \
+            if self.live_first and alarms else []
+        if not items:
+            kinds = None if ordinary else ("heartbeat", *URGENT) if alarms else ("heartbeat",)
+            items = self.outbox.next_batch(self.options.batch_limit, self.live_first, kinds=kinds)
         if not items:
             return False
         started = time.monotonic()
@@ -207,7 +215,8 @@ class Sender:
             messages = messages[:1]
             self.outbox.hold(messages[0].row_ids)
         for message in messages:
-            if not self.budget.allows(message.units, heartbeat=message.kind == "heartbeat"):
+            if not self.budget.allows(message.units, heartbeat=message.kind == "heartbeat",
+                                      alarm=message.kind in URGENT):
                 return False
             if not self._deliver(message):
                 self.outbox.hold(message.row_ids)  # only this message waits for the link; the rest may be compacted

@@ -1,5 +1,9 @@
 """The telemetry sink the pipeline publishes to: record -> policy -> outbox (and local MQTT) -> sender -> IoT Hub.
 
+The scene analytics hand their SceneFrames to `scene_frame`: alarms and closed count windows go the same way
+(`scene.py`), the open windows and totals are persisted in the same commit as those events (and at least every
+SCENE_SAVE_S while occupancy changes), and the retained scene topics on local MQTT follow every frame.
+
 Threads: the pipeline's publish thread calls `publish`; "telemetry-tick" calls `tick` every `tick_s` (closed
 windows, heartbeats, dropped-telemetry notices); "telemetry-sender" drains the outbox; paho's "local-mqtt" thread
 talks to the local broker. The control plane calls `update` (twin), `emit` (model swap, rollback, source state)
@@ -8,6 +12,7 @@ and `close` (shutdown). One lock orders policy and outbox, so seqs are stored in
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sqlite3
@@ -18,13 +23,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from visionedge.analytics.events import SceneFrame
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
 from visionedge.supervise import Part
-from visionedge.telemetry.budget import UNIT_BYTES, BudgetStats, DailyBudget, heartbeat_reserve
+from visionedge.telemetry.budget import (
+    UNIT_BYTES,
+    BudgetStats,
+    DailyBudget,
+    alarm_reserve,
+    fold_factor,
+    heartbeat_reserve,
+)
 from visionedge.telemetry.events import Event, Sequencer
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox, OutboxStats
 from visionedge.telemetry.policy import TelemetryPolicy
+from visionedge.telemetry.scene import MAX_FOLD, SceneLayout, SceneOutput, SceneTotals
+from visionedge.telemetry.scenemqtt import discovery_topics, owned_filters, state_topics
 from visionedge.telemetry.sender import Sender, SenderOptions, SenderStats, Transport
 
 log = logging.getLogger(__name__)
@@ -33,6 +48,8 @@ LOSS_LOG_INTERVAL_S: Final = 60.0
 """While the outbox cannot store (a full disk), the loss is logged at most this often; every event is counted."""
 NOTICE_INTERVAL_S: Final = 60.0
 """At most one dropped-telemetry notice per minute, however fast the outbox compacts or drops."""
+SCENE_SAVE_S: Final = 1.0
+"""Occupancy figures of the open count windows are persisted at least this often (counts with every change)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,12 @@ class TelemetrySink:
         self.budget = DailyBudget(settings.daily_message_budget, self.outbox,
                                   reserve=heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s),
                                   unit_bytes=billing_unit_bytes, clock=clock)
+        self.scene = SceneOutput(settings.aggregate_window_s, sequencer=self.policy.sequencer, clock=clock,
+                                 steady=steady)
+        self.scene.restore(self.outbox.meta_like("scene."))
+        self._scene_saved = -math.inf
+        self._scene_dirty = False
+        self._scene_configured = False
         self.sender = None if transport is None else Sender(
             self.outbox, transport, self.budget, live_first=settings.live_first, batch=settings.batch,
             options=sender_options)
@@ -130,6 +153,46 @@ class TelemetrySink:
             if not self._closed:
                 self._store(self.policy.offer(record))
 
+    def scene_frame(self, frame: SceneFrame) -> None:
+        """Called by the scene analytics for every analysed frame: alarms at once, closed count windows, retained
+        local MQTT state; the open window is persisted with every count (kill -9 loses none)."""
+        with self._lock:
+            if self._closed:
+                return
+            events = self.scene.offer(frame)
+            self._scene_dirty = True
+            if events or frame.events or self.steady() - self._scene_saved >= SCENE_SAVE_S:
+                self._store(events, self._scene_state())
+            self._retain_scene()
+
+    def set_layouts(self, layouts: Sequence[SceneLayout]) -> None:
+        """The scene geometry now (at start and after every accepted analytics change): names, directions and
+        classes for the retained topics and discovery, the alarm reserve of the budget, per-source windows."""
+        with self._lock:
+            self.scene.layouts = {x.source_id: x for x in layouts}
+            self.budget.alarms = alarm_reserve(self.budget.limit) if any(x.alarms for x in layouts) else 0
+            self._scene_configured = True
+            self._retain_scene()
+
+    def reset_counters(self, source_id: str, name: str) -> dict[str, Any] | None:
+        """Zero a line's or zone's running totals (not the count windows, which say what happened in them); the
+        reset is persisted and announced on the events output; None when the source has no such line or zone."""
+        with self._lock:
+            if self._closed:
+                return None
+            before = self.scene.reset(source_id, name)
+            if before is None:
+                return None
+            fields = {"source": source_id, "name": name, **before}
+            self._store([self.policy.event("counters-reset", fields, source_id=source_id)], self._scene_state())
+            self._retain_scene()
+            return fields
+
+    def scene_totals(self) -> dict[str, SceneTotals]:
+        """A copy of the running figures per source (status, metrics)."""
+        with self._lock:
+            return copy.deepcopy(self.scene.totals())
+
     def parts(self) -> list[Part]:
         """The supervised threads: tick, and the sender when there is a hub transport."""
         return [self.tick_part] + ([self.sender.part] if self.sender is not None else [])
@@ -142,7 +205,11 @@ class TelemetrySink:
                 return
             events = self.policy.tick(now)
             notice = self._drop_notice(now)
-            self._store(events + ([notice] if notice is not None else []))
+            scene = self.scene.tick(now)
+            if self.budget.limit:
+                self.scene.fold = fold_factor(self.budget.stats(), self.budget.seconds_to_reset(), MAX_FOLD)
+            meta = self._scene_state() if scene or self._scene_dirty else None
+            self._store(events + scene + ([notice] if notice is not None else []), meta)
 
     def emit(self, name: str, fields: Mapping[str, Any]) -> None:
         """A state-change event (model swapped or rolled back, source lost) on the events output."""
@@ -154,7 +221,11 @@ class TelemetrySink:
         """Apply twin changes: policy, budget and sender at once; open windows close early if the window changed."""
         with self._lock:
             if settings is not None:
-                self._store(self.policy.update(settings))
+                events = self.policy.update(settings)
+                if settings.aggregate_window_s != self.scene.window_s:
+                    events += self.scene.flush()
+                    self.scene.window_s = settings.aggregate_window_s
+                self._store(events, self._scene_state())
                 self.budget.update(settings.daily_message_budget,
                                    heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s))
                 if self.sender is not None:
@@ -189,6 +260,8 @@ class TelemetrySink:
             current.close()
         if new is not None:
             new.start()
+            with self._lock:
+                self._retain_scene()
 
     def stats(self) -> TelemetryStats:
         """A snapshot of every counter (after close, the last one taken)."""
@@ -210,7 +283,7 @@ class TelemetrySink:
         with self._lock:
             if self._closed:
                 return
-            self._store(self.policy.flush())
+            self._store(self.policy.flush() + self.scene.flush(), self._scene_state())
             self._closed = True
         self._stop.set()
         if self._tick_thread is not None:
@@ -230,12 +303,32 @@ class TelemetrySink:
         while not self._stop.wait(self.tick_s):
             self.tick()
 
-    def _store(self, events: Sequence[Event]) -> None:
-        """Outbox first (durable), then local MQTT; a storage failure is logged and counted, never raised."""
-        if not events:
+    def _scene_state(self) -> dict[str, str]:
+        """The scene output's state to persist with the events being stored (marks it saved)."""
+        self._scene_saved, self._scene_dirty = self.steady(), False
+        return self.scene.state()
+
+    def _retain_scene(self) -> None:
+        """Local MQTT's retained scene topics (and discovery configs) as they are now (caller holds the lock)."""
+        local = self.local
+        if local is None or not self._scene_configured:
+            return
+        settings = local.settings
+        layouts = list(self.scene.layouts.values())
+        node = self.local_client_id or "visionedge"
+        values = state_topics(settings.topic_prefix, layouts, self.scene.totals())
+        discovery = settings.discovery_prefix if settings.discovery else None
+        if discovery is not None:
+            values.update(discovery_topics(discovery, settings.topic_prefix, node, layouts))
+        local.retain(values, owned_filters(discovery, settings.topic_prefix, node))
+
+    def _store(self, events: Sequence[Event], meta: Mapping[str, str] | None = None) -> None:
+        """Outbox first (durable, with `meta` in the same commit), then local MQTT; a storage failure is logged and
+        counted, never raised."""
+        if not events and not meta:
             return
         try:
-            self.outbox.put(events)
+            self.outbox.put(events, meta)
         except sqlite3.Error as err:
             self._lost += len(events)
             now = self.steady()

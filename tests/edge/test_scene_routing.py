@@ -1,0 +1,46 @@
+"""Scene alarms and counts reach devhub through the real SDK with the application properties routes filter on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionedge.config import OutboxSettings, TelemetrySettings
+from visionedge.edge.client import HubClient
+from visionedge.edge.transport import HubTransport
+from visionedge.telemetry.scene import LineSpec, SceneLayout, ZoneSpec
+from visionedge.telemetry.sink import TelemetrySink
+from visionedge_devhub.testing import module_client, running_devhub, sdk_nodelay
+
+from tests.telemetry.support import crossing, scene, zone_event
+
+
+def test_alarms_and_counts_carry_routing_properties_on_the_real_sdk(tmp_path: Path) -> None:
+    """An alarm crossing, a forbidden entry and a closed counts window arrive alone, each with `type` (and for alarms
+    `alarm`, `geometry`, `class`), so `type = 'alarm'` and `type = 'counts'` split them without reading bodies."""
+    layout = SceneLayout("door-cam", (LineSpec("door", alarm=True),), (ZoneSpec("yard", forbidden=("person",)),))
+    with sdk_nodelay(), running_devhub(tmp_path / "hub", desired={}) as hub, \
+            module_client(hub, connection_retry_interval=1) as sdk:
+        client = HubClient(sdk)
+        client.connect()
+        sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path / "data",
+                             source_id="door-cam", transport=HubTransport(client))
+        sink.set_layouts([layout])
+        sink.start()
+        t = 1.8e9
+        sink.scene_frame(scene(t, {"yard": {}}, crossing(at=t, alarm=True, source_id="door-cam"),
+                               source_id="door-cam"))
+        sink.scene_frame(scene(t + 1, {"yard": {"person": 1}},
+                               zone_event("forbidden", "yard", track_id=2, at=t + 1, alarm=True,
+                                          source_id="door-cam"), source_id="door-cam"))
+        sink.scene_frame(scene(t + 61, {"yard": {}}, source_id="door-cam"))
+        received = hub.emulator.wait_for_telemetry(lambda m: m.properties.get("type") in ("alarm", "counts"),
+                                                   count=3, timeout=20)
+        sink.close()
+    by_type = {(m.properties["type"], m.properties.get("alarm", "")): m for m in received}
+    crossed, forbidden, counts = by_type["alarm", "crossing"], by_type["alarm", "forbidden"], by_type["counts", ""]
+    assert dict(crossed.properties) == {"type": "alarm", "alarm": "crossing", "geometry": "door", "class": "person",
+                                        "source_id": "door-cam", "model": "yolox-nano@1", "schema_version": "1.0"}
+    assert (forbidden.properties["geometry"], forbidden.json["track_id"]) == ("yard", 2)
+    assert (crossed.output, forbidden.output, counts.output) == ("events", "events", "aggregates")
+    assert counts.json["lines"] == {"door": {"in": {"person": 1}}}
+    assert counts.content_type == "application/json"
