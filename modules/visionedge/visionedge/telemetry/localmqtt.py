@@ -8,7 +8,8 @@ pipeline: paho connects and reconnects on its own thread; while the broker is un
 Topics: events on `<topic_prefix>/<source_id>/<output>` (QoS 1, body JSON with its seq); availability on
 `<topic_prefix>/status`, retained: "online" after connecting, "offline" on close or, as the last will, when the
 connection dies. Retained state (scene occupancy and counts, Home Assistant discovery: `scenemqtt.py`) goes through
-`retain`, which publishes what changed and clears (empty retained payload) what is gone; once it has been called,
+`retain`, which publishes what changed and clears (empty retained payload) what is gone, and all of it again on
+every (re)connect; once it has been called,
 the publisher subscribes to the filters it was given and clears retained topics there that it no longer holds, so
 a line removed while the module was down disappears too.
 """
@@ -133,8 +134,12 @@ class LocalMqttPublisher:
             return
         self._refused = rc
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
-        if self._owned:
-            client.subscribe([(f, 1) for f in self._owned])
+        with self._lock:
+            held, owned = dict(self._retained), self._owned
+        for topic, payload in held.items():  # what was set while away (or lost with a broker's restart)
+            client.publish(topic, payload, qos=1, retain=True)
+        if owned:
+            client.subscribe([(f, 1) for f in owned])
         self._connected = True
         log.info("local MQTT: %s %s", "reconnected to" if self._ever_connected else "connected to", self.address)
         self._ever_connected = True
