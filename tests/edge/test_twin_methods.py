@@ -139,7 +139,10 @@ def test_methods_return_what_they_promise(hub: DevHub, start_module: StartModule
     assert "image" not in json.dumps(payload).lower() or "jpg" in payload["path"]
     status, payload = hub.emulator.call_method("selfDestruct", {})
     assert status == 404
-    assert payload == {"error": "unknown method 'selfDestruct'; available: getStatus, captureSnapshot, rollbackModel"}
+    assert payload == {"error": "unknown method 'selfDestruct'; available: getStatus, captureSnapshot, "
+                                "rollbackModel, resetCounters"}
+    status, payload = hub.emulator.call_method("resetCounters", {"source": "cam", "name": "door"})
+    assert (status, payload) == (404, {"error": "source 'cam' has no line or zone 'door'"})
 
 
 def test_wrong_module_key_exits_with_a_credential_error(hub: DevHub, start_module: StartModule) -> None:

@@ -9,18 +9,19 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from visionedge.modelstore.health import ModelHealth
 from visionedge.sources import SourceState
 from visionedge.state import ModuleSnapshot, SourceSnapshot, health_view
+from visionedge.telemetry.scene import DWELL_BUCKETS_S, SceneTotals
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class ModuleCollector(Collector):
         yield from _sources(s.sources, base, values)
         yield from _module(s, base, values)
         yield from _model_health(s.model_health, base, values)
+        if s.scene:
+            yield from _scene(s.scene, base, values)
 
 
 def _sources(sources: Sequence[SourceSnapshot], base: list[str], values: list[str]) -> Iterator[Metric]:
@@ -153,6 +156,32 @@ def _sources(sources: Sequence[SourceSnapshot], base: list[str], values: list[st
         for option in SourceState:
             state.add_metric([*values, x.id, option.value], 1.0 if current == option else 0.0)
     yield state
+
+
+def _scene(scene: Mapping[str, SceneTotals], base: list[str], values: list[str]) -> Iterator[Metric]:
+    """Line crossings, zone occupancy and dwell per zone; classes are those configured (others count as `other`),
+    so the label sets stay bounded. A resetCounters call resets the counter, as a restart would."""
+    crossings = CounterMetricFamily(f"{PREFIX}_line_crossings", "Line crossings since the last reset, per "
+                                    "direction and class", labels=[*base, "source", "line", "direction", "class"])
+    occupancy = GaugeMetricFamily(f"{PREFIX}_zone_occupancy", "Tracks inside the zone now, per class",
+                                  labels=[*base, "source", "zone", "class"])
+    dwell = HistogramMetricFamily(f"{PREFIX}_zone_dwell_seconds", "How long tracks stayed in the zone (on leaving)",
+                                  labels=[*base, "source", "zone"])
+    for sid, totals in sorted(scene.items()):
+        for line, dirs in sorted(totals.lines.items()):
+            for direction, classes in sorted(dirs.items()):
+                for label, n in sorted(classes.items()):
+                    crossings.add_metric([*values, sid, line, direction, label], n)
+        for zone in sorted({*totals.occupancy, *totals.entries}):
+            inside = totals.occupancy.get(zone, {})
+            for label in sorted({*inside, *totals.entries.get(zone, {})}):
+                occupancy.add_metric([*values, sid, zone, label], inside.get(label, 0))
+        for zone, counts in sorted(totals.dwell.items()):
+            buckets = [(str(b), counts[i]) for i, b in enumerate(DWELL_BUCKETS_S)] + [("+Inf", counts[-2])]
+            dwell.add_metric([*values, sid, zone], buckets, counts[-1])
+    yield crossings
+    yield occupancy
+    yield dwell
 
 
 def _module(s: ModuleSnapshot, base: list[str], values: list[str]) -> Iterator[Metric]:

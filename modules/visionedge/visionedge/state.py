@@ -17,6 +17,8 @@ from visionedge.modelstore.health import ModelHealth
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState
 from visionedge.supervise import PartState
+from visionedge.telemetry.scene import SceneTotals
+from visionedge.telemetry.sceneviews import status_block
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
 from visionedge.urls import redact_url
 
@@ -83,6 +85,8 @@ class ModuleSnapshot:
     """Every supervised thread (capture, inference, publish, sender, tick, control, ...): down while it crash-loops."""
     model_health: ModelHealth | None = None
     """The last model update's verdict and shadow figures (reported as `modelHealth`); None without a manager."""
+    scene: Mapping[str, SceneTotals] | None = None
+    """Per source, the scene analytics' running counts and occupancy; None or empty without analytics."""
 
     @property
     def down(self) -> dict[str, str]:
@@ -139,6 +143,7 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "telemetry": _telemetry_status(s.telemetry),
         "down": s.down,
         "restarts": {p.name: p.restarts for p in s.parts if p.restarts},
+        **({"scene": status_block(s.scene)} if s.scene else {}),
     }
 
 

@@ -1,4 +1,5 @@
-"""Direct methods: getStatus, captureSnapshot and rollbackModel; every answer is JSON with a status code."""
+"""Direct methods: getStatus, captureSnapshot, rollbackModel and resetCounters; every answer is JSON with a status
+code."""
 
 from __future__ import annotations
 
@@ -28,15 +29,17 @@ class DirectMethods:
 
     def __init__(self, client: HubClient, *, status: Callable[[], dict[str, Any]],
                  latest: Callable[[str | None], tuple[Frame, Inference] | None],
-                 manager: Callable[[], ModelManager | None], snapshot_dir: Path) -> None:
+                 manager: Callable[[], ModelManager | None], snapshot_dir: Path,
+                 reset_counters: Callable[[str, str], dict[str, Any] | None] | None = None) -> None:
         self.client = client
         self._status = status
         self._latest = latest
         self._manager = manager
         self.snapshot_dir = snapshot_dir
+        self._reset = reset_counters
         self.handlers: dict[str, Callable[[Any], Answer]] = {
             "getStatus": self.get_status, "captureSnapshot": self.capture_snapshot,
-            "rollbackModel": self.rollback_model,
+            "rollbackModel": self.rollback_model, "resetCounters": self.reset_counters,
         }
 
     def handle(self, call: MethodCall) -> None:
@@ -56,6 +59,17 @@ class DirectMethods:
             self.client.respond(call, status, redact_values(payload))
         except VisionEdgeError as err:
             log.warning("could not answer method %s: %s", call.name, err)
+
+    def reset_counters(self, payload: Any) -> Answer:
+        """Zero one line's or zone's running totals: `{"source": id, "name": line or zone}`; the answer says what they
+        were, once the reset is stored (the counts windows are not touched: they say what happened in them)."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) or \
+                not isinstance(payload.get("source"), str):
+            return 400, {"error": 'resetCounters takes {"source": "<source id>", "name": "<line or zone>"}'}
+        done = self._reset(payload["source"], payload["name"]) if self._reset is not None else None
+        if done is None:
+            return 404, {"error": f"source {payload['source']!r} has no line or zone {payload['name']!r}"}
+        return 200, {"reset": True, **done}
 
     def get_status(self, _payload: Any) -> Answer:
         """200 and the status block."""

@@ -100,7 +100,7 @@ class EdgeModule:
             "instance_number": self.instance_id,
         }
         self.methods = DirectMethods(client, status=self.status, manager=lambda: self.manager,
-                                     latest=self._latest,
+                                     latest=self._latest, reset_counters=self._reset_counters,
                                      snapshot_dir=data / "snapshots")
         self.metrics = Metrics(identity, self.snapshot)
 
@@ -414,6 +414,7 @@ class EdgeModule:
             telemetry=telemetry.stats() if telemetry is not None else None,
             parts=states(self._parts()),
             model_health=manager.health() if manager is not None else None,
+            scene=telemetry.scene_totals() if telemetry is not None else None,
         )
 
     def _parts(self) -> list[Part]:
@@ -426,6 +427,11 @@ class EdgeModule:
         if self.manager is not None:
             parts.append(self.manager.part)
         return parts
+
+    def _reset_counters(self, source_id: str, name: str) -> dict[str, Any] | None:
+        """The resetCounters method's door: the telemetry sink holds the scene's running totals."""
+        telemetry = self.telemetry
+        return telemetry.reset_counters(source_id, name) if telemetry is not None else None
 
     def status(self, state: str = "running") -> dict[str, Any]:
         """The reported `status` block, also returned by getStatus."""
