@@ -13,6 +13,7 @@ from visionedge.errors import ConfigError
 from visionedge.report.day import DayStats, KeyFrames
 from visionedge.report.export import CsvExporter, Exporter, ParquetExporter
 from visionedge.report.records import BadLines, Row, read_rows, to_row
+from visionedge.report.scene import SceneStats
 from visionedge.report.thumbs import thumbnail
 
 
@@ -40,6 +41,7 @@ class ReportBuilder:
         self.outputs = outputs
         self.inputs = inputs
         self.stats = DayStats()
+        self.scene = SceneStats()
         self.keys = KeyFrames(k=outputs.key_frames)
         self.bad = BadLines()
         self.frames_seen = False
@@ -52,6 +54,7 @@ class ReportBuilder:
     def add_row(self, row: Row, image: np.ndarray | None = None) -> None:
         """Count one record; its frame, when given, can become a key-frame picture."""
         self.stats.add(row)
+        self.scene.add(row, image if self.outputs.html is not None else None)
         maker: Callable[[Row], bytes | None] | None = None
         if image is not None and self.outputs.html is not None:
             self.frames_seen = True
@@ -76,9 +79,11 @@ class ReportBuilder:
         written = [p for p in (self.outputs.csv, self.outputs.parquet) if p is not None]
         if self.outputs.html is not None:
             from visionedge.report.html import ReportInfo, render
+            from visionedge.report.scenehtml import scene_section
 
             info = ReportInfo(self.outputs.title, self.inputs, providers, throughput_fps, self.frames_seen, self.bad)
-            page = render(self.stats, self.keys, info)
+            extra = [("Scene: lines, zones and tracks", scene_section(self.scene))] if self.scene else []
+            page = render(self.stats, self.keys, info, extra)
             try:
                 self.outputs.html.write_text(page, encoding="utf-8")
             except OSError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -203,8 +204,8 @@ def key_frames(keys: KeyFrames, info: ReportInfo) -> str:
     return "".join(parts) or '<p class="muted">No moments stand out: nothing was seen.</p>'
 
 
-def render(stats: DayStats, keys: KeyFrames, info: ReportInfo) -> str:
-    """The whole day's page."""
+def render(stats: DayStats, keys: KeyFrames, info: ReportInfo, extra: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole day's page; `extra` sections (title, HTML), such as the scene's, come before the key frames."""
     sections = [f"<h2>Summary</h2>{summary(stats, info)}"]
     if info.bad.count:
         sections.append(f'<p class="note" id="bad-lines">{html.escape(info.bad.describe())}</p>')
@@ -213,6 +214,7 @@ def render(stats: DayStats, keys: KeyFrames, info: ReportInfo) -> str:
             f"<h2>Over time</h2>{timeline(stats)}",
             f"<h2>Labels</h2>{label_section(stats)}",
             f"<h2>Where in the frame</h2>{heat_section(stats)}",
+            *(f"<h2>{html.escape(title)}</h2>{body}" for title, body in extra),
             f"<h2>Key frames</h2>{key_frames(keys, info)}",
         ]
     else:

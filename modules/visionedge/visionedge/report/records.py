@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionedge.errors import ConfigError, first_line
+from visionedge.report.scenerecords import SceneRow, scene_row
 
 MAX_LINE_BYTES = 1 << 20
 """A result record is a few KB; a longer line is not one, and reading it whole would cost memory."""
@@ -45,6 +46,8 @@ class Row:
     counts: dict[str, int]
     reused: bool = False
     """The frame was gated as unchanged and carries the previous result."""
+    scene: SceneRow | None = None
+    """Track anchors and the scene analytics' part of the record (`scenerecords.py`), when it has them."""
 
 
 @dataclass
@@ -133,6 +136,7 @@ def to_row(record: Any) -> Row:
         items=items,
         counts={str(k): v for k, v in counts.items()},
         reused=record.get("reused") is True,
+        scene=scene_row(record),
     )
 
 
