@@ -94,7 +94,9 @@ class TelemetrySink:
         self.tick_s = tick_s
         self.local = local
         self._user_fields = heartbeat_fields
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        """Orders policy, scene and outbox; reentrant because the heartbeat's fields (asked for inside `tick`) read
+        the module's snapshot, which reads `scene_totals`."""
         self._stop = threading.Event()
         self._tick_thread: threading.Thread | None = None
         self.tick_part = Part("telemetry-tick")
