@@ -76,6 +76,14 @@ class Sequencer:
         return Event(OUTPUT_OF[kind], body, message_id(source_id, self.epoch, seq), source_id, seq, now)
 
 
+def window_span(start: float, end: float, until: float | None) -> dict[str, Any]:
+    """The time fields a window's body leads with; `until` ends it early (shutdown, a change), never before it began
+    (the wall clock may have stepped back)."""
+    end = end if until is None else min(end, max(start, until))
+    return {"timestamp": iso_utc(end), "window_start": iso_utc(start), "window_end": iso_utc(end),
+            "window_s": round(end - start, 3)}
+
+
 def label_state(record: Mapping[str, Any]) -> LabelState:
     """Count and top confidence per label of one result record (detections or classifications)."""
     counts: Mapping[str, int] = record.get("counts") or {}
@@ -133,12 +141,8 @@ class WindowSummary:
     def fields(self, until: float | None = None) -> dict[str, Any]:
         """The aggregate body fields; `until` ends a window early (shutdown, settings change), never before it began
         (the wall clock may have stepped back)."""
-        end = self.end if until is None else min(self.end, max(self.start, until))
         return {
-            "timestamp": iso_utc(end),
-            "window_start": iso_utc(self.start),
-            "window_end": iso_utc(end),
-            "window_s": round(end - self.start, 3),
+            **window_span(self.start, self.end, until),
             "model": self.model,
             "frames": self.frames,
             "labels": {

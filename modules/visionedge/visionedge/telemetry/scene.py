@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from visionedge.analytics.events import Crossing, SceneFrame, ZoneEvent
 from visionedge.result import iso_utc
-from visionedge.telemetry.events import Event, Sequencer
+from visionedge.telemetry.events import Event, Sequencer, window_span
 
 MAX_CLASSES: Final = 16
 """Classes kept apart per line or zone; any further class is counted as OTHER, so labels stay bounded."""
@@ -160,7 +160,6 @@ class CountWindow:
 
     def fields(self, until: float | None = None) -> dict[str, Any]:
         """The counts body fields; `until` ends the window early (a change, shutdown), never before it began."""
-        end = self.end if until is None else min(self.end, max(self.start, until))
         zones: dict[str, Any] = {}
         for zone in sorted({*self.occupancy, *self.entries, *self.exits, *self.dwells}):
             occupancy = self.occupancy.get(zone, {})
@@ -174,10 +173,7 @@ class CountWindow:
                             round(max(dwells, default=0.0), 2), len(dwells)],
             }
         return {
-            "timestamp": iso_utc(end),
-            "window_start": iso_utc(self.start),
-            "window_end": iso_utc(end),
-            "window_s": round(end - self.start, 3),
+            **window_span(self.start, self.end, until),
             "model": self.model,
             "geometry": self.geometry,
             "frames": self.frames,
@@ -216,17 +212,15 @@ class SceneTotals:
     exits: dict[str, dict[str, int]] = field(default_factory=dict)
     dwell: dict[str, list[float]] = field(default_factory=dict)
     """zone -> [count per DWELL_BUCKETS_S bucket (cumulative le), ..., +Inf count, sum]."""
-    since: float = 0.0
 
     def dump(self) -> dict[str, Any]:
         """JSON-able (occupancy is not kept: it is re-read from the next frame)."""
-        return {"lines": self.lines, "entries": self.entries, "exits": self.exits, "dwell": self.dwell,
-                "since": self.since}
+        return {"lines": self.lines, "entries": self.entries, "exits": self.exits, "dwell": self.dwell}
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> SceneTotals:
         """The totals `dump` wrote."""
-        return cls(data["lines"], {}, data["entries"], data["exits"], data["dwell"], float(data["since"]))
+        return cls(data["lines"], {}, data["entries"], data["exits"], data["dwell"])
 
     def observe_dwell(self, zone: str, seconds: float) -> None:
         """Add one finished stay to the zone's histogram."""
@@ -277,7 +271,7 @@ class SceneOutput:
         """The alarms of one frame, and the counts of a window this frame closed (by time or by a change)."""
         steady = self.steady()
         now = frame.timestamp
-        state = self._sources.setdefault(frame.source_id, _Source(totals=SceneTotals(since=now)))
+        state = self._sources.setdefault(frame.source_id, _Source())
         events: list[Event] = []
         window = state.window
         since = None
@@ -317,7 +311,7 @@ class SceneOutput:
     def reset(self, source_id: str, name: str) -> dict[str, Any] | None:
         """Zero a line's or zone's totals; returns what they were (for the acknowledgement), None if unknown."""
         layout = self.layouts.get(source_id) or SceneLayout(source_id)
-        totals = self._sources.setdefault(source_id, _Source(totals=SceneTotals(since=self.clock()))).totals
+        totals = self._sources.setdefault(source_id, _Source()).totals
         if name in totals.lines or any(x.name == name for x in layout.lines):
             return {"kind": "line", "before": totals.lines.pop(name, {})}
         if any(name in t for t in (totals.entries, totals.exits, totals.dwell, totals.occupancy)) or \

@@ -120,6 +120,9 @@ class TelemetrySink:
         self._scene_saved = -math.inf
         self._scene_dirty = False
         self._scene_configured = False
+        self._discovery: dict[str, bytes] = {}
+        """Home Assistant discovery configs for the current geometry and local MQTT settings (made when they change,
+        not per frame)."""
         self.sender = None if transport is None else Sender(
             self.outbox, transport, self.budget, live_first=settings.live_first, batch=settings.batch,
             options=sender_options)
@@ -174,7 +177,7 @@ class TelemetrySink:
             self.scene.layouts = {x.source_id: x for x in layouts}
             self.budget.alarms = alarm_reserve(self.budget.limit) if any(x.alarms for x in layouts) else 0
             self._scene_configured = True
-            self._retain_scene()
+            self._retain_scene(rediscover=True)
 
     def reset_counters(self, source_id: str, name: str) -> dict[str, Any] | None:
         """Zero a line's or zone's running totals (not the count windows, which say what happened in them); the
@@ -263,7 +266,7 @@ class TelemetrySink:
         if new is not None:
             new.start()
             with self._lock:
-                self._retain_scene()
+                self._retain_scene(rediscover=True)
 
     def stats(self) -> TelemetryStats:
         """A snapshot of every counter (after close, the last one taken)."""
@@ -310,18 +313,21 @@ class TelemetrySink:
         self._scene_saved, self._scene_dirty = self.steady(), False
         return self.scene.state()
 
-    def _retain_scene(self) -> None:
-        """Local MQTT's retained scene topics (and discovery configs) as they are now (caller holds the lock)."""
+    def _retain_scene(self, rediscover: bool = False) -> None:
+        """Local MQTT's retained scene topics (and discovery configs, remade when `rediscover`) as they are now
+        (caller holds the lock)."""
         local = self.local
         if local is None or not self._scene_configured:
             return
         settings = local.settings
         layouts = list(self.scene.layouts.values())
         node = self.local_client_id or "visionedge"
-        values = state_topics(settings.topic_prefix, layouts, self.scene.totals())
         discovery = settings.discovery_prefix if settings.discovery else None
-        if discovery is not None:
-            values.update(discovery_topics(discovery, settings.topic_prefix, node, layouts))
+        if rediscover:
+            self._discovery = {} if discovery is None else discovery_topics(discovery, settings.topic_prefix, node,
+                                                                            layouts)
+        values = state_topics(settings.topic_prefix, layouts, self.scene.totals())
+        values.update(self._discovery)
         local.retain(values, owned_filters(discovery, settings.topic_prefix, node))
 
     def _store(self, events: Sequence[Event], meta: Mapping[str, str] | None = None) -> None:
