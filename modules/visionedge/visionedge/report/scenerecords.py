@@ -79,8 +79,8 @@ def _shapes(value: Any, key: str) -> tuple[Shape, ...] | None:
 
 
 def _anchor(entry: Any) -> Point | None:
-    """The bottom centre of a tracked detection's box."""
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("track_id"), int):
+    """The bottom centre of a tracked detection's box (JSON objects are dicts: no ABC check on the hot path)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("track_id"), int):
         return None
     box = entry.get("box")
     if not isinstance(box, list) or len(box) != 4:
@@ -90,7 +90,8 @@ def _anchor(entry: Any) -> Point | None:
 
 def scene_row(record: Mapping[str, Any]) -> SceneRow | None:
     """The record's scene part, or None when it has neither tracks nor an analytics block."""
-    anchors = tuple(p for p in (_anchor(d) for d in _list(record.get("detections"))) if p is not None)
+    tracked = [d for d in _list(record.get("detections")) if type(d) is dict and "track_id" in d]  # most have none
+    anchors = tuple(p for p in map(_anchor, tracked) if p is not None)
     block = record.get("analytics")
     if not isinstance(block, Mapping):
         return SceneRow(anchors) if anchors else None

@@ -102,6 +102,8 @@ class Sender:
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._urgent = threading.Event()
+        """An alarm was stored: the next round goes without lingering for company."""
         self._retry = False
         self._probing = False
         """The last send failed: the next round sends one message, and the round after a success sends freely."""
@@ -136,6 +138,10 @@ class Sender:
         """The link is back (the hub client connected): retry now, from the shortest backoff step."""
         self._attempt = 0
         self._wake.set()
+
+    def urgent(self) -> None:
+        """An alarm was just stored: send it without the batching linger (alarms never share a message anyway)."""
+        self._urgent.set()
 
     def update(self, *, live_first: bool, batch: bool) -> None:
         """Twin changes that apply from the next batch on."""
@@ -177,8 +183,9 @@ class Sender:
             if self._stop.is_set():
                 return
             if self.outbox.wait(IDLE_POLL_S):
-                if self.batch and self.options.linger_s > 0:
+                if self.batch and self.options.linger_s > 0 and not self._urgent.is_set():
                     self._stop.wait(self.options.linger_s)
+                self._urgent.clear()
                 return
 
     def _await_retry(self) -> None:

@@ -166,6 +166,8 @@ class TelemetrySink:
                 return
             events = self.scene.offer(frame)
             self._scene_dirty = True
+            if self.sender is not None and any(e.kind == "alarm" for e in events):
+                self.sender.urgent()  # before storing: the sender wakes on the store
             if events or frame.events or self.steady() - self._scene_saved >= SCENE_SAVE_S:
                 self._store(events, self._scene_state())
             self._retain_scene()
