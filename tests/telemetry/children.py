@@ -16,7 +16,7 @@ from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.scene import LineSpec, SceneLayout
 from visionedge.telemetry.sink import TelemetrySink
 
-from .support import crossing, record, scene
+from .support import PahoTransport, crossing, record, scene
 
 
 def outbox_writer(data_dir: str) -> None:
@@ -44,11 +44,13 @@ def local_publisher(port: str, prefix: str) -> None:
         time.sleep(1)
 
 
-def scene_writer(data_dir: str) -> None:
-    """A sink at default settings fed one crossing per frame (every fifth on the alarm line), printing each crossing
-    only after scene_frame returned."""
-    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=Path(data_dir), source_id="cam")
+def scene_writer(data_dir: str, port: str) -> None:
+    """A sink at default settings sending to a hub broker on `port` (down: an outage), fed one crossing per frame
+    (every fifth on the alarm line), printing each crossing only after scene_frame returned."""
+    sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=Path(data_dir), source_id="cam",
+                         transport=PahoTransport(int(port)))
     sink.set_layouts([SceneLayout("cam", (LineSpec("door"), LineSpec("gate", alarm=True)))])
+    sink.start()
     n = 0
     while True:
         n += 1
@@ -64,6 +66,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "outbox-writer":
         outbox_writer(sys.argv[2])
     elif sys.argv[1] == "scene-writer":
-        scene_writer(sys.argv[2])
+        scene_writer(sys.argv[2], sys.argv[3])
     else:
         local_publisher(sys.argv[2], sys.argv[3])

@@ -57,7 +57,7 @@ def discovery_topics(discovery_prefix: str, prefix: str, node: str,
     def sensor(source: str, name: str, part: str, title: str, extra: Mapping[str, Any]) -> None:
         object_id = f"{level(source)}_{level(name)}_{level(part)}"
         configs[f"{discovery_prefix}/sensor/{node}/{object_id}/config"] = dumps({
-            "name": title, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}",
+            "name": title, "unique_id": f"{node}_{object_id}",
             "state_topic": f"{prefix}/{level(source)}/{level(name)}/{level(part)}",
             "availability_topic": f"{prefix}/status", "device": device, **extra})
 
