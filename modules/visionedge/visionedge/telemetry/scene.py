@@ -286,7 +286,9 @@ class SceneOutput:
         layout = self.layouts.get(frame.source_id)
         occupancy = {zone: self._bounded(layout, zone, classes) for zone, classes in frame.occupancy.items()}
         state.window.add_frame(occupancy)
-        state.totals.occupancy = {zone: {c: n for c, n in classes.items() if n} for zone, classes in occupancy.items()}
+        state.totals.occupancy = {  # configured classes always (zero included), others while inside
+            zone: {**dict.fromkeys(layout.classes(zone) if layout is not None else (), 0),
+                   **{c: n for c, n in classes.items() if n}} for zone, classes in occupancy.items()}
         for item in frame.events:
             self._count(layout, state, item)
             if item.alarm:
