@@ -150,3 +150,18 @@ def test_the_budget_folds_count_windows_before_anything_waits(tmp_path: Path, cl
     [counts] = [i.event.body for i in sink.outbox.next_batch(100, False) if i.event.kind == "counts"]
     assert counts["window_s"] == 120.0
     sink.close()
+
+
+def test_the_alarm_reserve_follows_the_budget_and_the_geometry(tmp_path: Path, clock: Clock) -> None:
+    """5 % of the day's budget while a line or zone raises alarms: a new budget from the twin moves it, a geometry
+    without alarms frees it."""
+    sink = TelemetrySink(TelemetrySettings(daily_message_budget=8000), OutboxSettings(), data_dir=tmp_path,
+                         source_id="cam", clock=clock, steady=clock.steady)
+    assert sink.budget.alarms == 0
+    sink.set_layouts([LAYOUT])
+    assert sink.budget.alarms == 400
+    sink.update(TelemetrySettings(daily_message_budget=1000))
+    assert sink.budget.alarms == 50
+    sink.set_layouts([SceneLayout("cam", (LineSpec("door"),))])
+    assert sink.budget.alarms == 0
+    sink.close()

@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.25
 """Longest wait between looks at the stop event and the outbox, so stop is honoured quickly."""
 ROUND_S = 1.0
+"""While a backlog drains, live events wait at most about this long (plus one message) before they go."""
 URGENT = ("alarm",)
 """Kinds sent before anything else with `live_first` (scene alarms, even those stored during an outage), and which
 may use the budget's alarm reserve."""
-"""While a backlog drains, live events wait at most about this long (plus one message) before they go."""
 
 
 class TransientSendError(VisionEdgeError):

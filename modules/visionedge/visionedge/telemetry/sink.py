@@ -233,8 +233,10 @@ class TelemetrySink:
                     events += self.scene.flush()
                     self.scene.window_s = settings.aggregate_window_s
                 self._store(events, self._scene_state())
-                self.budget.update(settings.daily_message_budget,
-                                   heartbeat_reserve(settings.daily_message_budget, settings.heartbeat_s))
+                limit = settings.daily_message_budget
+                alarms = any(x.alarms for x in self.scene.layouts.values())
+                self.budget.update(limit, heartbeat_reserve(limit, settings.heartbeat_s),
+                                   alarm_reserve(limit) if alarms else 0)
                 if self.sender is not None:
                     self.sender.update(live_first=settings.live_first, batch=settings.batch)
             if settings is not None or outbox_settings is not None:
