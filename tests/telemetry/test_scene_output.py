@@ -149,3 +149,15 @@ def test_layout_of_reads_the_analytics_section_tolerantly() -> None:
     assert layout == SceneLayout("cam", (LineSpec("door", ("in", "out"), ("person",), True),),
                                  (ZoneSpec("yard", (), ("person",), 30.0, False),), 300.0)
     assert layout.alarms
+
+
+def test_a_removed_line_leaves_the_totals_but_not_the_open_window() -> None:
+    """The running totals forget a line no longer configured; the window it was counted in still reports it."""
+    clock = Clock()
+    out = output(clock, lines=(LineSpec("door"), LineSpec("exit")))
+    feed(out, clock, [(1.0, ({}, [crossing(), crossing("exit", "out", track_id=2)]))])
+    out.set_layouts([SceneLayout("cam", (LineSpec("door"),))])
+    assert out.totals()["cam"].lines == {"door": {"in": {"person": 1}}}
+    clock.advance(60)
+    [counts] = out.tick()
+    assert counts.body["lines"] == {"door": {"in": {"person": 1}}, "exit": {"out": {"person": 1}}}

@@ -323,6 +323,19 @@ class SceneOutput:
                                                "exits": totals.exits.pop(name, {})}}
         return None
 
+    def set_layouts(self, layouts: Iterable[SceneLayout]) -> None:
+        """New geometry: the totals of lines, zones and sources no longer configured are forgotten (an open window
+        is not: it closes with what it counted when its time or the next frame's geometry says so)."""
+        self.layouts = {x.source_id: x for x in layouts}
+        for sid, state in self._sources.items():
+            layout = self.layouts.get(sid) or SceneLayout(sid)
+            lines, zones = {x.name for x in layout.lines}, {x.name for x in layout.zones}
+            totals = state.totals
+            totals.lines = {k: v for k, v in totals.lines.items() if k in lines}
+            for table in (totals.occupancy, totals.entries, totals.exits, totals.dwell):
+                for name in [k for k in table if k not in zones]:
+                    del table[name]
+
     def state(self) -> dict[str, str]:
         """The open windows and totals as meta values, for the caller to persist with the events."""
         return {f"scene.{sid}": json.dumps({"window": None if st.window is None else st.window.dump(),

@@ -176,7 +176,7 @@ class TelemetrySink:
         """The scene geometry now (at start and after every accepted analytics change): names, directions and
         classes for the retained topics and discovery, the alarm reserve of the budget, per-source windows."""
         with self._lock:
-            self.scene.layouts = {x.source_id: x for x in layouts}
+            self.scene.set_layouts(layouts)
             self.budget.alarms = alarm_reserve(self.budget.limit) if any(x.alarms for x in layouts) else 0
             self._scene_configured = True
             self._retain_scene(rediscover=True)
