@@ -66,7 +66,7 @@ def discovery_topics(discovery_prefix: str, prefix: str, node: str,
         for line in layout.lines:
             for direction in line.directions:
                 sensor(sid, line.name, direction, f"{sid} {line.name} {direction}",
-                       {"state_class": "total", "icon": "mdi:counter"})
+                       {"state_class": "total_increasing", "icon": "mdi:counter"})
         for zone in layout.zones:
             for label in (ALL, *zone.classes, *zone.forbidden):
                 sensor(sid, zone.name, label, f"{sid} {zone.name} {label}",
