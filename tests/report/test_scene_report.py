@@ -14,14 +14,14 @@ from .conftest import copy_artifact, write_jsonl
 
 T0 = 1_800_000_000.0
 GEOMETRY = {"lines": [{"name": "door", "points": [[0.2, 0.5], [0.8, 0.5]], "directions": ["in", "out"]}],
-            "zones": [{"name": "queue", "polygon": [[0.1, 0.6], [0.5, 0.6], [0.5, 0.95], [0.1, 0.95]]}]}
+            "zones": [{"name": "queue", "points": [[0.1, 0.6], [0.5, 0.6], [0.5, 0.95], [0.1, 0.95]]}]}
 PEOPLE = 12
 """One person every 20 s walks down through the door line (crossing `in`) into the queue, staying 10 + i s."""
 
 
-def door_day() -> tuple[list[dict[str, Any]], int]:
-    """One record per second for 300 s with exact ground truth: every person crosses once; returns (records,
-    crossings)."""
+def door_day(geometry: bool = True) -> tuple[list[dict[str, Any]], int]:
+    """One record per second for 300 s with exact ground truth, shaped as `analyze --analytics` writes them (a
+    `scene` block; the geometry in it only when asked): every person crosses once; returns (records, crossings)."""
     records = []
     crossings = 0
     for second in range(300):
@@ -35,19 +35,20 @@ def door_day() -> tuple[list[dict[str, Any]], int]:
             detections.append({"label": "person", "confidence": 0.9, "track_id": person + 1,
                                "box": [0.3, y - 0.2, 0.4, y]})
             if 0.2 + 0.05 * (age - 1) < 0.5 <= y:
-                crossed.append({"line": "door", "direction": "in", "label": "person", "track_id": person + 1})
+                crossed.append({"kind": "crossing", "line": "door", "direction": "in", "label": "person",
+                                "track_id": person + 1, "alarm": False})
             if y >= 0.6:
                 inside += 1
             if age == 29 + person:
-                events.append({"zone": "queue", "kind": "exit", "label": "person", "track_id": person + 1,
-                               "dwell_s": 22.0 + person})
+                events.append({"kind": "exit", "zone": "queue", "label": "person", "track_id": person + 1,
+                               "dwell_s": 22.0 + person, "alarm": False})
         crossings += len(crossed)
         records.append({"schema_version": "1.0", "source_id": "door-cam", "frame_index": second,
                         "timestamp": iso_utc(T0 + second), "frame_size": [768, 576],
                         "model": {"name": "yolox-nano", "version": "1"}, "inference_ms": 20.0,
                         "detections": detections, "counts": {"person": len(detections)} if detections else {},
-                        "analytics": {"crossings": crossed, "occupancy": {"queue": {"person": inside}},
-                                      "zone_events": events, "geometry": GEOMETRY}})
+                        "scene": {"events": crossed + events, "occupancy": {"queue": {"person": inside}},
+                                  **({"geometry": GEOMETRY} if geometry else {})}})
     return records, crossings
 
 
@@ -55,8 +56,8 @@ def test_a_door_day_shows_crossings_occupancy_dwell_and_the_picture(run_cli, ope
     """`visionedge report` on a day of tracked records: four scene charts draw offline, the table has the exact
     crossings, and a record with a broken analytics part costs only that part."""
     records, crossings = door_day()
-    records[3]["analytics"] = "not an object"
-    records[4]["analytics"] = {"crossings": [{"line": 1}], "occupancy": [], "geometry": {"lines": "x"}}
+    records[3]["scene"] = "not an object"
+    records[4]["scene"] = {"events": [{"kind": "crossing", "line": 1}, 7], "occupancy": [], "geometry": {"lines": "x"}}
     path = write_jsonl(tmp_path / "door.jsonl", records)
     done = run_cli("report", path, "-o", tmp_path / "door.html", "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -73,13 +74,15 @@ def test_a_door_day_shows_crossings_occupancy_dwell_and_the_picture(run_cli, ope
 
 
 def test_analyze_style_report_draws_the_geometry_on_a_real_frame(media, open_report, tmp_path: Path) -> None:
-    """Records added with their frame (as analyze --report does): the source's picture is that frame, in the page."""
+    """Records added with their frame and the geometry given to the builder (as analyze --analytics --report can):
+    the source's picture is that frame with the line and zone drawn, in the page."""
     capture = cv2.VideoCapture(str(media("vtest.avi")))
     ok, frame = capture.read()
     capture.release()
     assert ok
-    records, _ = door_day()
+    records, _ = door_day(geometry=False)
     builder = ReportBuilder(Outputs(html=tmp_path / "framed.html"), ("vtest.avi",))
+    builder.scene.set_geometry("door-cam", GEOMETRY)
     for record in records[:60]:
         builder.add_record(json.loads(json.dumps(record)), frame)
     builder.finish()
@@ -88,3 +91,4 @@ def test_analyze_style_report_draws_the_geometry_on_a_real_frame(media, open_rep
     page = (tmp_path / "framed.html").read_text(encoding="utf-8")
     picture = page[page.index('id="scene-picture-0"'):]
     assert '"source":"data:image\\u002fjpeg;base64,' in picture.replace(" ", "")  # plotly escapes the slash
+    assert '"name":"door"' in picture.replace(" ", "") and '"name":"queue"' in picture.replace(" ", "")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import cv2
 import numpy as np
 
 from visionedge.report.records import Row
-from visionedge.report.scenerecords import Shape
+from visionedge.report.scenerecords import Shape, geometry_of
 
 TRAIL_GRID: Final = (96, 72)
 """Columns and rows of the trail heat map: a person's path at a door stays visible, the array stays small."""
@@ -77,6 +78,12 @@ class SceneStats:
     def __bool__(self) -> bool:
         """Whether any record had a scene part."""
         return bool(self.sources)
+
+    def set_geometry(self, source_id: str, section: Mapping[str, Any]) -> None:
+        """The lines and zones to draw for a source, from its analytics section as plain data (`model_dump()`)."""
+        source = self.sources.setdefault(source_id, SourceScene())
+        lines, zones = geometry_of(section)
+        source.lines, source.zones = lines or (), zones or ()
 
     def add(self, row: Row, image: np.ndarray | None = None) -> None:
         """Fold one record's scene part (and, the first time, its frame as the source's picture)."""

@@ -1,13 +1,14 @@
 """The scene analytics' part of a result record, read tolerantly: a missing or odd part is left out, never fatal.
 
-What is read (all optional; `analyze --analytics` writes it, the module's JSONL sink too):
+What is read (all optional; `analyze --analytics` writes it):
 - `detections[].track_id` (int) with `box` [x1, y1, x2, y2] in 0..1: the track's anchor (bottom centre) for trails;
-- `analytics.crossings[]`: {line, direction, label, track_id};
-- `analytics.occupancy`: {zone: {class: n}} for this frame;
-- `analytics.zone_events[]`: {zone, kind (enter/exit/dwell/forbidden), label, track_id, dwell_s};
-- `analytics.geometry`: {lines: [{name, points: [[x, y], [x, y]], directions: [a, b]}],
-  zones: [{name, polygon: [[x, y], ...]}]} in normalized coordinates, to draw (the newest one seen wins).
-A record's analytics part is refused whole (and counted) only when it is not an object or is absurdly large.
+- `scene.events[]`: {kind: crossing, line, direction, ...} and {kind: exit, zone, dwell_s, ...} (other kinds are
+  not charted);
+- `scene.occupancy`: {zone: {class: n}} for this frame;
+- `scene.geometry` or the builder's `set_geometry` (the analytics section as plain data):
+  {lines: [{name, points: [[x, y], [x, y]], directions: [a, b]}], zones: [{name, points: [[x, y], ...]}]} in
+  normalized coordinates, to draw (the newest one wins).
+A record's scene part is refused whole only when it is not an object; a list longer than MAX_ENTRIES is ignored.
 """
 
 from __future__ import annotations
@@ -88,24 +89,29 @@ def _anchor(entry: Any) -> Point | None:
     return _point([(box[0] + box[2]) / 2, box[3]]) if all(isinstance(v, int | float) for v in box) else None
 
 
+def geometry_of(section: Mapping[str, Any]) -> tuple[tuple[Shape, ...] | None, tuple[Shape, ...] | None]:
+    """Lines and zones of one source's analytics section (or a record's `scene.geometry`), as plain data."""
+    return _shapes(section.get("lines"), "points"), _shapes(section.get("zones"), "points")
+
+
 def scene_row(record: Mapping[str, Any]) -> SceneRow | None:
-    """The record's scene part, or None when it has neither tracks nor an analytics block."""
+    """The record's scene part, or None when it has neither tracks nor a scene block."""
     tracked = [d for d in _list(record.get("detections")) if type(d) is dict and "track_id" in d]  # most have none
     anchors = tuple(p for p in map(_anchor, tracked) if p is not None)
-    block = record.get("analytics")
-    if not isinstance(block, Mapping):
+    block = record.get("scene")
+    if not isinstance(block, dict):
         return SceneRow(anchors) if anchors else None
-    crossings = tuple((str(c["line"]), str(c["direction"])) for c in _list(block.get("crossings"))
-                      if isinstance(c, Mapping) and "line" in c and "direction" in c)
+    events = [e for e in _list(block.get("events")) if isinstance(e, dict)]
+    crossings = tuple((str(e["line"]), str(e["direction"])) for e in events
+                      if e.get("kind") == "crossing" and "line" in e and "direction" in e)
     occupancy_map = block.get("occupancy")
     occupancy = tuple(
         (str(zone), sum(n for n in classes.values() if isinstance(n, int) and not isinstance(n, bool)))
-        for zone, classes in (occupancy_map.items() if isinstance(occupancy_map, Mapping) else ())
-        if isinstance(classes, Mapping))[:MAX_ENTRIES]
-    dwells = tuple((str(e["zone"]), float(e["dwell_s"])) for e in _list(block.get("zone_events"))
-                   if isinstance(e, Mapping) and e.get("kind") == "exit" and isinstance(e.get("dwell_s"), int | float)
+        for zone, classes in (occupancy_map.items() if isinstance(occupancy_map, dict) else ())
+        if isinstance(classes, dict))[:MAX_ENTRIES]
+    dwells = tuple((str(e["zone"]), float(e["dwell_s"])) for e in events
+                   if e.get("kind") == "exit" and "zone" in e and isinstance(e.get("dwell_s"), int | float)
                    and math.isfinite(e["dwell_s"]) and e["dwell_s"] >= 0)
     found = block.get("geometry")
-    geometry: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    return SceneRow(anchors, crossings, occupancy, dwells, _shapes(geometry.get("lines"), "points"),
-                    _shapes(geometry.get("zones"), "polygon"))
+    lines, zones = geometry_of(found) if isinstance(found, dict) else (None, None)
+    return SceneRow(anchors, crossings, occupancy, dwells, lines, zones)
