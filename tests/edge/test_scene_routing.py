@@ -1,4 +1,5 @@
-"""Scene alarms and counts reach devhub through the real SDK with the application properties routes filter on."""
+"""Scene output through the real SDK at devhub: routing properties on alarms and counts; the real module's status
+block, restored counters and resetCounters."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from visionedge.edge.client import HubClient
 from visionedge.edge.transport import HubTransport
 from visionedge.telemetry.scene import LineSpec, SceneLayout, ZoneSpec
 from visionedge.telemetry.sink import TelemetrySink
+from visionedge_devhub.hub import DevHub
 from visionedge_devhub.testing import module_client, running_devhub, sdk_nodelay
 
+from tests.edge.conftest import StartModule
 from tests.telemetry.support import crossing, scene, zone_event
 
 
@@ -44,3 +47,28 @@ def test_alarms_and_counts_carry_routing_properties_on_the_real_sdk(tmp_path: Pa
     assert (crossed.output, forbidden.output, counts.output) == ("events", "events", "aggregates")
     assert counts.json["lines"] == {"door": {"in": {"person": 1}}}
     assert counts.content_type == "application/json"
+
+
+def test_the_real_module_reports_restores_and_resets_scene_counters(hub: DevHub, start_module: StartModule,
+                                                                    tmp_path: Path) -> None:
+    """Counters a previous run stored: the restarted module sends their closed window as `type: counts`, shows them
+    in the reported status, and resetCounters zeroes the door with a 200 that says what it held."""
+    data = tmp_path / "data"
+    before = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=data, source_id="camera")
+    before.set_layouts([SceneLayout("camera", (LineSpec("door"),))])
+    t = 1.8e9
+    for i in range(3):
+        before.scene_frame(scene(t + i, {}, crossing(track_id=i + 1, at=t + i, source_id="camera"),
+                                 source_id="camera"))
+    before.close()
+
+    start_module(hub, data_dir=data)
+    [counts] = hub.emulator.wait_for_telemetry(lambda m: m.properties.get("type") == "counts", timeout=60)
+    assert counts.json["lines"] == {"door": {"in": {"person": 3}}}
+    doc = hub.emulator.wait_for_reported(lambda r: "scene" in r.get("status", {}), timeout=60)
+    assert doc["status"]["scene"] == {"camera": {"lines": {"door": {"in": 3}}, "zones": {}}}
+    status, payload = hub.emulator.call_method("resetCounters", {"source": "camera", "name": "door"}, timeout=10)
+    assert (status, payload) == (200, {"reset": True, "source": "camera", "name": "door", "kind": "line",
+                                       "before": {"in": {"person": 3}}})
+    hub.emulator.wait_for_reported(lambda r: r.get("status", {}).get("scene", {}).get("camera", {}).get("lines") == {},
+                                   timeout=30)
