@@ -86,7 +86,7 @@ def test_a_geometry_change_closes_the_window_at_the_frame_that_brings_it() -> No
     [closed] = out.offer(scene(T0 + 10, {}, crossing(track_id=3, at=T0 + 10), geometry="g2"))
     assert (closed.body["geometry"], closed.body["lines"], closed.body["window_s"]) == (
         "g1", {"door": {"in": {"person": 2}}}, 10.0)
-    clock.advance(50)
+    clock.advance(52)  # past the end and the grace
     [after] = out.tick()
     assert (after.body["geometry"], after.body["lines"], after.body["window_s"]) == (
         "g2", {"door": {"in": {"person": 1}}}, 50.0)
@@ -112,7 +112,7 @@ def test_windows_fold_longer_while_the_budget_runs_low() -> None:
     feed(out, clock, [(1.0, ({}, [crossing(at=T0 + 1)]))])
     clock.advance(200)
     assert out.tick() == []
-    clock.advance(40)
+    clock.advance(42)
     [counts] = out.tick()
     assert counts.body["window_s"] == 240.0
 
@@ -135,7 +135,7 @@ def test_state_survives_a_restart_and_a_reset_zeroes_one_line() -> None:
     assert again.reset("cam", "door") == {"kind": "line", "before": {"in": {"person": 1}}}
     assert again.reset("cam", "nowhere") is None
     assert again.totals()["cam"].lines == {"exit": {"out": {"person": 1}}}
-    clock.advance(60)
+    clock.advance(62)
     [counts] = again.tick()
     assert counts.body["lines"] == {"door": {"in": {"person": 1}}, "exit": {"out": {"person": 1}}}
 
@@ -158,6 +158,19 @@ def test_a_removed_line_leaves_the_totals_but_not_the_open_window() -> None:
     feed(out, clock, [(1.0, ({}, [crossing(), crossing("exit", "out", track_id=2)]))])
     out.set_layouts([SceneLayout("cam", (LineSpec("door"),))])
     assert out.totals()["cam"].lines == {"door": {"in": {"person": 1}}}
-    clock.advance(60)
+    clock.advance(62)
     [counts] = out.tick()
     assert counts.body["lines"] == {"door": {"in": {"person": 1}}, "exit": {"out": {"person": 1}}}
+
+
+def test_a_frame_captured_before_the_end_but_handed_on_after_it_stays_in_its_window() -> None:
+    """An ordered source's queue hands on a frame stamped 59.5 s at 61 s: it joins the window it was captured in;
+    the window closes on the next frame stamped past the end, or CLOSE_GRACE_S after the end without frames."""
+    clock = Clock()
+    out = output(clock)
+    feed(out, clock, [(1.0, ({}, [crossing(at=T0 + 1)]))])
+    clock.advance(60)
+    assert out.tick() == []
+    assert out.offer(scene(T0 + 59.5, {}, crossing(track_id=2, at=T0 + 59.5))) == []
+    [closed] = out.offer(scene(T0 + 60.1, {}))
+    assert (closed.body["lines"], closed.body["frames"]) == ({"door": {"in": {"person": 2}}}, 2)

@@ -33,6 +33,9 @@ MAX_CLASSES: Final = 16
 OTHER: Final = "other"
 DWELL_BUCKETS_S: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 """Upper bounds of the dwell histogram (metrics): from a walk past to a long stay."""
+CLOSE_GRACE_S: Final = 2.0
+"""A window closes on a frame stamped at or past its end, or this long after its end on the steady clock (no frames
+came): frames are stamped at capture, and an ordered source's queue may hand on older frames after the end."""
 MAX_FOLD: Final = 64
 """The longest a count window grows while the budget runs low: 64 x the configured window (at most a day)."""
 
@@ -282,7 +285,7 @@ class SceneOutput:
             since = now
         if state.window is None:
             state.window = self._open(frame, now, since)
-            state.closes = steady + state.window.end - now
+            state.closes = steady + state.window.end - now + CLOSE_GRACE_S
         layout = self.layouts.get(frame.source_id)
         occupancy = {zone: self._bounded(layout, zone, classes) for zone, classes in frame.occupancy.items()}
         state.window.add_frame(occupancy)
@@ -350,7 +353,7 @@ class SceneOutput:
             state = _Source(totals=SceneTotals.load(data["totals"]))
             if data["window"] is not None:
                 state.window = CountWindow.load(data["window"])
-                state.closes = steady + state.window.end - wall
+                state.closes = steady + state.window.end - wall + CLOSE_GRACE_S
             self._sources[key.removeprefix("scene.")] = state
 
     def _open(self, frame: SceneFrame, now: float, since: float | None) -> CountWindow:
