@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 Point = tuple[float, float]
@@ -14,7 +15,7 @@ def side(a: Point, b: Point, p: Point) -> float:
 
 def distance_to_line(a: Point, b: Point, p: Point) -> float:
     """Signed distance of p from the infinite line through a and b (sign as `side`)."""
-    length = ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5
+    length = math.hypot(b[0] - a[0], b[1] - a[1])
     return side(a, b, p) / length
 
 
@@ -84,5 +85,5 @@ def distance_to_boundary(points: Sequence[Point], p: Point) -> float:
         a, b = points[i], points[(i + 1) % n]
         dx, dy = b[0] - a[0], b[1] - a[1]
         t = max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / (dx * dx + dy * dy)))
-        best = min(best, ((a[0] + t * dx - p[0]) ** 2 + (a[1] + t * dy - p[1]) ** 2) ** 0.5)
+        best = min(best, math.hypot(a[0] + t * dx - p[0], a[1] + t * dy - p[1]))
     return best

@@ -98,9 +98,9 @@ def score(gt: Mapping[int, Boxes], hyp: Mapping[int, Boxes]) -> Scores:
                     together[g, h] += 1
         matched: dict[int, int] = {}
         for gi, g in enumerate(g_ids):
-            h = previous.get(g)
-            if h is not None and h in h_boxes and iou[gi, h_ids.index(h)] >= MATCH_IOU:
-                matched[g] = h
+            kept = previous.get(g)
+            if kept is not None and kept in h_boxes and iou[gi, h_ids.index(kept)] >= MATCH_IOU:
+                matched[g] = kept
         free_g = [gi for gi, g in enumerate(g_ids) if g not in matched]
         taken = set(matched.values())
         free_h = [hi for hi, h in enumerate(h_ids) if h not in taken]

@@ -41,7 +41,8 @@ class LineSettings(_Strict):
     """A counting line: a track's anchor passing from one side to the other within the segment counts once."""
 
     name: Name
-    points: tuple[NormPoint, NormPoint] = Field(description="two [x, y] points, fractions of the frame (0,0 = top left)")
+    points: tuple[NormPoint, NormPoint] = Field(description="two [x, y] points, fractions of the frame (0, 0 = top "
+                                                "left)")
     directions: tuple[Name, Name] = Field(("in", "out"), description="names of the two directions: the first is "
                                           "a crossing from the left of points[0]->points[1] to its right (for a line "
                                           "drawn left to right: moving down the image)")
