@@ -11,6 +11,7 @@ from typing import Any
 
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import SceneFrame
+from visionedge.analytics.records import scene_json
 from visionedge.analytics.settings import SourceAnalytics
 from visionedge.durable import read_json, write_json_atomic
 from visionedge.frame import Frame, Inference
@@ -24,8 +25,10 @@ SAVE_EVERY_S = 10.0
 class SceneAnalytics:
     """Every source's engine; `observe` is the pipeline's one call per published record."""
 
-    def __init__(self, state_dir: Path | None) -> None:
+    def __init__(self, state_dir: Path | None, into_records: bool = False) -> None:
         self.state_dir = state_dir
+        self.into_records = into_records
+        """`analyze`: each record carries its frame's events and occupancy as `scene`."""
         self.engines: dict[str, SceneEngine] = {}
         self.listeners: list[Callable[[SceneFrame], None]] = []
         """Called on the publish thread with every SceneFrame (the output side subscribes here)."""
@@ -67,16 +70,18 @@ class SceneAnalytics:
             return None
         model = f"{inference.model_name}@{inference.model_version}"
         before = self._models.get(frame.source_id)
-        if before is not None and before != model:
-            engine.reset(f"model changed from {before} to {model}")
-            log.info("%s: model changed to %s: every track ended", frame.source_id, model)
-        self._models[frame.source_id] = model
         with self._lock:
+            if before is not None and before != model:
+                engine.reset(f"model changed from {before} to {model}")
+                log.info("%s: model changed to %s: every track ended", frame.source_id, model)
+            self._models[frame.source_id] = model
             scene = engine.update(inference.detections, frame.timestamp, model)
             if scene.events:
                 self._dirty = True
         self._last_ids[frame.source_id] = list(scene.track_ids)
         _annotate(record, scene.track_ids)
+        if self.into_records:
+            record["scene"] = scene_json(scene)
         for listener in self.listeners:
             listener(scene)
         if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY_S:
