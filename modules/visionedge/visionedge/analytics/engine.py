@@ -54,16 +54,13 @@ class SceneEngine:
         for gone in self._followed() - alive:
             events.extend(ended((self.lines, self.zones), gone))
         anchor = self.settings.anchor
-        for detection, track in zip(detections, tracks, strict=True):
-            if track is None:
-                continue
-            seen = Seen(track.id, track.label, anchor_of(detection.box, anchor))
-            for line in self.lines:
-                crossing = line.see(seen, timestamp)
-                if crossing is not None:
-                    events.append(crossing)
-            for zone in self.zones:
-                events.extend(zone.see(seen, timestamp))
+        seen = [Seen(track.id, track.label, anchor_of(detection.box, anchor))
+                for detection, track in zip(detections, tracks, strict=True) if track is not None]
+        xy = np.array([s.anchor for s in seen], dtype=float).reshape(-1, 2)
+        for line in self.lines:
+            events.extend(line.see(seen, xy, timestamp))
+        for zone in self.zones:
+            events.extend(zone.see(seen, xy, timestamp))
         return self._frame(timestamp, model, events, tuple(t.id if t is not None else None for t in tracks))
 
     def reset(self, reason: str) -> None:

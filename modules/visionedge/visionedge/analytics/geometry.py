@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+
+import numpy as np
 
 Point = tuple[float, float]
 
@@ -11,12 +12,6 @@ Point = tuple[float, float]
 def side(a: Point, b: Point, p: Point) -> float:
     """Cross product (b - a) x (p - a): > 0 on one side of the line a->b, < 0 on the other, 0 on it."""
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
-
-
-def distance_to_line(a: Point, b: Point, p: Point) -> float:
-    """Signed distance of p from the infinite line through a and b (sign as `side`)."""
-    length = math.hypot(b[0] - a[0], b[1] - a[1])
-    return side(a, b, p) / length
 
 
 def crossing_param(a: Point, b: Point, p0: Point, p1: Point) -> float | None:
@@ -63,27 +58,28 @@ def polygon_area(points: Sequence[Point]) -> float:
                    for i in range(n))) / 2
 
 
-def contains(points: Sequence[Point], p: Point) -> bool:
-    """Even-odd ray casting: True when p lies inside the polygon."""
-    x, y = p
-    inside = False
-    j = len(points) - 1
-    for i in range(len(points)):
-        xi, yi = points[i]
-        xj, yj = points[j]
-        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
-            inside = not inside
-        j = i
-    return inside
+class Polygon:
+    """A polygon's edges as arrays, computed once, so testing many points per frame is a few vector operations."""
 
+    def __init__(self, points: Sequence[Point]) -> None:
+        self.corners = np.asarray(points, dtype=float)
+        self.edges = np.roll(self.corners, -1, axis=0) - self.corners
+        self.lengths2 = (self.edges * self.edges).sum(axis=1)
+        self.previous = np.roll(self.corners, 1, axis=0)
 
-def distance_to_boundary(points: Sequence[Point], p: Point) -> float:
-    """Shortest distance from p to the polygon's edges."""
-    best = float("inf")
-    n = len(points)
-    for i in range(n):
-        a, b = points[i], points[(i + 1) % n]
-        dx, dy = b[0] - a[0], b[1] - a[1]
-        t = max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / (dx * dx + dy * dy)))
-        best = min(best, math.hypot(a[0] + t * dx - p[0], a[1] + t * dy - p[1]))
-    return best
+    def contains(self, xy: np.ndarray) -> np.ndarray:
+        """Even-odd ray casting for many points (rows of x, y): True where a point lies inside."""
+        xi, yi = self.corners[:, 0], self.corners[:, 1]
+        xj, yj = self.previous[:, 0], self.previous[:, 1]
+        x, y = xy[:, :1], xy[:, 1:2]
+        straddles = (yi > y) != (yj > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = (xj - xi) * (y - yi) / (yj - yi) + xi
+        return np.asarray(np.count_nonzero(straddles & (x < at), axis=1) % 2 == 1)
+
+    def distance_to_boundary(self, xy: np.ndarray) -> np.ndarray:
+        """Shortest distance from each point (rows of x, y) to the polygon's edges."""
+        rel = xy[:, None, :] - self.corners[None, :, :]
+        t = np.clip((rel * self.edges[None]).sum(axis=2) / self.lengths2[None], 0.0, 1.0)
+        gap = rel - t[:, :, None] * self.edges[None]
+        return np.asarray(np.sqrt((gap * gap).sum(axis=2)).min(axis=1))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from visionedge.analytics.events import AnalyticsEvent, Crossing, ZoneEvent, ZoneEventKind
-from visionedge.analytics.geometry import Point, contains, crossing_param, distance_to_boundary, distance_to_line
+from visionedge.analytics.geometry import Point, Polygon, crossing_param
 from visionedge.analytics.settings import LineSettings, ZoneSettings
 
 
@@ -28,27 +32,29 @@ class LineCounter:
     """direction -> label -> crossings since counting began."""
     _sides: dict[int, tuple[int, Point]] = field(default_factory=dict)
 
-    def see(self, track: Seen, now: float) -> Crossing | None:
-        """Follow one track; a Crossing when it went from one settled side to the other within the segment."""
+    def see(self, tracks: Sequence[Seen], xy: np.ndarray, now: float) -> list[Crossing]:
+        """Follow this frame's tracks (anchors as rows of xy); a Crossing for each that went from one settled side
+        to the other within the segment."""
         s = self.settings
-        if s.classes is not None and track.label not in s.classes:
-            return None
-        a, b = s.points
-        distance = distance_to_line(a, b, track.anchor)
-        if abs(distance) < s.hysteresis or distance == 0:
-            return None
-        now_side = 1 if distance > 0 else -1
-        before = self._sides.get(track.track_id)
-        self._sides[track.track_id] = (now_side, track.anchor)
-        if before is None or before[0] == now_side:
-            return None
-        u = crossing_param(a, b, before[1], track.anchor)
-        if u is None or not 0.0 <= u <= 1.0:
-            return None
-        direction = s.directions[0] if now_side > 0 else s.directions[1]
-        per_label = self.counts.setdefault(direction, {})
-        per_label[track.label] = per_label.get(track.label, 0) + 1
-        return Crossing(self.source_id, s.name, direction, track.label, track.track_id, now, s.alarm)
+        (ax, ay), (bx, by) = s.points
+        distance = ((bx - ax) * (xy[:, 1] - ay) - (by - ay) * (xy[:, 0] - ax)) / math.hypot(bx - ax, by - ay)
+        crossings = []
+        for track, d in zip(tracks, distance.tolist(), strict=True):
+            if abs(d) < s.hysteresis or d == 0 or (s.classes is not None and track.label not in s.classes):
+                continue
+            now_side = 1 if d > 0 else -1
+            before = self._sides.get(track.track_id)
+            self._sides[track.track_id] = (now_side, track.anchor)
+            if before is None or before[0] == now_side:
+                continue
+            u = crossing_param(s.points[0], s.points[1], before[1], track.anchor)
+            if u is None or not 0.0 <= u <= 1.0:
+                continue
+            direction = s.directions[0] if now_side > 0 else s.directions[1]
+            per_label = self.counts.setdefault(direction, {})
+            per_label[track.label] = per_label.get(track.label, 0) + 1
+            crossings.append(Crossing(self.source_id, s.name, direction, track.label, track.track_id, now, s.alarm))
+        return crossings
 
     def followed(self) -> set[int]:
         """Tracks whose side this line remembers."""
@@ -78,35 +84,42 @@ class ZoneWatch:
     entries: dict[str, int] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)
     inside: dict[int, Stay] = field(default_factory=dict)
+    polygon: Polygon = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.polygon = Polygon(self.settings.points)
 
     def watches(self, label: str) -> bool:
         """Labels this zone follows: its classes (all when unset) and its forbidden ones."""
         s = self.settings
         return s.classes is None or label in s.classes or label in s.forbidden
 
-    def see(self, track: Seen, now: float) -> list[ZoneEvent]:
-        """Follow one track: enter and exit once the anchor is `hysteresis` past the edge, then dwell alarms."""
+    def see(self, tracks: Sequence[Seen], xy: np.ndarray, now: float) -> list[ZoneEvent]:
+        """Follow this frame's tracks: enter and exit once the anchor is `hysteresis` past the edge, then alarms."""
         s = self.settings
-        if not self.watches(track.label):
+        if not tracks:
             return []
-        stay = self.inside.get(track.track_id)
-        is_in = contains(s.points, track.anchor)
-        settled = distance_to_boundary(s.points, track.anchor) >= s.hysteresis
+        inside = self.polygon.contains(xy).tolist()
+        settled = (self.polygon.distance_to_boundary(xy) >= s.hysteresis).tolist()
         events: list[ZoneEvent] = []
-        if stay is None and is_in and settled:
-            stay = self.inside[track.track_id] = Stay(now, track.label, now)
-            self.entries[track.label] = self.entries.get(track.label, 0) + 1
-            events.append(self._event("enter", stay, track.track_id, now, s.alarm))
-            if track.label in s.forbidden:
-                events.append(self._event("forbidden", stay, track.track_id, now, True))
-        elif stay is not None and not is_in and settled:
-            events.append(self.leave(track.track_id, now))
-            return events
-        if stay is not None:
-            stay.last_seen = now
-            if s.max_dwell_s is not None and not stay.dwell_reported and now - stay.since > s.max_dwell_s:
-                stay.dwell_reported = True
-                events.append(self._event("dwell", stay, track.track_id, now, True))
+        for track, is_in, firm in zip(tracks, inside, settled, strict=True):
+            if not self.watches(track.label):
+                continue
+            stay = self.inside.get(track.track_id)
+            if stay is None and is_in and firm:
+                stay = self.inside[track.track_id] = Stay(now, track.label, now)
+                self.entries[track.label] = self.entries.get(track.label, 0) + 1
+                events.append(self._event("enter", stay, track.track_id, now, s.alarm))
+                if track.label in s.forbidden:
+                    events.append(self._event("forbidden", stay, track.track_id, now, True))
+            elif stay is not None and not is_in and firm:
+                events.append(self.leave(track.track_id, now))
+                continue
+            if stay is not None:
+                stay.last_seen = now
+                if s.max_dwell_s is not None and not stay.dwell_reported and now - stay.since > s.max_dwell_s:
+                    stay.dwell_reported = True
+                    events.append(self._event("dwell", stay, track.track_id, now, True))
         return events
 
     def leave(self, track_id: int, now: float | None = None) -> ZoneEvent:

@@ -21,35 +21,38 @@ MAX_PREDICT_S = 0.5
 """A lost track's box is not extrapolated further than this: people stop and turn."""
 
 
+Box = tuple[float, float, float, float]
+
+
 @dataclass(eq=False)
 class Track:
     """One object followed across frames; gets its id only once confirmed, so noise never burns ids."""
 
-    box: np.ndarray
-    """cx, cy, w, h (normalized) at `seen`."""
+    box: Box
+    """cx, cy, w, h (normalized) at `seen`; plain floats: per-track numpy calls would cost more than the maths."""
     seen: float
     score: float
     label: str
     id: int = 0
     hits: int = 1
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    velocity: Box = (0.0, 0.0, 0.0, 0.0)
     lost: bool = False
     votes: dict[str, float] = field(default_factory=dict)
 
-    def predict(self, now: float) -> np.ndarray:
+    def predict(self, now: float) -> Box:
         """Where the box should be at `now`, as x1, y1, x2, y2."""
         dt = min(max(now - self.seen, 0.0), MAX_PREDICT_S)
-        cx, cy, w, h = self.box + self.velocity * dt
+        cx, cy, w, h = (b + v * dt for b, v in zip(self.box, self.velocity, strict=True))
         w, h = max(w, 1e-4), max(h, 1e-4)
-        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
-    def update(self, box: np.ndarray, score: float, label: str, now: float) -> None:
+    def update(self, box: Box, score: float, label: str, now: float) -> None:
         """Take a matched detection: new position, smoothed velocity, one more hit, a vote for its label."""
         dt = now - self.seen
         if dt > 1e-3:
-            measured = (box - self.box) / dt
             gain = 1.0 if self.hits == 1 else VELOCITY_GAIN
-            self.velocity = self.velocity + gain * (measured - self.velocity)
+            self.velocity = tuple(v + gain * ((b - o) / dt - v)  # type: ignore[assignment]
+                                  for v, b, o in zip(self.velocity, box, self.box, strict=True))
         self.box, self.seen, self.score = box, now, score
         self.hits += 1
         self.lost = False
@@ -57,10 +60,11 @@ class Track:
         self.label = max(self.votes, key=self.votes.__getitem__)
 
 
-def to_cxcywh(boxes: np.ndarray) -> np.ndarray:
-    """x1, y1, x2, y2 rows to cx, cy, w, h rows."""
-    return np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+def to_cxcywh(boxes: np.ndarray) -> list[Box]:
+    """x1, y1, x2, y2 rows to cx, cy, w, h tuples."""
+    rows = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                             boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+    return [tuple(row) for row in rows.tolist()]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,17 +110,19 @@ class Tracker:
         low = [i for i in range(len(boxes)) if s.low <= scores[i] < s.high]
         confirmed = [t for t in self.tracks if t.id]
         tentative = [t for t in self.tracks if not t.id]
+        centred = to_cxcywh(boxes)
         predicted = {id(t): t.predict(now) for t in self.tracks}
+        det_labels = np.array(labels, dtype=object)
 
         def match(tracks: list[Track], dets: list[int], least: float) -> tuple[list[Track], list[int]]:
             if not tracks or not dets:
                 return tracks, dets
             iou = iou_matrix(np.array([predicted[id(t)] for t in tracks]), boxes[dets])
-            iou *= np.array([[t.label == labels[d] for d in dets] for t in tracks])
+            iou *= np.array([t.label for t in tracks], dtype=object)[:, None] == det_labels[dets][None, :]
             pairs = assign(iou, least)
             for r, c in pairs:
                 d = dets[c]
-                tracks[r].update(to_cxcywh(boxes[d:d + 1])[0], float(scores[d]), labels[d], now)
+                tracks[r].update(centred[d], float(scores[d]), labels[d], now)
                 result[d] = tracks[r]
             used_r, used_c = {r for r, _ in pairs}, {c for _, c in pairs}
             return ([t for i, t in enumerate(tracks) if i not in used_r],
@@ -136,9 +142,9 @@ class Tracker:
                        if id(t) not in gone and (not t.lost or now - t.seen <= s.max_lost_s)]
         for d in high:
             if scores[d] >= s.birth:
-                track = Track(to_cxcywh(boxes[d:d + 1])[0], now, float(scores[d]), labels[d],
-                              votes={labels[d]: float(scores[d])})
+                track = Track(centred[d], now, float(scores[d]), labels[d], votes={labels[d]: float(scores[d])})
                 if s.confirm_hits <= 1:
                     track.id, self.next_id = self.next_id, self.next_id + 1
+                    result[d] = track
                 self.tracks.append(track)
         return [t if t is not None and t.id else None for t in result]
