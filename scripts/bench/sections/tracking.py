@@ -76,10 +76,11 @@ def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]],
     w, h = size
     counts = dict.fromkeys(COUNT_LINE["directions"], 0)  # type: ignore[arg-type]
     for frame in sorted(tracks):
-        for track_id, (x1, _, x2, y2) in tracks[frame].items():
-            crossing = counter.see(Seen(track_id, "person", ((x1 + x2) / 2 / w, y2 / h)), frame / fps)
-            if crossing is not None:
-                counts[crossing.direction] += 1
+        seen = [Seen(track_id, "person", ((x1 + x2) / 2 / w, y2 / h))
+                for track_id, (x1, _, x2, y2) in tracks[frame].items()]
+        xy = np.array([s.anchor for s in seen], dtype=float).reshape(-1, 2)
+        for crossing in counter.see(seen, xy, frame / fps):
+            counts[crossing.direction] += 1
     return counts
 
 
