@@ -229,8 +229,6 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     if settings is not None and args.preview:
         return write_preview(source, settings, args.preview)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
-    if settings is not None and model.manifest.task != "detect":
-        raise ConfigError(f"--analytics needs a detector; {model.name} is a {model.manifest.task} model (no boxes to track)")
     sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
     progress = None
     if not args.no_progress:
@@ -242,7 +240,10 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
 
     scene = SceneAnalytics(None, into_records=True) if settings is not None else None
     if scene is not None and settings is not None:
-        scene.configure({source.source_id: settings}, model.manifest.task)
+        try:
+            scene.configure({source.source_id: settings}, model.manifest.task)
+        except ValueError as err:
+            raise ConfigError(f"--analytics: {err}") from err
     mot = MotWriter.open(args.mot) if args.mot else None
 
     def on_record(record: dict[str, Any]) -> None:
@@ -323,6 +324,12 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     for sink in sinks:
         sink.on_broken = stop.set
     pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
+    if config.desired.analytics:
+        pipeline.scene = SceneAnalytics(config.local.data_dir / "analytics")
+        try:
+            pipeline.scene.configure(config.desired.analytics, model.manifest.task, [s.source_id for s in sources])
+        except ValueError as err:
+            raise ConfigError(f"analytics: {err}") from err
     metrics = local_metrics(config, pipeline)
     stop_after(args.duration, stop)
     log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
@@ -334,6 +341,8 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         for sink in sinks:
             sink.close()
         metrics.close()
+        if pipeline.scene is not None:
+            pipeline.scene.save()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
     if len(pipeline.feeds) > 1:

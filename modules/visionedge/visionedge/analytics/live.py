@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,16 @@ class SceneAnalytics:
         self._saved_at = 0.0
         self._dirty = False
 
-    def configure(self, settings: Mapping[str, SourceAnalytics], task: str | None) -> None:
-        """Apply new settings; an engine whose settings changed restarts its tracks but keeps its counts by name."""
+    def configure(self, settings: Mapping[str, SourceAnalytics], task: str | None,
+                  sources: Collection[str] | None = None) -> None:
+        """Apply new settings; an engine whose settings changed restarts its tracks but keeps its counts by name.
+
+        Refused (ValueError, nothing changed) for a classifier or for a source id that no source has."""
         if settings and task is not None and task != "detect":
             raise ValueError(f"analytics need a detector; the model in use is a {task} model (no boxes to track)")
+        unknown = sorted(set(settings) - set(sources)) if sources is not None else []
+        if unknown:
+            raise ValueError(f"analytics for unknown source {', '.join(unknown)}; sources: {', '.join(sources or ())}")
         with self._lock:
             engines: dict[str, SceneEngine] = {}
             for source_id, one in settings.items():
