@@ -40,12 +40,12 @@ Classes = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], F
 class LineSettings(_Strict):
     """A counting line: a track's anchor passing from one side to the other within the segment counts once."""
 
-    name: Name
+    name: Name = Field(description="names the line in counts and events (unique per source)")
     points: tuple[NormPoint, NormPoint] = Field(description="two [x, y] points, fractions of the frame (0, 0 = top "
                                                 "left)")
-    directions: tuple[Name, Name] = Field(("in", "out"), description="names of the two directions: the first is "
-                                          "a crossing from the left of points[0]->points[1] to its right (for a line "
-                                          "drawn left to right: moving down the image)")
+    directions: tuple[Name, Name] = Field(("in", "out"), description="names of the two directions; the first is "
+                                          "the way `analyze --preview` draws the first arrow: for a line drawn left "
+                                          "to right, moving down the image; drawn top to bottom, moving left")
     classes: Classes | None = Field(None, description="count only these labels; null = every label")
     alarm: bool = Field(False, description="every crossing leaves at once as an event, not only in a count window")
     hysteresis: float = Field(0.02, ge=0.0, le=0.2, description="distance (fraction of the frame) the anchor must "
@@ -64,9 +64,10 @@ class LineSettings(_Strict):
 class ZoneSettings(_Strict):
     """A polygon: occupancy per class, entries and exits, dwell, and alarms for long stays and forbidden classes."""
 
-    name: Name
+    name: Name = Field(description="names the zone in occupancy and events (unique per source)")
     points: list[NormPoint] = Field(min_length=3, max_length=MAX_POLYGON_POINTS,
-                                    description="polygon corners [x, y] in order, fractions of the frame")
+                                    description="3 to 32 polygon corners [x, y] in order, fractions of the frame; "
+                                    "edges must not cross")
     classes: Classes | None = Field(None, description="watch only these labels; null = every label")
     forbidden: Classes = Field(default_factory=list, description="labels whose entry is an alarm event")
     max_dwell_s: float | None = Field(None, gt=0, le=7 * 86400, description="a stay longer than this is an alarm "
