@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from visionedge.analytics.engine import SceneEngine
+from visionedge.analytics.live import SceneAnalytics
 from visionedge.analytics.mot import Boxes, detector_recall, read_mot, score
 from visionedge.analytics.scene import LineCounter, Seen
 from visionedge.analytics.settings import LineSettings, SourceAnalytics
@@ -19,7 +20,8 @@ from visionedge.app import load_model, make_fetcher
 from visionedge.config import InferenceSettings, load_config
 from visionedge.frame import Detection
 
-from bench.common import machine_line
+from bench.common import machine_line, spread
+from bench.sections.sources import SOURCE_FPS, measure_sources
 
 DEFAULT_SEQUENCE = Path(__file__).resolve().parents[3].parent / "shared" / "media" / "mot" / "TUD-Stadtmitte"
 COUNT_LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
@@ -28,6 +30,7 @@ FLOOR = 0.1
 """The detector runs once at this confidence; each row keeps what its setting would have passed."""
 COST_OBJECTS = (5, 20, 50)
 COST_FRAMES = 400
+SOURCES = 8
 WARMUP = 20
 
 
@@ -36,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-sequences", nargs="+", type=Path, default=[DEFAULT_SEQUENCE],
                         help="tracking: MOTChallenge sequence folders (default: shared TUD-Stadtmitte)")
     parser.add_argument("--tracking-model", default="yolox-nano", help="tracking: the detector (built-in name)")
+    parser.add_argument("--tracking-seconds", type=float, default=20.0,
+                        help="tracking: seconds of each 8-source run, analytics off and on (default 20)")
 
 
 def frames_of(folder: Path) -> list[np.ndarray]:
@@ -182,6 +187,19 @@ def cost() -> None:
               f"{1000 * wall[len(wall) // 2]:.3f} ms, p95 {1000 * wall[int(len(wall) * 0.95)]:.3f} ms")
 
 
+def sources_with_analytics(seconds: float) -> None:
+    """8 paced sources at 10 fps into one YOLOX-nano pipeline, without and with a line and a zone on each."""
+    print(f"{SOURCES} paced vtest.avi sources at {SOURCE_FPS:g} fps each, yolox-nano, {seconds:g} s after 3 s warm-up")
+    settings = SourceAnalytics.model_validate({"lines": [COUNT_LINE], "zones": [
+        {"name": "left", "points": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]}]})
+    for label, scene in (("analytics off", None), ("analytics on", SceneAnalytics(None))):
+        if scene is not None:
+            scene.configure({f"cam{i}": settings for i in range(SOURCES)}, "detect")
+        r = measure_sources("yolox-nano", SOURCES, seconds, SOURCE_FPS, scene=scene)
+        print(f"  {label:<14} total {r.total:.1f} inf/s, per source {spread(r.per_source_fps)} fps, "
+              f"skipped {r.skipped / r.seconds:.1f}/s")
+
+
 def run(args: argparse.Namespace) -> int:
     """Accuracy per sequence, then cost."""
     print(machine_line())
@@ -190,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         accuracy(folder, args.tracking_model)
         print()
     cost()
+    print()
+    sources_with_analytics(args.tracking_seconds)
     return 0
 
 
