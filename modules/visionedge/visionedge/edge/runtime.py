@@ -49,6 +49,7 @@ from visionedge.state import (
     status_view,
 )
 from visionedge.supervise import Part, states
+from visionedge.telemetry.scene import layouts_of
 from visionedge.telemetry.sink import TelemetrySink
 from visionedge.timeouts import TimedOut, call_with_timeout
 from visionedge.urls import redact_url
@@ -267,6 +268,8 @@ class EdgeModule:
     def _apply_analytics(self, settings: DesiredProperties) -> None:
         """New geometry takes effect at the next frame; the camera keeps running."""
         self.scene.configure(settings.analytics, self._desired_task(settings), [s.id for s in settings.source_list()])
+        if self.telemetry is not None:
+            self.telemetry.set_layouts(layouts_of(settings.analytics))
 
     def _desired_task(self, settings: DesiredProperties) -> str | None:
         """What the desired model does (its inline manifest or built-in name says; else the model in use), so
@@ -347,6 +350,7 @@ class EdgeModule:
         self.telemetry = TelemetrySink.from_config(config, HubTransport(self.client), client_id=f"{device}-local",
                                                    heartbeat_fields=lambda: heartbeat_view(self.snapshot()))
         self.client.on_connected.append(self.telemetry.link_up)
+        self.scene.listeners.append(self.telemetry.scene_frame)
         self.telemetry.start()
         self.sinks = [self.telemetry]
 

@@ -104,6 +104,12 @@ def layout_of(source_id: str, section: Mapping[str, Any] | None) -> SceneLayout:
     return SceneLayout(source_id, lines, zones, None if window is None else float(window))
 
 
+def layouts_of(analytics: Mapping[str, Any]) -> list[SceneLayout]:
+    """Every source's layout from the `analytics` section (settings models or plain data)."""
+    return [layout_of(sid, section.model_dump() if hasattr(section, "model_dump") else section)
+            for sid, section in analytics.items()]
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by linear interpolation of sorted values; 0 for none."""
     if not values:
