@@ -28,9 +28,9 @@ def test_a_line_on_the_sample_video_sends_count_windows_and_reports_counts(
         windows = hub.emulator.wait_for_telemetry(lambda m: m.properties.get("type") == "counts", count=3,
                                                   timeout=120)
         bodies = [m.json for m in windows]
-        assert all(b["window_s"] <= 5 and "left" in b["zones"] for b in bodies)
-        doc = hub.emulator.wait_for_reported(
+        assert all(b["window_s"] <= 5 and "left" in b["zones"] and b["model"].startswith("yolox-nano@")
+                   for b in bodies)
+        assert len({b["geometry"] for b in bodies}) == 1
+        hub.emulator.wait_for_reported(
             lambda r: sum(r.get("status", {}).get("scene", {}).get("camera", {}).get("lines", {})
                           .get("middle", {}).values()) > 0, timeout=120)
-        print("status scene:", doc["status"]["scene"])
-        print("windows:", [{k: b[k] for k in ("window_start", "window_end", "window_s", "model", "geometry", "frames", "seq")} for b in bodies])
