@@ -94,3 +94,29 @@ def test_analyze_style_report_draws_the_geometry_on_a_real_frame(media, open_rep
     assert '"source":"data:image\\u002fjpeg;base64,' in compact  # plotly escapes the slash
     assert '"name":"door"' in compact
     assert '"name":"queue"' in compact
+
+
+def test_analyze_with_analytics_reports_the_scene_on_a_real_clip(run_cli, short_clip, open_report, tmp_path) -> None:
+    """`analyze --analytics --report` on the real clip: the scene section draws the line on a frame of the clip over
+    the trails of the real tracks, and the crossings table matches the records' crossings."""
+    geometry = tmp_path / "middle.yaml"
+    geometry.write_text("lines:\n  - name: middle\n    points: [[0.5, 0.05], [0.5, 0.95]]\n"
+                        "    directions: [east, west]\n", encoding="utf-8")
+    done = run_cli("analyze", short_clip, "--model", "yolox-nano", "--analytics", geometry, "--no-progress",
+                   "--jsonl", tmp_path / "scene.jsonl", "--report", tmp_path / "scene.html", timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (tmp_path / "scene.jsonl").read_text(encoding="utf-8").splitlines()]
+    crossed: dict[str, int] = {}
+    for record in records:
+        for event in record["scene"]["events"]:
+            if event["kind"] == "crossing":
+                crossed[event["direction"]] = crossed.get(event["direction"], 0) + 1
+    assert any("track_id" in d for r in records for d in r["detections"])
+    seen = open_report(tmp_path / "scene.html")
+    assert seen.problems == []
+    for direction, n in crossed.items():
+        assert f"middle\t{direction}\t{n}" in seen.text
+    picture = (tmp_path / "scene.html").read_text(encoding="utf-8")
+    picture = picture[picture.index('id="scene-picture-0"'):].replace(" ", "")
+    assert '"name":"middle"' in picture
+    assert '"source":"data:image\\u002fjpeg;base64,' in picture

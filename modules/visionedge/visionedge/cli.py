@@ -238,6 +238,8 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
     outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
     builder = ReportBuilder(outputs, (args.path,)) if outputs.any() else None
+    if builder is not None and settings is not None:  # the report draws the lines and zones on the source's frame
+        builder.scene.set_geometry(source.source_id, settings.model_dump())
 
     scene = SceneAnalytics(None, into_records=True) if settings is not None else None
     if scene is not None and settings is not None:

@@ -49,8 +49,8 @@ class SceneRow:
 
 
 def _list(value: Any) -> list[Any]:
-    """A list of at most MAX_ENTRIES, else empty."""
-    return value if isinstance(value, list) and len(value) <= MAX_ENTRIES else []
+    """A list (or tuple: settings dumped by pydantic) of at most MAX_ENTRIES, else empty."""
+    return list(value) if isinstance(value, list | tuple) and len(value) <= MAX_ENTRIES else []
 
 
 def _point(value: Any) -> Point | None:
@@ -66,7 +66,7 @@ def _point(value: Any) -> Point | None:
 
 def _shapes(value: Any, key: str) -> tuple[Shape, ...] | None:
     """The named shapes of a geometry list, dropping any that are malformed; None when there is no list."""
-    if not isinstance(value, list):
+    if not isinstance(value, list | tuple):
         return None
     shapes = []
     for entry in _list(value):
