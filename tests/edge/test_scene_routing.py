@@ -10,7 +10,6 @@ from visionedge.edge.client import HubClient
 from visionedge.edge.transport import HubTransport
 from visionedge.telemetry.scene import LineSpec, SceneLayout, ZoneSpec
 from visionedge.telemetry.sink import TelemetrySink
-from visionedge_devhub.hub import DevHub
 from visionedge_devhub.testing import module_client, running_devhub, sdk_nodelay
 
 from tests.edge.conftest import StartModule
@@ -49,7 +48,7 @@ def test_alarms_and_counts_carry_routing_properties_on_the_real_sdk(tmp_path: Pa
     assert counts.content_type == "application/json"
 
 
-def test_the_real_module_reports_restores_and_resets_scene_counters(hub: DevHub, start_module: StartModule,
+def test_the_real_module_reports_restores_and_resets_scene_counters(start_module: StartModule,
                                                                     tmp_path: Path) -> None:
     """Counters a previous run stored: the restarted module sends their closed window as `type: counts`, shows them
     in the reported status, and resetCounters zeroes the door with a 200 that says what it held."""
@@ -62,13 +61,17 @@ def test_the_real_module_reports_restores_and_resets_scene_counters(hub: DevHub,
                                  source_id="camera"))
     before.close()
 
-    start_module(hub, data_dir=data)
-    [counts] = hub.emulator.wait_for_telemetry(lambda m: m.properties.get("type") == "counts", timeout=60)
-    assert counts.json["lines"] == {"door": {"in": {"person": 3}}}
-    doc = hub.emulator.wait_for_reported(lambda r: "scene" in r.get("status", {}), timeout=60)
-    assert doc["status"]["scene"] == {"camera": {"lines": {"door": {"in": 3}}, "zones": {}}}
-    status, payload = hub.emulator.call_method("resetCounters", {"source": "camera", "name": "door"}, timeout=10)
-    assert (status, payload) == (200, {"reset": True, "source": "camera", "name": "door", "kind": "line",
-                                       "before": {"in": {"person": 3}}})
-    hub.emulator.wait_for_reported(lambda r: r.get("status", {}).get("scene", {}).get("camera", {}).get("lines") == {},
-                                   timeout=30)
+    corner = {"name": "door", "points": [[0.0, 0.0], [0.02, 0.0]]}  # along the top edge: nobody crosses it live
+    desired = {"source": {"uri": "sample", "fps": 5}, "model": {"name": "yolox-nano"}, "shadow": {"enabled": False},
+               "analytics": {"camera": {"lines": [corner]}}}
+    with sdk_nodelay(), running_devhub(tmp_path / "hub", desired=desired) as hub:
+        start_module(hub, data_dir=data)
+        [counts] = hub.emulator.wait_for_telemetry(lambda m: m.properties.get("type") == "counts", timeout=120)
+        assert counts.json["lines"] == {"door": {"in": {"person": 3}}}
+        doc = hub.emulator.wait_for_reported(lambda r: "scene" in r.get("status", {}), timeout=60)
+        assert doc["status"]["scene"] == {"camera": {"lines": {"door": {"in": 3}}, "zones": {}}}
+        status, payload = hub.emulator.call_method("resetCounters", {"source": "camera", "name": "door"}, timeout=10)
+        assert (status, payload) == (200, {"reset": True, "source": "camera", "name": "door", "kind": "line",
+                                           "before": {"in": {"person": 3}}})
+        hub.emulator.wait_for_reported(
+            lambda r: r.get("status", {}).get("scene", {}).get("camera", {}).get("lines") == {}, timeout=30)
