@@ -114,5 +114,8 @@ def test_reset_counters_answers_with_what_it_zeroed_and_survives_a_restart(tmp_p
     assert [e["name"] for e in events] == ["door", "queue"]
     again = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock,
                           steady=clock.steady)
+    assert again.scene_totals() == {}  # no view shows a source before its analytics are configured
+    again.set_layouts([LAYOUT])
     assert again.scene_totals()["cam"].lines == {}
+    assert again.scene_totals()["cam"].entries == {}
     again.close()

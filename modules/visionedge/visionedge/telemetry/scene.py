@@ -316,8 +316,8 @@ class SceneOutput:
         return [self._close(sid, st, wall) for sid, st in self._sources.items() if st.window is not None]
 
     def totals(self) -> dict[str, SceneTotals]:
-        """Per source, the running figures (the live objects: read them under the caller's lock)."""
-        return {sid: st.totals for sid, st in self._sources.items()}
+        """Per configured source, the running figures (the live objects: read them under the caller's lock)."""
+        return {sid: st.totals for sid, st in self._sources.items() if sid in self.layouts}
 
     def reset(self, source_id: str, name: str) -> dict[str, Any] | None:
         """Zero a line's or zone's totals; returns what they were (for the acknowledgement), None if unknown."""
@@ -333,11 +333,14 @@ class SceneOutput:
         return None
 
     def set_layouts(self, layouts: Iterable[SceneLayout]) -> None:
-        """New geometry: the totals of lines, zones and sources no longer configured are forgotten (an open window
-        is not: it closes with what it counted when its time or the next frame's geometry says so)."""
+        """New geometry: a configured source forgets the totals of its lines and zones no longer configured (an open
+        window does not: it closes with what it counted). A source without a layout keeps its totals (a module
+        starts on its saved settings before the twin's) but no view shows them (`totals`)."""
         self.layouts = {x.source_id: x for x in layouts}
         for sid, state in self._sources.items():
-            layout = self.layouts.get(sid) or SceneLayout(sid)
+            layout = self.layouts.get(sid)
+            if layout is None:
+                continue
             lines, zones = {x.name for x in layout.lines}, {x.name for x in layout.zones}
             totals = state.totals
             totals.lines = {k: v for k, v in totals.lines.items() if k in lines}
