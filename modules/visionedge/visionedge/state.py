@@ -241,7 +241,7 @@ def source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed 
         errors=stats.errors if stats else 0,
         frame_age_s=stats.frame_age_s if stats else 0.0,
         reopened=feed.reopened if feed else 0,
-        last_error=stats.last_error if stats else "",
+        last_error=feed.last_error if feed else "",
         gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
     )
 
