@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from visionedge import __version__
 from visionedge.config import DesiredProperties, SourceSettings
 from visionedge.gate import GateStats
-from visionedge.models.variants import VariantChoice
+from visionedge.models.choice import VariantChoice
 from visionedge.modelstore.health import ModelHealth
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState

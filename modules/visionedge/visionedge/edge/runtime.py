@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from visionedge import __version__
@@ -27,19 +28,17 @@ from visionedge.edge.methods import DirectMethods
 from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
-from visionedge.errors import VisionEdgeError
+from visionedge.errors import VisionEdgeError, describe_error
 from visionedge.retry import backoff_delay
 from visionedge.state import Control, ModuleSnapshot, status_view
 from visionedge.supervise import Part
 
-__all__ = ["APPLIERS", "DEFERRED", "MODEL_LOAD_TIMEOUT_S", "PIPELINE_SECTIONS", "SOURCE_OPEN_TIMEOUT_S", "EdgeModule",
-           "run_edge_module"]
+__all__ = ["APPLIERS", "BOOT_STEPS", "DEFERRED", "MODEL_LOAD_TIMEOUT_S", "PIPELINE_SECTIONS", "SECTION_TABLE",
+           "SOURCE_OPEN_TIMEOUT_S", "EdgeModule", "Section", "boot_sections", "run_edge_module"]
 
 log = logging.getLogger(__name__)
 
 EXIT_CREDENTIALS = 3
-PIPELINE_SECTIONS = frozenset({"source", "sources", "runtime"})
-"""Sections whose apply replaces the model or the pipeline: refused before that happened, nothing needs undoing."""
 CONNECT_RETRY_MAX_S = 10.0
 """Longest spacing of connect attempts while offline, so a module is back within ~10 s of the hub, however long
 the outage was."""
@@ -87,12 +86,11 @@ class EdgeModule:
 
     def _boot(self, settings: DesiredProperties) -> None:
         """Start on the last accepted settings; a part that still fails starts on its defaults instead."""
-        steps: tuple[tuple[str, Callable[[DesiredProperties], None], tuple[str, ...]], ...] = (
-            ("telemetry", self._start_telemetry, ("telemetry", "outbox", "local_mqtt")),
-            ("model", self.assembly.start_model, ("runtime", "inference", "rollback")),
-            ("source", self.assembly.start_pipeline, ("source",)),
-        )
-        for what, start, keys in steps:
+        starts: dict[str, Callable[[DesiredProperties], None]] = {
+            "telemetry": self._start_telemetry, "model": self.assembly.start_model,
+            "source": self.assembly.start_pipeline}
+        for what in BOOT_STEPS:
+            start, keys = starts[what], boot_sections(what)
             try:
                 start(self.state.settings)
             except VisionEdgeError as err:
@@ -191,9 +189,7 @@ class EdgeModule:
                 reported: dict[str, Any], touched: bool) -> None:
         """A section that failed when applied for real: 400 with the reason, and the previous value back in effect
         (applied again, unless the failure came before the model or pipeline in use was touched)."""
-        why = str(err) if isinstance(err, VisionEdgeError) else f"{type(err).__name__}: {err}"
-        why = " ".join(why.split())
-        why = why if len(why) <= 300 else f"{why[:150]}…{why[-149:]}"  # the end holds the system's reason
+        why = describe_error(err)
         self.state.revert(key, before)
         if touched or key not in PIPELINE_SECTIONS:
             try:
@@ -218,21 +214,49 @@ class EdgeModule:
 
 SectionApplier = Callable[[Assembly, DesiredProperties], None]
 
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """How one desired section reaches the running module."""
+
+    apply: SectionApplier
+    """What changes in the running parts when the section changes."""
+    boot: str
+    """The start-up step that reads it: when that step fails on the saved settings, the section goes back to its
+    default before the step is tried again."""
+    rebuilds: bool = False
+    """Applying it replaces the model or the pipeline: refused before that happened, nothing needs undoing."""
+
+
 DEFERRED = frozenset({"model"})
 """Desired sections applied and acknowledged by their owner (the model manager: 202, then 200/400/500)."""
 
-APPLIERS: dict[str, SectionApplier] = {
-    "source": Assembly.start_pipeline,
-    "sources": Assembly.start_pipeline,
-    "inference": Assembly.apply_inference,
-    "runtime": Assembly.apply_runtime,
-    "rollback": Assembly.apply_updates,
-    "shadow": Assembly.apply_updates,
-    "telemetry": Assembly.apply_telemetry,
-    "outbox": Assembly.apply_telemetry,
-    "local_mqtt": Assembly.apply_local_mqtt,
+BOOT_STEPS = ("telemetry", "model", "source")
+"""The start-up steps, in order: the hub path first, then the model, then capture."""
+
+SECTION_TABLE: dict[str, Section] = {
+    "source": Section(Assembly.start_pipeline, "source", rebuilds=True),
+    "sources": Section(Assembly.start_pipeline, "source", rebuilds=True),
+    "inference": Section(Assembly.apply_inference, "model"),
+    "runtime": Section(Assembly.apply_runtime, "model", rebuilds=True),
+    "rollback": Section(Assembly.apply_updates, "model"),
+    "shadow": Section(Assembly.apply_updates, "model"),
+    "telemetry": Section(Assembly.apply_telemetry, "telemetry"),
+    "outbox": Section(Assembly.apply_telemetry, "telemetry"),
+    "local_mqtt": Section(Assembly.apply_local_mqtt, "telemetry"),
 }
-"""What changes in the running module when a desired section changes; a test keeps it covering every section."""
+"""Every desired section but the deferred ones; tests keep it covering every section and naming real boot steps."""
+
+APPLIERS: dict[str, SectionApplier] = {key: section.apply for key, section in SECTION_TABLE.items()}
+"""What changes in the running module when a desired section changes."""
+
+PIPELINE_SECTIONS = frozenset(key for key, section in SECTION_TABLE.items() if section.rebuilds)
+"""Sections whose apply replaces the model or the pipeline."""
+
+
+def boot_sections(step: str) -> tuple[str, ...]:
+    """The sections a start-up step reads, reverted to their defaults when it fails on the saved settings."""
+    return tuple(key for key, section in SECTION_TABLE.items() if section.boot == step)
 
 
 def run_edge_module(config: ModuleConfig, stop: threading.Event, duration: float | None = None) -> int:
