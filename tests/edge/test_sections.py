@@ -36,6 +36,7 @@ def test_a_source_step_that_fails_at_start_reverts_every_source_section() -> Non
     assert set(boot_sections("source")) == {"source", "sources"}
     assert set(boot_sections("model")) == {"runtime", "inference", "rollback", "shadow"}
     assert set(boot_sections("telemetry")) == {"telemetry", "outbox", "local_mqtt"}
+    assert boot_sections("analytics") == ("analytics",)
 
 
 def test_the_sections_that_rebuild_the_pipeline_are_refused_without_undoing() -> None:

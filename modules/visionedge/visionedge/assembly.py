@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+from visionedge.analytics.live import SceneAnalytics
 from visionedge.app import make_fetcher, sample_video
 from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
+from visionedge.models.catalog import builtin_manifest, builtin_names
 from visionedge.models.model import Model
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.modelstore.shadow import Shadow
@@ -66,6 +68,8 @@ class Assembly:
         self.pipeline: Pipeline | None = None
         self.telemetry: TelemetrySink | None = None
         self.sinks: list[Sink] = list(sinks)
+        self.scene = SceneAnalytics(config.local.data_dir / "analytics")
+        """Tracks, lines and zones per source; survives pipeline restarts, its counters survive module restarts."""
         self.last_error = ""
         self._pipeline_stop = threading.Event()
         self._pipeline_thread: threading.Thread | None = None
@@ -125,6 +129,20 @@ class Assembly:
                 self.start_pipeline(settings)  # the worker count is fixed while a pipeline runs
         if self.manager is not None:
             self.manager.update_settings(runtime=settings.runtime)
+
+    def apply_analytics(self, settings: DesiredProperties) -> None:
+        """New geometry takes effect at the next frame; the camera keeps running."""
+        self.scene.configure(settings.analytics, self._desired_task(settings), [s.id for s in settings.source_list()])
+
+    def _desired_task(self, settings: DesiredProperties) -> str | None:
+        """What the desired model does (its inline manifest or built-in name says; else the model in use), so
+        analytics sent together with a detector are not judged against the classifier still running."""
+        wanted = settings.model
+        if wanted.manifest is not None and isinstance(wanted.manifest.get("task"), str):
+            return str(wanted.manifest["task"])
+        if wanted.url is None and wanted.name in builtin_names():
+            return builtin_manifest(wanted.name).task
+        return self.model.manifest.task if self.model is not None else None
 
     def apply_updates(self, settings: DesiredProperties) -> None:
         """Rollback and shadow settings: the model manager reads them at the next update."""
@@ -188,6 +206,7 @@ class Assembly:
         pipeline = Pipeline(list(sources.values()), model, self.sinks, on_record=self._on_record,
                             on_inference_error=self._on_inference_error, gate=settings.inference.gate)
         pipeline.shadow = self.shadow
+        pipeline.scene = self.scene
         self.pipeline = pipeline
         return pipeline
 
@@ -233,8 +252,11 @@ class Assembly:
             log.info("model and source are available now: the pipeline runs")
 
     def close(self) -> None:
-        """Stop capture and the model manager, then close every sink (telemetry flushes)."""
+        """Stop capture, save the scene counters, stop the model manager, then close every sink (telemetry
+        flushes)."""
         self.stop_pipeline()
+        if self.scene.engines:
+            self.scene.save()
         if self.manager is not None:
             self.manager.stop(timeout=1.0)
         for sink in self.sinks:

@@ -88,7 +88,7 @@ class EdgeModule:
         """Start on the last accepted settings; a part that still fails starts on its defaults instead."""
         starts: dict[str, Callable[[DesiredProperties], None]] = {
             "telemetry": self._start_telemetry, "model": self.assembly.start_model,
-            "source": self.assembly.start_pipeline}
+            "analytics": self.assembly.apply_analytics, "source": self.assembly.start_pipeline}
         for what in BOOT_STEPS:
             start, keys = starts[what], boot_sections(what)
             try:
@@ -231,8 +231,8 @@ class Section:
 DEFERRED = frozenset({"model"})
 """Desired sections applied and acknowledged by their owner (the model manager: 202, then 200/400/500)."""
 
-BOOT_STEPS = ("telemetry", "model", "source")
-"""The start-up steps, in order: the hub path first, then the model, then capture."""
+BOOT_STEPS = ("telemetry", "model", "analytics", "source")
+"""The start-up steps, in order: the hub path first, then the model, the scene analytics, then capture."""
 
 SECTION_TABLE: dict[str, Section] = {
     "source": Section(Assembly.start_pipeline, "source", rebuilds=True),
@@ -244,6 +244,7 @@ SECTION_TABLE: dict[str, Section] = {
     "telemetry": Section(Assembly.apply_telemetry, "telemetry"),
     "outbox": Section(Assembly.apply_telemetry, "telemetry"),
     "local_mqtt": Section(Assembly.apply_local_mqtt, "telemetry"),
+    "analytics": Section(Assembly.apply_analytics, "analytics"),
 }
 """Every desired section but the deferred ones; tests keep it covering every section and naming real boot steps."""
 
