@@ -222,7 +222,8 @@ def test_shuffled_labels_are_refused_by_the_shadow_gate_at_canary(
 def test_controller_killed_mid_rollout_resumes_and_finishes(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
-    """SIGKILL while the second ring rolls out; a new controller carries on from the hub and creates nothing twice."""
+    """SIGKILL while the second ring rolls out; a new controller (on the REST client, where the killed one used the
+    SDK) carries on from the hub and creates nothing twice."""
     model = write_model(tmp_path, refs("squeezenet", "4"))
     proc, _log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="killed")
     try:
@@ -231,7 +232,7 @@ def test_controller_killed_mid_rollout_resumes_and_finishes(
                    timeout=150, what="the early ring to start", poll=0.5)
     finally:
         stop(proc, signal.SIGKILL)
-    resumed = fleet_cli.run("rollout", str(model), *FAST_GATES)
+    resumed = fleet_cli.run("--client", "rest", "rollout", str(model), *FAST_GATES)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr
     rid = rollout_id(resumed.stdout)
     for ring in ORDER:
@@ -277,13 +278,14 @@ def test_an_operator_rollback_from_another_shell_stops_the_running_controller(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
     """`fleet rollback ID` while a rollout runs: its deployments go, the controller stops with exit 3 and the canary
-    devices are asked for the previous model again."""
+    devices are asked for the previous model again; all through the REST client."""
     block = refs("squeezenet", "7")
     rid = plan_rollout_id(check_model_block(block))
-    proc, log = fleet_cli.start("rollout", str(write_model(tmp_path, block)), *FAST_GATES, name="operator")
+    proc, log = fleet_cli.start("--client", "rest", "rollout", str(write_model(tmp_path, block)), *FAST_GATES,
+                                name="operator")
     try:
         wait_until(lambda: bool(created(fleet, f"{rid}-canary")), timeout=60, what="the canary ring to start")
-        removed = fleet_cli.run("rollback", rid)
+        removed = fleet_cli.run("--client", "rest", "rollback", rid)
         assert removed.returncode == 0, removed.stderr
         assert proc.wait(120) == 3, log.read_text()[-2000:]
     finally:

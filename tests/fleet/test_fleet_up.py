@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from visionedge.fleet.hub import FleetHub
+from visionedge.fleet.hub import connect
 
 from tests.support import wait_until
 
@@ -30,7 +30,7 @@ def test_fleet_up_serves_real_modules_to_the_fleet_commands(tmp_path: Path, mirr
         wait_until(env_file.is_file, timeout=60, what="the hub env file", poll=0.5)
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
         values = dict(re.findall(r"export (\w+)='([^']*)'", env_file.read_text()))
-        hub = FleetHub(values["IOTHUB_CONNECTION_STRING"], Path(values["VISIONEDGE_HUB_CA"]))
+        hub = connect(values["IOTHUB_CONNECTION_STRING"], Path(values["VISIONEDGE_HUB_CA"]))
 
         def both_report_squeezenet() -> bool:
             rows = list(hub.query("SELECT * FROM devices.modules WHERE properties.reported.model.ac = 200"))

@@ -1,5 +1,6 @@
 """devhub's IoT Hub service side as the official SDK sees it: real HTTPS with devhub's CA, real SAS tokens, real
-`azure-iot-hub` calls (through visionedge's FleetHub), and the deployment engine's merge rules on module twins."""
+`azure-iot-hub` calls and IoT Hub's REST API over `requests` (visionedge's two FleetHub clients, every test through
+each), and the deployment engine's merge rules on module twins."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.fleet.hub import FleetHub, HubError
+from visionedge.fleet.hub import CLIENTS, FleetHub, HubError, connect
 from visionedge_devhub.certs import generate_certs
 from visionedge_devhub.emulator import HubEmulator
 from visionedge_devhub.restapi import POLICY_NAME, RestApi
@@ -29,11 +30,13 @@ class Service:
     emulators: dict[str, HubEmulator]
     ca: Path
     client: FleetHub
+    kind: str
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    """Service API on 127.0.0.1 with its own CA; devices dev-0..dev-4 tagged site=a (0-2) or site=b (3-4)."""
+@pytest.fixture(params=CLIENTS)
+def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """Service API on 127.0.0.1 with its own CA; devices dev-0..dev-4 tagged site=a (0-2) or site=b (3-4); the
+    client is the SDK one or the REST one."""
     certs = generate_certs(tmp_path / "certs", "127.0.0.1")
     hub = ServiceHub(metrics_interval_s=60)
     api = RestApi(hub, certs, "127.0.0.1", 0, {POLICY_NAME: base64.b64encode(secrets.token_bytes(32)).decode()})
@@ -44,9 +47,11 @@ def service(tmp_path: Path) -> Iterator[Service]:
         emulators[device_id] = HubEmulator(device_id, "visionedge")
         hub.add_device(device_id, "visionedge", emulators[device_id], lambda: True,
                        tags={"site": "a" if i < 3 else "b"})
+    client = connect(api.connection_string(), certs.ca_cert, request.param)
     try:
-        yield Service(hub, api, emulators, certs.ca_cert, FleetHub(api.connection_string(), certs.ca_cert))
+        yield Service(hub, api, emulators, certs.ca_cert, client, request.param)
     finally:
+        client.close()
         api.stop()
 
 
@@ -114,11 +119,11 @@ def test_wrong_key_or_untrusted_ca_is_refused(service: Service, tmp_path: Path) 
     wrong = service.api.connection_string().rsplit("SharedAccessKey=", 1)[0] + "SharedAccessKey=" + \
         base64.b64encode(b"k" * 32).decode()
     with pytest.raises(HubError) as refused:
-        FleetHub(wrong, service.ca).configurations()
+        connect(wrong, service.ca, service.kind).configurations()
     assert refused.value.status == 401
     other_ca = generate_certs(tmp_path / "other", "127.0.0.1").ca_cert
     with pytest.raises(HubError, match="unreachable"):
-        FleetHub(service.api.connection_string(), other_ca).configurations()
+        connect(service.api.connection_string(), other_ca, service.kind).configurations()
 
 
 def test_twin_query_pages_and_filters(service: Service) -> None:

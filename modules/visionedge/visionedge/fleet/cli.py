@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionedge.fleet.hub import CA_ENV, CONNECTION_ENV, FleetHub, HubError
+from visionedge.fleet.hub import CA_ENV, CLIENT_ENV, CLIENTS, CONNECTION_ENV, FleetHub, HubError, connect
 from visionedge.fleet.plan import (
     LABEL_RING,
     LABEL_ROLE,
@@ -39,6 +39,8 @@ def add_parser(sub: Any) -> None:
     fleet.add_argument("--connection-string", help=f"IoT Hub service connection string (default: ${CONNECTION_ENV}); "
                                                    "never printed")
     fleet.add_argument("--hub-ca", type=Path, help=f"extra CA (PEM) trusted for the hub (default: ${CA_ENV})")
+    fleet.add_argument("--client", choices=CLIENTS, help=f"how to reach the hub: sdk (azure-iot-hub) or rest (its "
+                                                         f"REST API over requests) (default: ${CLIENT_ENV}, else sdk)")
     fsub = fleet.add_subparsers(dest="fleet_command", required=True)
 
     rings = fsub.add_parser("rings", help="ring tags on devices")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch `visionedge fleet ...`; one line on stderr for every expected failure."""
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "rings": _rings, "plan": _plan, "rollout": _rollout, "status": _status, "rollback": _rollback}
+    args.opened = []
     try:
         return commands[args.fleet_command](args)
     except UsageError as err:
@@ -88,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     except (HubError, PlanError, RingError) as err:
         sys.stderr.write(f"visionedge fleet: error: {err}\n")
         return int(Exit.ERROR)
+    finally:
+        for hub in args.opened:
+            hub.close()
 
 
 def _hub(args: argparse.Namespace) -> FleetHub:
@@ -96,7 +102,9 @@ def _hub(args: argparse.Namespace) -> FleetHub:
     if not connection:
         raise UsageError(f"no hub: pass --connection-string or set {CONNECTION_ENV}")
     ca = args.hub_ca or (Path(os.environ[CA_ENV]) if os.environ.get(CA_ENV) else None)
-    return FleetHub(connection, ca)
+    hub = connect(connection, ca, args.client or os.environ.get(CLIENT_ENV) or "sdk")
+    args.opened.append(hub)
+    return hub
 
 
 def _out(text: str) -> None:
