@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -31,6 +32,28 @@ DEFAULT_RING_ORDER = "canary,early,broad"
 
 class UsageError(Exception):
     """A wrong argument: exit code 2."""
+
+
+def _number(low: float, high: float = math.inf, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type for a gate: a finite number in [low, high] (above `low` when `above`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or value > high or (above and value == low):
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number {bound}"
+                                             + (f" and at most {high:g}" if math.isfinite(high) else ""))
+        return value
+
+    return parse
+
+
+PERCENT = _number(0.0, 100.0)
+SECONDS = _number(0.0)
+POSITIVE_SECONDS = _number(0.0, above=True)
 
 
 def add_parser(sub: Any) -> None:
@@ -62,14 +85,14 @@ def add_parser(sub: Any) -> None:
     plan = model_command("plan", "print the layered deployments a rollout would create, checked against the hub")
     plan.add_argument("--offline", action="store_true", help="do not contact the hub (checks the model block only)")
     rollout = model_command("rollout", "create the ring deployments one wave at a time, gated on device health")
-    rollout.add_argument("--min-applied", type=float, default=90.0, help="%% of a ring acked 200 to pass (90)")
-    rollout.add_argument("--max-failed", type=float, default=10.0, help="%% refused/rolled back that halts (10)")
+    rollout.add_argument("--min-applied", type=PERCENT, default=90.0, help="%% of a ring acked 200 to pass (90)")
+    rollout.add_argument("--max-failed", type=PERCENT, default=10.0, help="%% refused/rolled back that halts (10)")
     rollout.add_argument("--min-finished", type=int, default=1, help="devices with a verdict before --max-failed "
                                                                      "counts (1)")
-    rollout.add_argument("--soak", type=float, default=0.0, help="seconds a ring must stay healthy (0)")
-    rollout.add_argument("--wave-timeout", type=float, default=1800.0, help="seconds before a ring that does not "
-                                                                            "pass halts the rollout (1800)")
-    rollout.add_argument("--poll", type=float, default=15.0, help="seconds between metric reads (15)")
+    rollout.add_argument("--soak", type=SECONDS, default=0.0, help="seconds a ring must stay healthy (0)")
+    rollout.add_argument("--wave-timeout", type=POSITIVE_SECONDS, default=1800.0,
+                         help="seconds before a ring that does not pass halts the rollout (1800)")
+    rollout.add_argument("--poll", type=POSITIVE_SECONDS, default=15.0, help="seconds between metric reads (15)")
     status = fsub.add_parser("status", help="rollouts on the hub and their rings")
     status.add_argument("rollout", nargs="?", help="only this rollout")
     status.add_argument("--json", action="store_true")

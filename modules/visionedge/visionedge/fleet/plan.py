@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from visionedge.config import ModelRef, describe_validation_error
 from visionedge.download import DownloadPolicy
 from visionedge.fleet.rings import RING_TAG, ring_condition
+from visionedge.intake import IntakeError, check_tree, read_json
 from visionedge.modelstore.errors import UpdateRejected
 from visionedge.modelstore.refs import block_of, resolve
 
@@ -30,6 +31,10 @@ CURRENT_PRIORITY = 90
 MAX_DEPLOYMENTS = 100
 MAX_METRICS = 5
 MAX_PROPERTY_BYTES = 4096
+MAX_MODEL_FILE_BYTES = 64 * 1024
+"""MODEL.json on disk: a 4 KB block with room for indentation; refused before it is read past this."""
+TWIN_DEPTH = 10
+"""IoT Hub refuses twin documents nested deeper than 10 levels; the block counts as the first."""
 SCHEMAS_ENV = "VISIONEDGE_SCHEMAS_DIR"
 MANIFEST_SCHEMA = "azure-iot-edge-deployment-2.0.json"
 
@@ -69,15 +74,18 @@ class Plan:
 
 
 def load_model_block(path: Path) -> dict[str, Any]:
-    """Read MODEL.json (a twin `model` block, or {"model": block}) and check it as the module would."""
+    """Read MODEL.json (a twin `model` block, or {"model": block}) and check it as the module would.
+
+    A regular file of at most 64 KB, nested at most as deep as a twin allows, finite numbers only: anything else is
+    one line of error, before it can hang (a FIFO), exhaust memory (a huge file) or the stack (deep nesting).
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise PlanError(f"cannot read {path}: {err.strerror}") from err
-    except ValueError as err:
-        raise PlanError(f"{path} is not JSON: {err}") from err
-    if isinstance(data, dict) and set(data) == {"model"}:
-        data = data["model"]
+        data = read_json(path, MAX_MODEL_FILE_BYTES, "MODEL.json", depth=TWIN_DEPTH + 1)
+        if isinstance(data, dict) and set(data) == {"model"}:
+            data = data["model"]
+        check_tree(data, f"the model block in {path}", TWIN_DEPTH)
+    except IntakeError as err:
+        raise PlanError(str(err)) from None
     return check_model_block(data, str(path))
 
 
