@@ -95,8 +95,9 @@ def test_plan_prints_one_layered_deployment_per_ring_and_checks_limits(
     base_priority = fleet.service.get_configuration(BASE_ID)["priority"]
     assert [d["labels"]["visionedge.ring"] for d in plan["deployments"]] == ORDER
     for deployment in plan["deployments"]:
-        assert list(deployment["content"]["modulesContent"]) == ["visionedge"]
-        assert list(deployment["content"]["modulesContent"]["visionedge"]) == ["properties.desired.model"]
+        assert deployment["content"]["modulesContent"] == {
+            "$edgeAgent": {"properties.desired.schemaVersion": "1.1"},
+            "visionedge": {"properties.desired.model": plan["model"]}}
         assert deployment["priority"] > plan["afterCompletion"]["priority"] > base_priority
         assert deployment["labels"]["visionedge.rollout"] == plan["rollout"]
         assert len(deployment["metrics"]["queries"]) <= 5

@@ -5,6 +5,7 @@ each), and the deployment engine's merge rules on module twins."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from visionedge.fleet.hub import CLIENTS, FleetHub, HubError, connect
 from visionedge_devhub.certs import generate_certs
 from visionedge_devhub.emulator import HubEmulator
 from visionedge_devhub.restapi import POLICY_NAME, RestApi
-from visionedge_devhub.service import ServiceHub
+from visionedge_devhub.service import ServiceError, ServiceHub
 
 DEVICES = 5
 
@@ -70,7 +71,8 @@ def layer(config_id: str, priority: int, target: str, model: dict[str, Any],
           metrics: dict[str, str] | None = None) -> dict[str, Any]:
     """A layered deployment that sets only the module's model."""
     return {"id": config_id, "priority": priority, "targetCondition": target, "labels": {"owner": "test"},
-            "content": {"modulesContent": {"visionedge": {"properties.desired.model": model}}},
+            "content": {"modulesContent": {"$edgeAgent": {"properties.desired.schemaVersion": "1.1"},
+                                           "visionedge": {"properties.desired.model": model}}},
             "metrics": {"queries": metrics or {}}}
 
 
@@ -112,6 +114,64 @@ def test_hub_limits_are_enforced(service: Service) -> None:
         service.hub.put_configuration(f"c{i}", layer(f"c{i}", 20, "tags.site='none'", {"name": "x"}), None)
     with pytest.raises(HubError, match="TooManyConfigurationsOnHub"):
         service.client.create(layer("one-more", 20, "*", {"name": "x"}))
+
+
+def changed(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of a configuration with one field set (a dotted path into it; None deletes)."""
+    copy = json.loads(json.dumps(config))
+    *parents, leaf = path.split("/")
+    node = copy
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return copy
+
+
+LAYER = layer("ring-x", 100, "tags.site='a'", {"name": "x"})
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), [
+    ("content/modulesContent/$edgeAgent", None, "must include \\$edgeAgent"),
+    ("id", "Ring-X", "InvalidConfigurationId"),
+    ("id", "ring.x", "InvalidConfigurationId"),
+    ("id", "r" * 129, "InvalidConfigurationId"),
+    ("priority", -1, "priority must be an integer from 0"),
+    ("priority", 2**31, "priority must be an integer from 0"),
+    ("targetCondition", "tags.site IN ['a', 'b']", "InvalidConfigurationTargetCondition.*IN is not accepted"),
+    ("targetCondition", "properties.desired.x = 1", "InvalidConfigurationTargetCondition.*deviceId, tags or"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"a.b": 1}, "twin key 'a.b'"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"$x": 1}, "twin key '\\$x'"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"n": 2**53}, "outside -2\\^52"),
+    ("content/modulesContent/visionedge/properties.desired.model",
+     json.loads('{"a":' * 11 + "1" + "}" * 11), "nest at most 10 levels"),
+    ("content/modulesContent/visionedge/desired", {"x": 1}, "neither properties.desired"),
+])
+def test_the_hub_refuses_what_iot_hub_refuses(service: Service, path: str, value: Any, reason: str) -> None:
+    """Each rule docs/fleet.md lists with its source: a 400 naming it, and nothing created."""
+    config = changed(LAYER, path, value)
+    with pytest.raises(HubError, match=reason) as refused:
+        service.client.create(config)
+    assert refused.value.status == 400
+    assert service.client.configurations() == []
+
+
+def test_labels_are_strings(service: Service) -> None:
+    """The SDK's model makes every label a string; the hub refuses any other value (sent raw here)."""
+    with pytest.raises(ServiceError, match="labels must map names to strings"):
+        service.hub.put_configuration("ring-x", changed(LAYER, "labels", {"n": 1}), None)
+
+
+def test_the_deepest_and_widest_a_twin_takes_are_accepted(service: Service) -> None:
+    """Ten levels, keys of 1,024 bytes and +-2^52 pass: the limits are not off by one."""
+    deepest = json.loads('{"a":' * 9 + "1" + "}" * 9)
+    model = {"name": "x", "deep": deepest, "k" * 1024: 2**52 - 1, "low": -(2**52)}
+    client = service.client
+    client.create(base())
+    client.create(layer("edge-of-limits", 100, "deviceId = 'dev-0' OR tags.site = 'b'", model))
+    assert desired_model(service, "dev-0") == model
 
 
 def test_wrong_key_or_untrusted_ca_is_refused(service: Service, tmp_path: Path) -> None:

@@ -250,7 +250,7 @@ class Controller:
 
     def _confirm_rollback(self, rings: list[str]) -> str:
         """Wait until every device of the started rings runs the model its twin now asks for again, or time out."""
-        module = next(iter(self.plan.waves[0]["content"]["modulesContent"]))
+        module = self.plan.module_id
         deadline = time.monotonic() + min(self.gates.wave_timeout_s, ROLLBACK_CONFIRM_S)
         devices: set[str] = set()
         back: set[str] = set()
