@@ -296,6 +296,46 @@ def test_an_operator_rollback_from_another_shell_stops_the_running_controller(
     assert all(fleet.devices[d].hub.emulator.desired["model"]["version"] == "5" for d in fleet.devices)
 
 
+def test_a_detector_rolls_out_over_a_fleet_on_the_classifier_at_default_gates(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """Every device runs the classifier with every shadow gate at its default (the base sets none); YOLOX-nano rolls
+    out ring by ring and every device ends on it. Agreement is undefined between a classifier and a detector, so the
+    latency and health gates decide, as on a real fleet at defaults."""
+    base_shadow = fleet.service.get_configuration(BASE_ID)["content"]["modulesContent"]["visionedge"][
+        "properties.desired"]["shadow"]
+    assert set(base_shadow) <= {"frames", "min_frames", "max_s"}, "the base must leave every gate at its default"
+    started = time.monotonic()
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, refs("yolox", "d1"))), *FAST_GATES)
+    FIGURES["detector_rollout_s"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    for device_id in fleet.devices:
+        ack = reported_model(fleet, device_id)
+        assert (ack["ac"], ack["value"]["name"], ack["value"]["version"]) == (200, "yolox-nano", "d1"), device_id
+
+
+def test_a_regressed_detector_still_halts_at_canary_at_default_gates(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
+) -> None:
+    """The same detector with its COCO labels shuffled disagrees with the one in use: the canary devices' default
+    agreement gate refuses it, the rollout halts there and no device outside canary ever has it."""
+    labels = served["coco.names"].decode("utf-8").splitlines()
+    shuffled = ("\n".join(random.Random(7).sample(labels, len(labels))) + "\n").encode("utf-8")
+    served["coco_shuffled.names"] = shuffled
+    block = refs("yolox", "d2", labels_url=server.url("coco_shuffled.names"),
+                 labels_sha256=hashlib.sha256(shuffled).hexdigest())
+    members = ring_members(fleet)
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, block)), *FAST_GATES)
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert not created(fleet, f"{rid}-early")
+    for device_id in fleet.devices:
+        if device_id not in members["canary"]:
+            assert not any(k.startswith("yolox-nano@d2") for k in model_keys(fleet, device_id)), device_id
+        assert reported_model(fleet, device_id)["value"]["version"] == "d1", device_id
+    assert fleet_cli.run("rollback", rid).returncode == 0
+
+
 def test_report_figures(fleet: Fleet) -> None:
     """Print the measured figures (rollout time, exposure) for the docs; they come from the tests above."""
     print(json.dumps({"devices": FLEET_SIZE, **FIGURES}))

@@ -39,7 +39,8 @@ def hostile(tmp_path: Path, case: str) -> Path:
     elif case == "eleven-levels":
         path.write_text(json.dumps(nested(11)), encoding="utf-8")
     elif case == "infinite-gate":
-        path.write_text(json.dumps({**GOOD_BLOCK, "max_latency_ratio": 2.0}).replace("2.0", "1e999"), encoding="utf-8")
+        gate = json.dumps({**GOOD_BLOCK, "shadow": {"max_latency_ratio": 2.5}})
+        path.write_text(gate.replace("2.5", "1e999"), encoding="utf-8")
     elif case == "nan-literal":
         path.write_text(json.dumps(GOOD_BLOCK).replace('"2"', "NaN"), encoding="utf-8")
     elif case == "fifo-without-writer":
