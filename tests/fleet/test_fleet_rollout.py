@@ -89,9 +89,13 @@ def test_plan_prints_one_layered_deployment_per_ring_and_checks_limits(
     """Each ring deployment sets only properties.desired.model, ranks above the base, names the rollout, <= 5 metrics;
     an oversized block is refused with the limit in the reason."""
     model = write_model(tmp_path, refs("squeezenet", "2"))
-    result = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER))
+    summary = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER))
+    assert summary.returncode == 0, summary.stderr
+    result = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER), "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
+    assert summary.stdout.splitlines()[0] == f"rollout {plan['rollout']}: squeezenet-custom 2, one wave per ring"
+    assert all(f"{d['id']}  priority 100  {d['targetCondition']}" in summary.stdout for d in plan["deployments"])
     base_priority = fleet.service.get_configuration(BASE_ID)["priority"]
     assert [d["labels"]["visionedge.ring"] for d in plan["deployments"]] == ORDER
     for deployment in plan["deployments"]:

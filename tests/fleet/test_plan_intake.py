@@ -133,3 +133,19 @@ def test_the_plan_reader_answers_every_document_with_a_block_or_one_line(documen
         refusal = ""
         json.dumps(block, allow_nan=False)
     assert "\n" not in refusal
+
+
+def test_plan_prints_a_summary_and_the_deployments_with_json(tmp_path: Path) -> None:
+    """`plan` shows one line per deployment; `plan --json` is the JSON docs/fleet.md feeds to `az` (issue: the flag
+    the docs named did not exist)."""
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(GOOD_BLOCK), encoding="utf-8")
+    command = [sys.executable, "-m", "visionedge", "fleet", "plan", "--offline", str(path)]
+    summary = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    full = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
+    assert (summary.returncode, full.returncode) == (0, 0), summary.stderr + full.stderr
+    plan = json.loads(full.stdout)
+    assert [d["labels"]["visionedge.ring"] for d in plan["deployments"]] == ["canary", "early", "broad"]
+    lines = summary.stdout.splitlines()
+    assert lines[0] == f"rollout {plan['rollout']}: custom 2, one wave per ring"
+    assert lines[1:4] == [f"  {d['id']}  priority 100  {d['targetCondition']}" for d in plan["deployments"]]

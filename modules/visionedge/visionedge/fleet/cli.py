@@ -84,6 +84,8 @@ def add_parser(sub: Any) -> None:
 
     plan = model_command("plan", "print the layered deployments a rollout would create, checked against the hub")
     plan.add_argument("--offline", action="store_true", help="do not contact the hub (checks the model block only)")
+    plan.add_argument("--json", action="store_true", help="print the deployments as JSON (what `az iot edge "
+                                                          "deployment create` takes), not a summary")
     rollout = model_command("rollout", "create the ring deployments one wave at a time, gated on device health")
     rollout.add_argument("--min-applied", type=PERCENT, default=90.0, help="%% of a ring acked 200 to pass (90)")
     rollout.add_argument("--max-failed", type=PERCENT, default=10.0, help="%% refused/rolled back that halts (10)")
@@ -171,7 +173,15 @@ def _checked_plan(args: argparse.Namespace, hub: FleetHub | None) -> Any:
 
 def _plan(args: argparse.Namespace) -> int:
     plan = _checked_plan(args, None if args.offline else _hub(args))
-    _out(json.dumps(plan.to_json(), indent=2))
+    if args.json:
+        _out(json.dumps(plan.to_json(), indent=2))
+    else:
+        _out(f"rollout {plan.rollout_id}: {plan.model['name']} {plan.model['version']}, one wave per ring")
+        for wave in plan.waves:
+            _out(f"  {wave['id']}  priority {wave['priority']}  {wave['targetCondition']}")
+        _out(f"then, once every ring passed: {plan.current['id']}  priority {plan.current['priority']}  "
+             f"{plan.current['targetCondition']}")
+        _out("(--json prints the deployments in full)")
     for warning in plan.warnings:
         sys.stderr.write(f"visionedge fleet: warning: {warning}\n")
     return 0
