@@ -26,6 +26,7 @@ from tests.fleet.conftest import (
     RINGS,
     AckLog,
     FleetCli,
+    devhub_cli,
     reported_model,
     stop,
     write_model,
@@ -249,23 +250,24 @@ def test_controller_killed_mid_rollout_resumes_and_finishes(
 def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
-    """The service API answers 503 for a while during the canary ring: the controller holds, and promotes only after
-    fresh reads that come after the outage (two of them, a poll apart)."""
+    """`visionedge-devhub fleet outage --for 30` from another shell during the canary ring: the service API answers
+    503, the controller holds, and promotes only after fresh reads that come after the outage (two, a poll apart)."""
     assert fleet.api is not None
     model = write_model(tmp_path, refs("squeezenet", "5"))
     proc, log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="outage")
     try:
         wait_until(lambda: any(cid.endswith("-canary") and "-5-" in cid for _, _, cid in fleet.service.history),
                    timeout=60, what="the canary ring to start", poll=0.5)
-        fleet.api.outage = True
-        outage_start = time.time()
+        outage = devhub_cli("fleet", "outage", "--for", "30", "--fleet-dir", str(fleet.work_dir))
+        outage_end = time.time() + (fleet.api.outage_until - time.monotonic())
+        outage_start = outage_end - 30
+        assert outage.returncode == 0, outage.stderr
+        assert "every service call answers 503 for 30 s" in outage.stdout
         canary = ring_members(fleet)["canary"]
         wait_until(lambda: all(reported_model(fleet, d).get("value", {}).get("version") == "5"
                                and reported_model(fleet, d).get("ac") == 200 for d in canary),
-                   timeout=90, what="canary devices to apply the model during the outage", poll=0.5)
-        time.sleep(8)  # longer than the SDK's own retries of a 503 (about 6 s), so reads really fail
-        fleet.api.outage = False
-        outage_end = time.time()
+                   timeout=25, what="canary devices to apply the model during the outage", poll=0.5)
+        assert fleet.api.outage, "the canary applied after the outage ended: nothing was tested"
         assert proc.wait(240) == 0, log.read_text()[-3000:]
     finally:
         fleet.api.outage = False
