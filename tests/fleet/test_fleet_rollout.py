@@ -199,6 +199,24 @@ def test_bad_model_is_halted_at_canary_and_rolled_back_there(
     FIGURES["canary_size"] = len(members["canary"])
 
 
+def test_min_finished_holds_the_failure_gate_until_enough_devices_have_a_verdict(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """--min-finished above the canary's size: the canary devices refuse a wrong sha256, but fewer than 20 have a
+    verdict, so --max-failed never counts and the ring halts at its --wave-timeout instead; nothing reaches early."""
+    bad = write_model(tmp_path, refs("squeezenet", "6", sha256="0" * 64))
+    result = fleet_cli.run("rollout", str(bad), *FAST_GATES, "--min-finished", str(FLEET_SIZE), "--wave-timeout", "30")
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert "ring canary timed out after 30 s with 0/" in result.stdout
+    assert "refused or rolled back the model" not in result.stdout
+    canary = ring_members(fleet)["canary"]
+    assert all(reported_model(fleet, d)["ac"] == 200 and reported_model(fleet, d)["value"]["version"] == "2"
+               for d in canary), "back on the previous model after the halt"
+    assert not created(fleet, f"{rid}-early")
+    assert fleet_cli.run("rollback", rid).returncode == 0
+
+
 def test_shuffled_labels_are_refused_by_the_shadow_gate_at_canary(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
 ) -> None:
