@@ -178,12 +178,18 @@ def test_wrong_key_or_untrusted_ca_is_refused(service: Service, tmp_path: Path) 
     """A token signed with another key gets 401; a client that does not trust devhub's CA cannot connect at all."""
     wrong = service.api.connection_string().rsplit("SharedAccessKey=", 1)[0] + "SharedAccessKey=" + \
         base64.b64encode(b"k" * 32).decode()
-    with pytest.raises(HubError) as refused:
-        connect(wrong, service.ca, service.kind).configurations()
-    assert refused.value.status == 401
     other_ca = generate_certs(tmp_path / "other", "127.0.0.1").ca_cert
-    with pytest.raises(HubError, match="unreachable"):
-        connect(service.api.connection_string(), other_ca, service.kind).configurations()
+    wrong_key = connect(wrong, service.ca, service.kind)
+    untrusting = connect(service.api.connection_string(), other_ca, service.kind)
+    try:
+        with pytest.raises(HubError) as refused:
+            wrong_key.configurations()
+        assert refused.value.status == 401
+        with pytest.raises(HubError, match="unreachable"):
+            untrusting.configurations()
+    finally:
+        wrong_key.close()
+        untrusting.close()
 
 
 def test_twin_query_pages_and_filters(service: Service) -> None:

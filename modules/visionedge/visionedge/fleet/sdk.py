@@ -35,7 +35,9 @@ class SdkHub:
             client.config.connection.timeout = TIMEOUT_S
 
     def close(self) -> None:
-        """Remove the CA bundle file."""
+        """Close the SDK's HTTP sessions and remove the CA bundle file."""
+        for client in (self._configs.protocol, self._registry.protocol):
+            client.close()
         if self._bundle is not None:
             self._bundle.close()
 
