@@ -342,7 +342,10 @@ def test_a_regressed_detector_still_halts_at_canary_at_default_gates(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
 ) -> None:
     """The same detector with its COCO labels shuffled disagrees with the one in use: the canary devices' default
-    agreement gate refuses it, the rollout halts there and no device outside canary ever has it."""
+    agreement gate refuses it, the rollout halts there and no device outside canary ever has it. Runs on the fleet the
+    test above left on the detector (against a classifier, agreement is undefined and would not judge labels)."""
+    assert all(reported_model(fleet, d).get("value", {}).get("name") == "yolox-nano" for d in fleet.devices), \
+        "needs the fleet on YOLOX-nano d1, as the detector rollout above leaves it"
     labels = served["coco.names"].decode("utf-8").splitlines()
     shuffled = ("\n".join(random.Random(7).sample(labels, len(labels))) + "\n").encode("utf-8")
     served["coco_shuffled.names"] = shuffled
