@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from visionedge.app import sample_video
+from visionedge.lifecycle import system_image
 from visionedge.models.catalog import assets_for, builtin_manifest
 from visionedge.models.fetch import Fetcher, mirrors_from_env
 
@@ -56,11 +57,11 @@ def base_deployment(desired: Mapping[str, Any], image: str = "visionedge:dev") -
     """A base deployment (edgeAgent, edgeHub, the module and its desired properties) in the REST shape."""
     agent = {
         "schemaVersion": "1.1",
-        "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25", "loggingOptions": ""}},
+        "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.41", "loggingOptions": ""}},
         "systemModules": {
-            "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}},
+            "edgeAgent": {"type": "docker", "settings": {"image": system_image("edgeAgent")}},
             "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always",
-                        "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5"}},
+                        "settings": {"image": system_image("edgeHub")}},
         },
         "modules": {MODULE_ID: {"version": "1.0", "type": "docker", "status": "running",
                                 "restartPolicy": "always", "settings": {"image": image}}},
