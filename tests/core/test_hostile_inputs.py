@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from visionedge.config import YAML_MAX_DEPTH, ConfigError, ModelRef, load_config
+from visionedge.durable import STATE_MAX_BYTES, read_json
 from visionedge.errors import ModelError, SourceError
 from visionedge.images import MAX_PIXELS, read_image
 from visionedge.models.catalog import builtin_manifest
@@ -239,3 +240,23 @@ def test_fuzzed_image_headers_decode_or_give_one_source_error(tmp_path_factory, 
     if image is not None:
         assert image.ndim == 3
         assert image.shape[0] * image.shape[1] <= MAX_PIXELS
+
+
+# ---- state files the module saved, found changed on disk -------------------------------------------------------
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("content", [
+    '{"history": [1e999]}', '{"history": [NaN]}', "[" * 100_000 + "]" * 100_000, "fifo", "big",
+    '{"n": ' + "9" * 30 + "}",
+], ids=["infinite", "nan", "deep", "fifo", "big", "huge-int"])
+def test_saved_state_files_breaking_the_intake_rule_read_as_absent(tmp_path, content):
+    """A state file with a non-finite or 100-digit number, nested 100,000 deep, a FIFO or 2 MiB reads as absent
+    (the caller falls back to its default), at once and without a traceback."""
+    path = tmp_path / "updates.json"
+    if content == "fifo":
+        os.mkfifo(path)
+    elif content == "big":
+        path.write_text('{"pad": "' + "x" * (STATE_MAX_BYTES + 10) + '"}', encoding="utf-8")
+    else:
+        path.write_text(content, encoding="utf-8")
+    assert read_json(path) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +252,57 @@ def test_the_module_reaches_the_hub_whatever_its_saved_settings_are(
                what="the unusable saved settings moved aside")
     assert [p.name for p in data.glob("twin-desired.json.corrupt-*")]
     assert reported_ack(hub, "inference", hub.emulator.desired["$version"], timeout=60)["ac"] == 200
+
+
+@pytest.mark.parametrize("saved", [
+    '{"version": 1e999, "settings": {}}',
+    '{"version": 3, "settings": {"source": {"uri": "sample", "fps": 1e999}}}',
+    "fifo",
+])
+def test_saved_settings_the_module_cannot_use_are_moved_aside_and_the_hub_takes_over(
+    hub: DevHub, start_module: StartModule, tmp_path: Path, saved: str
+) -> None:
+    """A saved twin with an infinite $version or value, or a FIFO in its place, never bricks the device: it is moved
+    aside and counted, the module starts on its defaults and applies the hub's desired properties."""
+    data = tmp_path / "device"
+    data.mkdir()
+    if saved == "fifo":
+        os.mkfifo(data / "twin-desired.json")
+    else:
+        (data / "twin-desired.json").write_text(saved, encoding="utf-8")
+    module = start_module(hub, data_dir=data)
+    assert reported_ack(hub, "inference", hub.emulator.desired["$version"], timeout=60)["ac"] == 200
+    status = wait_running(hub)
+    assert status["saved_settings_moved_aside"] == 1
+    assert [p.name for p in data.glob("twin-desired.json.corrupt-*")]
+    assert "moved to twin-desired.json.corrupt-" in module.log()
+    code, seconds = module.stop()
+    assert (code, seconds < 5.0) == (0, True)
+    assert json.loads((data / "twin-desired.json").read_text(encoding="utf-8"))["settings"]["source"]["uri"] == "sample"
+
+
+CRASHING_MAIN = """
+import sys
+from visionedge.edge.twin import DesiredState
+from visionedge.entry import main
+
+def restore(self):
+    raise OverflowError("cannot convert float infinity to integer")
+
+DesiredState.restore = restore  # a fault the start-up code does not expect, in the real module process
+sys.argv = ["visionedge", "run"]
+sys.exit(main())
+"""
+
+
+def test_a_crash_of_the_main_thread_ends_the_module_process(hub: DevHub, start_module: StartModule) -> None:
+    """Whatever kills the main thread, the process exits non-zero within seconds (the SDK's threads once kept it
+    alive, 503 and deaf to SIGTERM, forever): IoT Edge restarts only a module that exits."""
+    module = start_module(hub, command=[sys.executable, "-c", CRASHING_MAIN])
+    code = module.proc.wait(30)
+    assert code == 70
+    assert "OverflowError: cannot convert float infinity to integer" in module.log()
+    assert "the main thread crashed; exiting with 70" in module.log()
 
 
 def test_a_crawling_model_download_holds_neither_methods_nor_rollback_nor_sigterm(

@@ -113,8 +113,8 @@ class EdgeModule:
         # The hub first: whatever the saved settings do, the cloud can always reach the module to fix them.
         self.reporter.start()
         self.connect_part.thread(lambda: self._connect_loop(stop), stop).start()
-        self._boot(self.state.restore())
         try:
+            self._boot(self.state.restore())
             self.control_part.run(lambda: self._control_loop(stop), stop)
         finally:
             self.shutdown()
@@ -414,6 +414,7 @@ class EdgeModule:
             telemetry=telemetry.stats() if telemetry is not None else None,
             parts=states(self._parts()),
             model_health=manager.health() if manager is not None else None,
+            settings_moved_aside=self.state.moved_aside,
         )
 
     def _parts(self) -> list[Part]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
@@ -17,9 +16,12 @@ from pydantic.fields import FieldInfo
 from visionedge.acks import ack, merge_patch
 from visionedge.config import DesiredProperties, describe_validation_error
 from visionedge.durable import write_json_atomic
+from visionedge.intake import IntakeError, read_json
 
 log = logging.getLogger(__name__)
 
+SAVED_MAX_BYTES = 1 << 20
+"""Saved settings are a few KB; a bigger file is not ours and is not read into memory."""
 
 
 def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
@@ -64,12 +66,15 @@ class DesiredState:
         if self.cache is None or not self.cache.exists():
             return self.settings
         try:
-            saved = json.loads(self.cache.read_text(encoding="utf-8"))
+            saved = read_json(self.cache, SAVED_MAX_BYTES, "saved settings")
             if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
                 raise ValueError("not an object with 'version' and 'settings'")
             version = int(saved.get("version", 0))
-        except (OSError, ValueError, TypeError) as err:
-            self._move_aside(f"{type(err).__name__}: {err}" if not isinstance(err, OSError) else str(err.strerror))
+        except IntakeError as err:
+            self._move_aside(str(err))
+            return self.settings
+        except (ValueError, TypeError, OverflowError) as err:
+            self._move_aside(f"{type(err).__name__}: {err}")
             return self.settings
         values = self.settings.model_dump(mode="json")
         for key, value in saved["settings"].items():
