@@ -68,14 +68,15 @@ def check_tree(value: Any, what: str, depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def _no_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """json.loads' parse_constant: NaN and Infinity are not JSON, whatever Python's json module accepts."""
     raise ValueError(f"{name} is not a number JSON allows")
 
 
 def loads_json(text: str | bytes, what: str, depth: int = MAX_DEPTH) -> Any:
     """json.loads without NaN/Infinity, then check_tree; any failure is one IntakeError line."""
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=refuse_constant)
     except RecursionError as err:
         raise IntakeError(f"{what} is nested deeper than {depth} levels") from err
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, the constants above, int digit limits

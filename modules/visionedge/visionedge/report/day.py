@@ -131,8 +131,9 @@ class DayStats:
                 stats.peak, stats.peak_at = n, row.timestamp
             stats.first_at = min(stats.first_at, row.timestamp)
             stats.last_at = max(stats.last_at, row.timestamp)
-        if row.task == "classify" and row.items:
-            self.labels[row.items[0].label].confidence_sum += row.items[0].confidence
+        top = self.labels.get(row.items[0].label) if row.task == "classify" and row.items else None
+        if top is not None:  # counts written by another tool may not name the top label
+            top.confidence_sum += row.items[0].confidence
         for item in row.items:
             if item.box is not None:
                 self._add_box(item.label, item.box)
