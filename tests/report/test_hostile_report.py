@@ -243,3 +243,29 @@ def test_a_hundred_thousand_labels_stay_within_bounded_time_memory_and_page(dete
     seen = open_report(out)
     assert seen.problems == []
     assert f"labels beyond the first {MAX_LABELS:,} distinct ones are counted together as {OTHER}" in seen.text
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1:A2)", "\tcmd", "\rcmd"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_parquet_keeps_them(detector_run, run_cli, tmp_path):
+    """Labels, source ids and model names starting with = + - @ tab or CR get a leading quote in the CSV (OWASP);
+    the Parquet export holds the raw values; ordinary labels are untouched."""
+    base = _records(detector_run / "day.jsonl")[0]
+    box = base["detections"][0]
+    records = [{**base, "frame_index": i, "source_id": formula, "model": {"name": formula, "version": "1"},
+                "counts": {formula: 1, "person": 1},
+                "detections": [{**box, "label": formula}, {**box, "label": "person"}]}
+               for i, formula in enumerate(FORMULAS)]
+    source = write_jsonl(tmp_path / "cam.jsonl", records)
+    done = run_cli("report", source, "--csv", tmp_path / "o.csv", "--parquet", tmp_path / "o.parquet",
+                   "--no-progress")
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "o.csv").open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r["label"] for r in rows] == [v for f in FORMULAS for v in (f"'{f}", "person")]
+    assert [r["source_id"] for r in rows[::2]] == [f"'{f}" for f in FORMULAS]
+    assert [r["model_name"] for r in rows[::2]] == [f"'{f}" for f in FORMULAS]
+    table = pq.read_table(tmp_path / "o.parquet")
+    assert table.column("label").to_pylist() == [v for f in FORMULAS for v in (f, "person")]
+    assert table.column("source_id").to_pylist()[::2] == FORMULAS
