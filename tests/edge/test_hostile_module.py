@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -303,6 +304,41 @@ def test_a_crash_of_the_main_thread_ends_the_module_process(hub: DevHub, start_m
     assert code == 70
     assert "OverflowError: cannot convert float infinity to integer" in module.log()
     assert "the main thread crashed; exiting with 70" in module.log()
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """{"a": {"a": ... {}}} `levels` deep."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_every_desired_version_gets_an_answer_however_deep_or_infinite(hub: DevHub, start_module: StartModule
+                                                                         ) -> None:
+    """An inline manifest nested 300 levels deep once crashed the control thread and that version was never
+    acknowledged; now it, a 300-deep section and an infinite number are each refused 400 with the reason, and the
+    control loop goes on (the next patch is applied, nothing restarted)."""
+    start_module(hub)
+    wait_running(hub)
+    manifest_block = {"name": "deep", "version": "1", "url": "https://models.invalid/m.onnx", "sha256": "0" * 64,
+                      "manifest": _nested(300)}
+    version = hub.set_desired({"model": manifest_block})
+    ack = reported_ack(hub, "model", version)
+    assert ack["ac"] == 400
+    assert "the inline manifest is nested deeper than 8 levels" in ack["ad"]
+    version = hub.set_desired({"inference": {"top_k": _nested(300)}, "telemetry": {"heartbeat_s": math.inf}})
+    ack = reported_ack(hub, "inference", version)
+    assert (ack["ac"], ack["ad"]) == (400, "rejected: desired 'inference' is nested deeper than 9 levels; keeping "
+                                           "the previous value")
+    ack = reported_ack(hub, "telemetry", version)
+    assert (ack["ac"], ack["ad"]) == (400, "rejected: desired 'telemetry' holds a number that is not finite (inf); "
+                                           "keeping the previous value")
+    version = hub.set_desired({"inference": {"top_k": 2}})
+    assert reported_ack(hub, "inference", version)["ac"] == 200
+    status = wait_running(hub)
+    assert status["down"] == {}
+    assert "control" not in status["restarts"]
 
 
 def test_a_crawling_model_download_holds_neither_methods_nor_rollback_nor_sigterm(

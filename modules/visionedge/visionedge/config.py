@@ -12,6 +12,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 from pydantic_core import PydanticCustomError
 
 from visionedge.errors import ConfigError
+from visionedge.intake import IntakeError, check_tree
 
 PROVIDER_ALIASES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -25,9 +26,9 @@ DEFAULT_PROVIDERS = ["tensorrt", "cuda", "openvino", "directml", "cpu"]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors, so a typo in a twin or YAML file is rejected, not ignored."""
+    """Unknown keys are errors, so a typo in a twin or YAML file is rejected, not ignored; numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceSettings(Strict):
@@ -69,6 +70,11 @@ class ShadowGates(Strict):
     max_s: float | None = Field(None, gt=0, le=86400, description="null = the `shadow` section's")
 
 
+MANIFEST_MAX_DEPTH = 8
+"""An inline manifest sits two levels down the twin (model.manifest), and IoT Hub refuses twin documents deeper than
+10 levels; a real manifest needs 4 (decoder.anchors[i][j])."""
+
+
 class ModelRef(Strict):
     """Which model to run; a url+sha256 asks the model store to download and verify it."""
 
@@ -84,6 +90,15 @@ class ModelRef(Strict):
     rollout: str | None = Field(None, max_length=128, description="opaque fleet rollout id, echoed in modelHealth")
     shadow: bool | ShadowGates | None = Field(
         None, description="false = skip the shadow phase for this update; an object overrides the `shadow` gates")
+
+    @field_validator("manifest")
+    @classmethod
+    def _manifest_bounds(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            check_tree(value, "the inline manifest", MANIFEST_MAX_DEPTH)
+        except IntakeError as err:
+            raise ValueError(str(err)) from err
+        return value
 
     @field_validator("url", "manifest_url", "labels_url")
     @classmethod

@@ -28,7 +28,7 @@ from visionedge.edge.methods import DirectMethods
 from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
-from visionedge.errors import VisionEdgeError
+from visionedge.errors import VisionEdgeError, first_line
 from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
@@ -206,7 +206,11 @@ class EdgeModule:
         """Validate and apply; each section that fails keeps its last good value and says why."""
         version = int(patch.get("$version", self.state.version))
         before = self.state.settings
-        outcome = self.state.apply(patch, version, full=full)
+        try:
+            outcome = self.state.apply(patch, version, full=full)
+        except Exception as err:  # noqa: BLE001 - every desired version gets an answer, even one nothing expected
+            self._refuse_patch(patch, version, err)
+            return
         reported = dict(outcome.reported)
         if "model" in patch and self.manager is not None:
             self.manager.request(self.state.document.get("model", {}), version)
@@ -219,6 +223,15 @@ class EdgeModule:
         self.state.commit()
         reported["status"] = self.status()
         self.reporter.report(reported)
+
+    def _refuse_patch(self, patch: dict[str, Any], version: int, err: Exception) -> None:
+        """A patch the twin code could not even read: 400 for each of its sections, the settings in effect kept."""
+        reason = f"rejected: {type(err).__name__}: {first_line(err)}; keeping the previous value"
+        log.error("desired $version %s: %s", version, reason, exc_info=err)
+        current = self.state.settings.model_dump(mode="json")
+        self.last_error = reason
+        self.reporter.report({key: ack(current.get(key), 400, version, reason)
+                              for key in patch if not key.startswith("$")})
 
     def _refuse(self, key: str, before: DesiredProperties, err: Exception, version: int,
                 reported: dict[str, Any], touched: bool) -> None:
