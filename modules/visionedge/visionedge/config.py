@@ -12,7 +12,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 from pydantic_core import PydanticCustomError
 
 from visionedge.errors import ConfigError
-from visionedge.intake import IntakeError, check_tree
+from visionedge.intake import IntakeError, check_tree, read_capped
 
 PROVIDER_ALIASES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -372,12 +372,9 @@ def parse_yaml(text: str) -> Any:
 def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
     """Parse a YAML file; unreadable, oversized or bad YAML becomes a one-line `error` naming `what` and the path."""
     try:
-        with path.open("rb") as f:
-            data = f.read(YAML_MAX_BYTES + 1)
-    except OSError as err:
-        raise error(f"cannot read {what} {path}: {err.strerror}") from err
-    if len(data) > YAML_MAX_BYTES:
-        raise error(f"{what} {path} is larger than {YAML_MAX_BYTES // 1024} KiB")
+        data = read_capped(path, YAML_MAX_BYTES, what)
+    except IntakeError as err:
+        raise error(str(err)) from err
     try:
         return parse_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as err:
