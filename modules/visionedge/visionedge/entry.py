@@ -11,6 +11,7 @@ only a module that exits, and the SDK's threads would otherwise keep a dead modu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -37,5 +38,7 @@ def main() -> int:
     except Exception:  # noqa: BLE001 - the process must end; the traceback is the one record of why
         traceback.print_exc()
         sys.stderr.write(f"visionedge: the main thread crashed; exiting with {EXIT_CRASHED} so it is restarted\n")
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # os._exit skips the interpreter's flush of results already written
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         os._exit(EXIT_CRASHED)
