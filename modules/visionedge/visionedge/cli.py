@@ -41,6 +41,7 @@ from visionedge.pipeline import Pipeline, PipelineStats
 from visionedge.report import Outputs, ReportBuilder, check_inputs, report_from_files
 from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
 from visionedge.sources import open_source
+from visionedge.tasks import task_of
 
 log = logging.getLogger("visionedge")
 
@@ -362,10 +363,8 @@ def format_figures(figures: Figures) -> str:
              f"frames     {figures.frames}"]
     if figures.agreement is None:
         lines.append(f"agreement  undefined: {figures.undefined}")
-    elif a.task == "detect":
-        lines.append(f"agreement  F1 {figures.agreement:.4f} (same label, IoU >= 0.5, mean over frames)")
     else:
-        lines.append(f"agreement  top-1 {figures.agreement:.4f}, top-5 overlap {figures.top5_overlap or 0:.4f}")
+        lines.append(task_of(a.task).agreement_line(figures))
     if figures.count_drift:
         drift = ", ".join(f"{label} {n_a} -> {n_c}" for label, (n_a, n_c) in list(figures.count_drift.items())[:8])
         lines.append(f"counts     {drift}")
@@ -424,7 +423,7 @@ def cmd_quantize(args: argparse.Namespace, config: ModuleConfig, fetcher: Fetche
     out = args.out or variants_folder(variants_root(config.local), resolved.model_path)
     made = quantize(resolved, out, calibration, frames=args.frames, measure=args.measure or (),
                     measure_frames=args.measure_frames, runtime=config.desired.runtime)
-    measure = "top-1 agreement" if resolved.manifest.task == "classify" else "detection F1"
+    measure = task_of(resolved.manifest.task).measure_tool
     for variant in made:
         f = variant.figures
         agreement = "undefined" if f.agreement is None else f"{f.agreement:.3f}"

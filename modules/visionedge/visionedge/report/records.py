@@ -13,6 +13,7 @@ from typing import Any
 
 from visionedge.errors import ConfigError, first_line
 from visionedge.intake import MAX_INT, refuse_constant
+from visionedge.tasks import TASKS, TaskName
 
 MAX_LINE_BYTES = 1 << 20
 """A result record is a few KB; a longer line is not one, and reading it whole would cost memory."""
@@ -124,10 +125,10 @@ def parse_timestamp(text: Any) -> float:
     return seconds
 
 
-def _counts(record: dict[str, Any], task: str, items: tuple[Item, ...]) -> dict[str, int]:
+def _counts(record: dict[str, Any], task: TaskName, items: tuple[Item, ...]) -> dict[str, int]:
     """The record's label counts; absent, they are made from its items as the module makes them."""
     if "counts" not in record:
-        return dict(Counter(i.label for i in items)) if task == "detect" else {i.label: 1 for i in items[:1]}
+        return dict(Counter(TASKS[task].counted_labels([i.label for i in items])))
     counts = record["counts"]
     if not isinstance(counts, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT
                                                for n in counts.values()):
@@ -142,12 +143,10 @@ def to_row(record: Any) -> Row:
     model = record.get("model")
     if not isinstance(model, dict):
         raise ValueError("no model")
-    if "detections" in record:
-        task, items = "detect", _items(record, "detections", boxes=True)
-    elif "classifications" in record:
-        task, items = "classify", _items(record, "classifications", boxes=False)
-    else:
-        raise ValueError("neither detections nor classifications")
+    kind = next((t for t in TASKS.values() if t.items_field in record), None)
+    if kind is None:
+        raise ValueError("neither " + " nor ".join(t.items_field for t in TASKS.values()))
+    task, items = kind.name, _items(record, kind.items_field, boxes=kind.boxes)
     size = record.get("frame_size")
     if not isinstance(size, list) or len(size) != 2:
         raise ValueError("frame_size is not [width, height]")
