@@ -36,6 +36,7 @@ from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.fleet import cli as fleet_cli
 from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats
+from visionedge.intake import refuse_overlap
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher, resolve_model
@@ -227,6 +228,9 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     settings = load_settings(args.analytics) if args.analytics else None
     source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
+    outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
+    refuse_overlap([Path(args.path), *getattr(source, "paths", ()), *([args.analytics] if args.analytics else [])],
+                   [args.jsonl, args.mot, args.preview, *outputs.paths()])
     if settings is not None and args.preview:
         return write_preview(source, settings, args.preview)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
@@ -236,7 +240,6 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
-    outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
     builder = ReportBuilder(outputs, (args.path,)) if outputs.any() else None
 
     scene = SceneAnalytics(None, into_records=True) if settings is not None else None
@@ -292,7 +295,7 @@ def cmd_report(args: argparse.Namespace, _config: ModuleConfig) -> int:
     outputs = Outputs(html=args.output, csv=args.csv, parquet=args.parquet, title=args.title)
     if not outputs.any():
         raise ConfigError("nothing to write: give -o REPORT.html, --csv FILE or --parquet FILE")
-    check_inputs(args.inputs)
+    check_inputs(args.inputs, outputs)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -362,6 +365,7 @@ def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
     active = load_model(args.model, config, fetcher, args.manifest)
     candidate = load_model(args.against, config, fetcher, args.against_manifest)
     names = getattr(source, "paths", None)
+    refuse_overlap([Path(args.path), *(names or ())], [args.jsonl, args.report])
     stop = threading.Event()
     install_stop_handlers(stop)
     out = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -10,6 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from visionedge import intake
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
@@ -67,11 +72,19 @@ def move_aside(path: Path, companions: Sequence[str] = ()) -> Path:
     return aside
 
 
+STATE_MAX_BYTES = 1 << 20
+"""A state file the module wrote is a few KB; anything bigger is not one of ours and is not read into memory."""
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from path; None when absent, unreadable or not an object (the caller falls back)."""
+    """A JSON object from path; None when absent, unreadable, not an object or refused by the intake rule (too big,
+    too deep, a non-finite number, not a regular file): the caller falls back, as for a missing file."""
+    if not path.exists():
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = intake.read_json(path, STATE_MAX_BYTES, "state file")
+    except intake.IntakeError as err:
+        log.error("%s; ignoring it", err)
         return None
     return data if isinstance(data, dict) else None
 

@@ -38,6 +38,7 @@ class Control:
     version: Callable[[], int] = lambda: 0
     hub_connected: Callable[[], bool] = lambda: False
     parts: Callable[[], list[Part]] = list
+    settings_moved_aside: Callable[[], int] = lambda: 0
 
 
 class Live(Protocol):
@@ -116,6 +117,8 @@ class ModuleSnapshot:
     """Every supervised thread (capture, inference, publish, sender, tick, control, ...): down while it crash-loops."""
     model_health: ModelHealth | None = None
     """The last model update's verdict and shadow figures (reported as `modelHealth`); None without a manager."""
+    settings_moved_aside: int = 0
+    """Saved settings files found unusable at start and moved aside (the module started on its defaults)."""
 
     @property
     def down(self) -> dict[str, str]:
@@ -168,6 +171,7 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "sources": [_source_status(x) for x in s.sources],
         "last_error": next((x.last_error for x in s.sources if x.last_error), "") or s.last_error,
         "desired_version": s.desired_version,
+        "saved_settings_moved_aside": s.settings_moved_aside,
         "model_update": dict(s.model_update.detail) if s.model_update else None,
         "telemetry": _telemetry_status(s.telemetry),
         "down": s.down,
@@ -264,4 +268,5 @@ def read_snapshot(live: Live) -> ModuleSnapshot:
         telemetry=telemetry.stats() if telemetry is not None else None,
         parts=states(live.parts()),
         model_health=manager.health() if manager is not None else None,
+        settings_moved_aside=live.control.settings_moved_aside(),
     )

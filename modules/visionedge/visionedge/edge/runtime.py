@@ -28,7 +28,7 @@ from visionedge.edge.methods import DirectMethods
 from visionedge.edge.reporter import Reporter
 from visionedge.edge.transport import HubTransport
 from visionedge.edge.twin import DesiredState
-from visionedge.errors import VisionEdgeError, describe_error
+from visionedge.errors import VisionEdgeError, describe_error, first_line
 from visionedge.retry import backoff_delay
 from visionedge.state import Control, ModuleSnapshot, status_view
 from visionedge.supervise import Part
@@ -59,7 +59,8 @@ class EdgeModule:
         self.fatal: VisionEdgeError | None = None
         control = Control(settings=lambda: self.state.settings, version=lambda: self.state.version,
                           hub_connected=self.client.connected.is_set,
-                          parts=lambda: [self.control_part, self.connect_part, self.reporter.part])
+                          parts=lambda: [self.control_part, self.connect_part, self.reporter.part],
+                          settings_moved_aside=lambda: self.state.moved_aside)
         self.assembly = Assembly(config, control, report=self.reporter.report)
         self.methods = DirectMethods(client, status=self.status, manager=lambda: self.assembly.manager,
                                      latest=self.assembly.latest,
@@ -74,8 +75,8 @@ class EdgeModule:
         # The hub first: whatever the saved settings do, the cloud can always reach the module to fix them.
         self.reporter.start()
         self.connect_part.thread(lambda: self._connect_loop(stop), stop).start()
-        self._boot(self.state.restore())
         try:
+            self._boot(self.state.restore())
             self.control_part.run(lambda: self._control_loop(stop), stop)
         finally:
             self.shutdown()
@@ -169,7 +170,11 @@ class EdgeModule:
         """Validate and apply; each section that fails keeps its last good value and says why."""
         version = int(patch.get("$version", self.state.version))
         before = self.state.settings
-        outcome = self.state.apply(patch, version, full=full)
+        try:
+            outcome = self.state.apply(patch, version, full=full)
+        except Exception as err:  # noqa: BLE001 - every desired version gets an answer, even one nothing expected
+            self._refuse_patch(patch, version, err)
+            return
         reported = dict(outcome.reported)
         manager = self.assembly.manager
         if "model" in patch and manager is not None:
@@ -184,6 +189,15 @@ class EdgeModule:
         self.state.commit()
         reported["status"] = self.status()
         self.reporter.report(reported)
+
+    def _refuse_patch(self, patch: dict[str, Any], version: int, err: Exception) -> None:
+        """A patch the twin code could not even read: 400 for each of its sections, the settings in effect kept."""
+        reason = f"rejected: {type(err).__name__}: {first_line(err)}; keeping the previous value"
+        log.error("desired $version %s: %s", version, reason, exc_info=err)
+        current = self.state.settings.model_dump(mode="json")
+        self.assembly.last_error = reason
+        self.reporter.report({key: ack(current.get(key), 400, version, reason)
+                              for key in patch if not key.startswith("$")})
 
     def _refuse(self, key: str, before: DesiredProperties, err: Exception, version: int,
                 reported: dict[str, Any], touched: bool) -> None:
