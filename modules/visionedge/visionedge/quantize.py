@@ -71,7 +71,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "classify": Recipe(stem_convs=2, calibration="Percentile"),
+    "classify": Recipe(stem_convs=2, float_last_convs=True),
     "detect": Recipe(stem_convs=0, float_last_convs=True, op_types=("Conv",)),
 }
 """Per task, from the levers measured in docs/benchmarks.md (SqueezeNet, YOLOX-nano)."""

@@ -132,7 +132,8 @@ def measure_throughput(name: str, frames: int, rounds: int) -> Throughput:
         plain[file.name] = session
         typed[file.name] = [t.astype(dtype) for t in tensors]
         plain_loop(session, typed[file.name][:WARMUP_RUNS])
-    plain_loop(single.session, tensors[:WARMUP_RUNS])
+    single_tensors = [t.astype(single.signature.dtype) for t in tensors]  # auto may choose another file for it
+    plain_loop(single.session, single_tensors[:WARMUP_RUNS])
     analyze_fps(model, video, WARMUP_FRAMES)
     analyze_fps(single, video, WARMUP_FRAMES)
     result = Throughput(name, frames, f"{model.layout.workers} worker(s) x {model.layout.intra_op_threads} thread(s)")
@@ -141,7 +142,7 @@ def measure_throughput(name: str, frames: int, rounds: int) -> Throughput:
         result.variant = f"{model.variant.chosen} (agreement {agreement}; {model.variant.reason})"
     per_file: dict[str, list[float]] = {file: [] for file in plain}
     paths: dict[str, Callable[[], float]] = {
-        "old": lambda: plain_loop(single.session, tensors),
+        "old": lambda: plain_loop(single.session, single_tensors),
         "analyze": lambda: analyze_fps(model, video, frames),
         "analyze-1w": lambda: analyze_fps(single, video, frames),
     }
