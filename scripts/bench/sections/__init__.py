@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.sections import gate, report, rss, shadow, sources, throughput, variants
+from bench.sections import gate, report, rss, shadow, sources, throughput, tracking, variants
 
 SECTIONS: dict[str, ModuleType] = {
     "throughput": throughput,
@@ -21,6 +21,7 @@ SECTIONS: dict[str, ModuleType] = {
     "gate": gate,
     "variants": variants,
     "shadow": shadow,
+    "tracking": tracking,
 }
 DEFAULT_SECTIONS = ("throughput", "sources")
 """`rss` takes 10 minutes, `report` about 3, `gate` and `variants` 2-5 (variants quantizes first): ask by name."""

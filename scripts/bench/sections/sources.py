@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from visionedge.analytics.live import SceneAnalytics
 from visionedge.app import load_model, make_fetcher
 from visionedge.models.catalog import SAMPLE_VIDEO
 from visionedge.pipeline import Pipeline
@@ -54,7 +55,8 @@ def paced_sources(video: Path, count: int, fps: float) -> list[Source]:
 
 
 def measure_sources(name: str, count: int, seconds: float, fps: float,
-                    samples: list[tuple[float, float]] | None = None) -> SourcesRun:
+                    samples: list[tuple[float, float]] | None = None,
+                    scene: SceneAnalytics | None = None) -> SourcesRun:
     """N paced sources into one pipeline for `seconds`; per-source analysed rate after a 3 s warm-up."""
     config = config_with({})
     fetcher = make_fetcher(config)
@@ -62,6 +64,7 @@ def measure_sources(name: str, count: int, seconds: float, fps: float,
     model = load_model(name, config, fetcher)
     rss_start = rss_mb()
     pipeline = Pipeline(paced_sources(video, count, fps), model, [])
+    pipeline.scene = scene
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,), name="bench-pipeline", daemon=True)
     thread.start()
