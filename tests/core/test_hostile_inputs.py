@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from visionedge.config import YAML_MAX_DEPTH, ConfigError, ModelRef, load_config
+from visionedge.durable import STATE_MAX_BYTES, read_json
 from visionedge.errors import ModelError, SourceError
 from visionedge.images import MAX_PIXELS, read_image
 from visionedge.models.catalog import builtin_manifest
@@ -239,3 +240,72 @@ def test_fuzzed_image_headers_decode_or_give_one_source_error(tmp_path_factory, 
     if image is not None:
         assert image.ndim == 3
         assert image.shape[0] * image.shape[1] <= MAX_PIXELS
+
+
+# ---- state files the module saved, found changed on disk -------------------------------------------------------
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("content", [
+    '{"history": [1e999]}', '{"history": [NaN]}', "[" * 100_000 + "]" * 100_000, "fifo", "big",
+    '{"n": ' + "9" * 30 + "}",
+], ids=["infinite", "nan", "deep", "fifo", "big", "huge-int"])
+def test_saved_state_files_breaking_the_intake_rule_read_as_absent(tmp_path, content):
+    """A state file with a non-finite or 100-digit number, nested 100,000 deep, a FIFO or 2 MiB reads as absent
+    (the caller falls back to its default), at once and without a traceback."""
+    path = tmp_path / "updates.json"
+    if content == "fifo":
+        os.mkfifo(path)
+    elif content == "big":
+        path.write_text('{"pad": "' + "x" * (STATE_MAX_BYTES + 10) + '"}', encoding="utf-8")
+    else:
+        path.write_text(content, encoding="utf-8")
+    assert read_json(path) is None
+
+
+# ---- the intake rule at every reader: no special files, finite numbers ------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_special_files_as_config_manifest_or_labels_get_one_line_at_once(run_cli, media, mirror_dirs, tmp_path,
+                                                                         kind):
+    """A FIFO with no writer (which would block forever) or a device (which never ends) named as the config file,
+    a model manifest or a labels file is refused in one line, without opening it."""
+    special = tmp_path / "special.yaml"
+    if kind == "fifo":
+        os.mkfifo(special)
+    else:
+        special.symlink_to("/dev/zero")
+    what = "a FIFO, device or socket, not a regular file"
+    line = _one_line_error(run_cli("--config", special, "models", "list"))
+    assert line == f"visionedge: error: config file {special} is {what}"
+    line = _one_line_error(run_cli("analyze", media("kitten_224.png"), "--model", special, "--no-progress"))
+    assert line == f"visionedge: error: model manifest {special} is {what}"
+    for name in ("labels.txt", "labels.json"):
+        labels = tmp_path / name
+        if kind == "fifo":
+            os.mkfifo(labels)
+        else:
+            labels.symlink_to("/dev/zero")
+        folder = tmp_path / name.replace(".", "-")
+        folder.mkdir()
+        manifest = _squeezenet_with_labels(folder, mirror_dirs, f"../{name}")
+        line = _one_line_error(run_cli("analyze", media("kitten_224.png"), "--model", manifest, "--no-progress"))
+        assert line == f"visionedge: error: labels file {folder}/../{name} is {what}"
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("config.yaml", "desired:\n  outbox: {max_mb: .inf}\n", "desired.outbox.max_mb: Input should be a finite number"),
+    ("config.yaml", "desired:\n  shadow: {max_s: .nan}\n", "desired.shadow.max_s: Input should be a finite number"),
+    ("labels.json", '["cat", NaN]', "is not valid JSON: NaN is not a number JSON allows"),
+], ids=["yaml-inf", "yaml-nan", "labels-nan"])
+def test_non_finite_numbers_in_config_and_labels_get_one_line(run_cli, media, mirror_dirs, tmp_path, name, content,
+                                                              reason):
+    """YAML .inf/.nan in a setting and NaN in a JSON labels file are refused in one line, never used."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    if name == "config.yaml":
+        line = _one_line_error(run_cli("--config", path, "models", "list"))
+    else:
+        manifest = _squeezenet_with_labels(tmp_path, mirror_dirs, name)
+        line = _one_line_error(run_cli("analyze", media("kitten_224.png"), "--model", manifest, "--no-progress"))
+    assert reason in line, line

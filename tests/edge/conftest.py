@@ -76,7 +76,8 @@ def start_module(tmp_path: Path, shared_cache: Path) -> Iterator[StartModule]:
     started: list[ModuleProcess] = []
 
     def start(hub: DevHub, *, wrong_key: bool = False, data_dir: Path | None = None,
-              local: dict[str, Any] | None = None, mirrors: list[Path] | None = None) -> ModuleProcess:
+              local: dict[str, Any] | None = None, mirrors: list[Path] | None = None,
+              command: list[str] | None = None) -> ModuleProcess:
         data = data_dir or tmp_path / "data"
         port = free_port()
         config = {"local": {"data_dir": str(data), "cache_dir": str(shared_cache), "metrics_port": port,
@@ -90,7 +91,7 @@ def start_module(tmp_path: Path, shared_cache: Path) -> Iterator[StartModule]:
         env.pop("VISIONEDGE_DATA_DIR", None)
         log_path = tmp_path / f"module-{len(started)}.log"
         with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "visionedge", "run"], env=env, stdout=log_file,
+            proc = subprocess.Popen(command or [sys.executable, "-m", "visionedge", "run"], env=env, stdout=log_file,
                                     stderr=subprocess.STDOUT)
         module = ModuleProcess(proc, log_path, data, port)
         started.append(module)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +253,92 @@ def test_the_module_reaches_the_hub_whatever_its_saved_settings_are(
                what="the unusable saved settings moved aside")
     assert [p.name for p in data.glob("twin-desired.json.corrupt-*")]
     assert reported_ack(hub, "inference", hub.emulator.desired["$version"], timeout=60)["ac"] == 200
+
+
+@pytest.mark.parametrize("saved", [
+    '{"version": 1e999, "settings": {}}',
+    '{"version": 3, "settings": {"source": {"uri": "sample", "fps": 1e999}}}',
+    "fifo",
+])
+def test_saved_settings_the_module_cannot_use_are_moved_aside_and_the_hub_takes_over(
+    hub: DevHub, start_module: StartModule, tmp_path: Path, saved: str
+) -> None:
+    """A saved twin with an infinite $version or value, or a FIFO in its place, never bricks the device: it is moved
+    aside and counted, the module starts on its defaults and applies the hub's desired properties."""
+    data = tmp_path / "device"
+    data.mkdir()
+    if saved == "fifo":
+        os.mkfifo(data / "twin-desired.json")
+    else:
+        (data / "twin-desired.json").write_text(saved, encoding="utf-8")
+    module = start_module(hub, data_dir=data)
+    assert reported_ack(hub, "inference", hub.emulator.desired["$version"], timeout=60)["ac"] == 200
+    status = wait_running(hub)
+    assert status["saved_settings_moved_aside"] == 1
+    assert [p.name for p in data.glob("twin-desired.json.corrupt-*")]
+    assert "moved to twin-desired.json.corrupt-" in module.log()
+    code, seconds = module.stop()
+    assert (code, seconds < 5.0) == (0, True)
+    assert json.loads((data / "twin-desired.json").read_text(encoding="utf-8"))["settings"]["source"]["uri"] == "sample"
+
+
+CRASHING_MAIN = """
+import sys
+from visionedge.edge.twin import DesiredState
+from visionedge.entry import main
+
+def restore(self):
+    raise OverflowError("cannot convert float infinity to integer")
+
+DesiredState.restore = restore  # a fault the start-up code does not expect, in the real module process
+sys.argv = ["visionedge", "run"]
+sys.exit(main())
+"""
+
+
+def test_a_crash_of_the_main_thread_ends_the_module_process(hub: DevHub, start_module: StartModule) -> None:
+    """Whatever kills the main thread, the process exits non-zero within seconds (the SDK's threads once kept it
+    alive, 503 and deaf to SIGTERM, forever): IoT Edge restarts only a module that exits."""
+    module = start_module(hub, command=[sys.executable, "-c", CRASHING_MAIN])
+    code = module.proc.wait(30)
+    assert code == 70
+    assert "OverflowError: cannot convert float infinity to integer" in module.log()
+    assert "the main thread crashed; exiting with 70" in module.log()
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """{"a": {"a": ... {}}} `levels` deep."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_every_desired_version_gets_an_answer_however_deep_or_infinite(hub: DevHub, start_module: StartModule
+                                                                         ) -> None:
+    """An inline manifest nested 300 levels deep once crashed the control thread and that version was never
+    acknowledged; now it, a 300-deep section and an infinite number are each refused 400 with the reason, and the
+    control loop goes on (the next patch is applied, nothing restarted)."""
+    start_module(hub)
+    wait_running(hub)
+    manifest_block = {"name": "deep", "version": "1", "url": "https://models.invalid/m.onnx", "sha256": "0" * 64,
+                      "manifest": _nested(300)}
+    version = hub.set_desired({"model": manifest_block})
+    ack = reported_ack(hub, "model", version)
+    assert ack["ac"] == 400
+    assert "the inline manifest is nested deeper than 8 levels" in ack["ad"]
+    version = hub.set_desired({"inference": {"top_k": _nested(300)}, "telemetry": {"heartbeat_s": math.inf}})
+    ack = reported_ack(hub, "inference", version)
+    assert (ack["ac"], ack["ad"]) == (400, "rejected: desired 'inference' is nested deeper than 9 levels; keeping "
+                                           "the previous value")
+    ack = reported_ack(hub, "telemetry", version)
+    assert (ack["ac"], ack["ad"]) == (400, "rejected: desired 'telemetry' holds a number that is not finite (inf); "
+                                           "keeping the previous value")
+    version = hub.set_desired({"inference": {"top_k": 2}})
+    assert reported_ack(hub, "inference", version)["ac"] == 200
+    status = wait_running(hub)
+    assert status["down"] == {}
+    assert "control" not in status["restarts"]
 
 
 def test_a_crawling_model_download_holds_neither_methods_nor_rollback_nor_sigterm(

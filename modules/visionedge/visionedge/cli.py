@@ -25,17 +25,18 @@ from visionedge.app import (
     check_data_dir,
     install_stop_handlers,
     load_model,
-    local_metrics,
     make_fetcher,
     sample_video,
     stop_after,
 )
+from visionedge.assembly import Assembly
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
 from visionedge.fleet import cli as fleet_cli
 from visionedge.frame import Frame, Inference
 from visionedge.gate import GateStats
+from visionedge.intake import refuse_overlap
 from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher, resolve_model
@@ -227,6 +228,9 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     settings = load_settings(args.analytics) if args.analytics else None
     source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
+    outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
+    refuse_overlap([Path(args.path), *getattr(source, "paths", ()), *([args.analytics] if args.analytics else [])],
+                   [args.jsonl, args.mot, args.preview, *outputs.paths()])
     if settings is not None and args.preview:
         return write_preview(source, settings, args.preview)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
@@ -236,7 +240,6 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=getattr(source, "total", None), unit="frame", file=sys.stderr, dynamic_ncols=True)
-    outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
     builder = ReportBuilder(outputs, (args.path,)) if outputs.any() else None
 
     scene = SceneAnalytics(None, into_records=True) if settings is not None else None
@@ -292,7 +295,7 @@ def cmd_report(args: argparse.Namespace, _config: ModuleConfig) -> int:
     outputs = Outputs(html=args.output, csv=args.csv, parquet=args.parquet, title=args.title)
     if not outputs.any():
         raise ConfigError("nothing to write: give -o REPORT.html, --csv FILE or --parquet FILE")
-    check_inputs(args.inputs)
+    check_inputs(args.inputs, outputs)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -318,32 +321,29 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         from visionedge.edge import run_edge_module
 
         return run_edge_module(config, stop, duration=args.duration)
-    fetcher = make_fetcher(config)
-    sources = [open_source(s, resolve_sample=lambda: sample_video(fetcher)) for s in config.desired.source_list()]
-    model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sinks = [parse_sink(s) for s in (args.sink or ["stdout"])]
     for sink in sinks:
         sink.on_broken = stop.set
-    pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
+    assembly = Assembly(config, sinks=sinks, stop=stop)
+    sources = assembly.open_sources(config.desired)
+    model = load_model(config.desired.model.name, config, assembly.fetcher, args.manifest)
+    assembly.use_model(model)
     if config.desired.analytics:
-        pipeline.scene = SceneAnalytics(config.local.data_dir / "analytics")
         try:
-            pipeline.scene.configure(config.desired.analytics, model.manifest.task, [s.source_id for s in sources])
+            assembly.apply_analytics(config.desired)
         except ValueError as err:
             raise ConfigError(f"analytics: {err}") from err
-    metrics = local_metrics(config, pipeline)
+    pipeline = assembly.build_pipeline(config.desired, sources, model)
+    assembly.metrics.start(config.local.metrics_port, config.local.metrics_host)
     stop_after(args.duration, stop)
-    log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
+    log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources.values()),
              ", ".join(s.name for s in sinks))
     started = time.monotonic()
     try:
         stats = pipeline.run(stop)
     finally:
-        for sink in sinks:
-            sink.close()
-        metrics.close()
-        if pipeline.scene is not None:
-            pipeline.scene.save()
+        assembly.close()
+        assembly.metrics.close()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
     if len(pipeline.feeds) > 1:
@@ -365,6 +365,7 @@ def cmd_compare(args: argparse.Namespace, config: ModuleConfig) -> int:
     active = load_model(args.model, config, fetcher, args.manifest)
     candidate = load_model(args.against, config, fetcher, args.against_manifest)
     names = getattr(source, "paths", None)
+    refuse_overlap([Path(args.path), *(names or ())], [args.jsonl, args.report])
     stop = threading.Event()
     install_stop_handlers(stop)
     out = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None

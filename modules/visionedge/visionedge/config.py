@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from visionedge.analytics.settings import Analytics
 from visionedge.errors import ConfigError
+from visionedge.intake import IntakeError, check_tree, read_capped
 
 PROVIDER_ALIASES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -26,9 +27,9 @@ DEFAULT_PROVIDERS = ["tensorrt", "cuda", "openvino", "directml", "cpu"]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors, so a typo in a twin or YAML file is rejected, not ignored."""
+    """Unknown keys are errors, so a typo in a twin or YAML file is rejected, not ignored; numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceSettings(Strict):
@@ -70,6 +71,11 @@ class ShadowGates(Strict):
     max_s: float | None = Field(None, gt=0, le=86400, description="null = the `shadow` section's")
 
 
+MANIFEST_MAX_DEPTH = 8
+"""An inline manifest sits two levels down the twin (model.manifest), and IoT Hub refuses twin documents deeper than
+10 levels; a real manifest needs 4 (decoder.anchors[i][j])."""
+
+
 class ModelRef(Strict):
     """Which model to run; a url+sha256 asks the model store to download and verify it."""
 
@@ -85,6 +91,15 @@ class ModelRef(Strict):
     rollout: str | None = Field(None, max_length=128, description="opaque fleet rollout id, echoed in modelHealth")
     shadow: bool | ShadowGates | None = Field(
         None, description="false = skip the shadow phase for this update; an object overrides the `shadow` gates")
+
+    @field_validator("manifest")
+    @classmethod
+    def _manifest_bounds(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            check_tree(value, "the inline manifest", MANIFEST_MAX_DEPTH)
+        except IntakeError as err:
+            raise ValueError(str(err)) from err
+        return value
 
     @field_validator("url", "manifest_url", "labels_url")
     @classmethod
@@ -359,12 +374,9 @@ def parse_yaml(text: str) -> Any:
 def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
     """Parse a YAML file; unreadable, oversized or bad YAML becomes a one-line `error` naming `what` and the path."""
     try:
-        with path.open("rb") as f:
-            data = f.read(YAML_MAX_BYTES + 1)
-    except OSError as err:
-        raise error(f"cannot read {what} {path}: {err.strerror}") from err
-    if len(data) > YAML_MAX_BYTES:
-        raise error(f"{what} {path} is larger than {YAML_MAX_BYTES // 1024} KiB")
+        data = read_capped(path, YAML_MAX_BYTES, what)
+    except IntakeError as err:
+        raise error(str(err)) from err
     try:
         return parse_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as err:

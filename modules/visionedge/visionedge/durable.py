@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from visionedge import intake
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
@@ -53,11 +59,32 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
+def move_aside(path: Path, companions: Sequence[str] = ()) -> Path:
+    """Rename a corrupt file to `<name>.corrupt-<UTC time>` (with companions such as SQLite's `-wal`), kept for a
+    post-mortem and out of the way of every later start; returns the new path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, aside)
+    for suffix in companions:
+        extra = Path(f"{path}{suffix}")
+        if extra.exists():
+            os.replace(extra, Path(f"{aside}{suffix}"))
+    return aside
+
+
+STATE_MAX_BYTES = 1 << 20
+"""A state file the module wrote is a few KB; anything bigger is not one of ours and is not read into memory."""
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from path; None when absent, unreadable or not an object (the caller falls back)."""
+    """A JSON object from path; None when absent, unreadable, not an object or refused by the intake rule (too big,
+    too deep, a non-finite number, not a regular file): the caller falls back, as for a missing file."""
+    if not path.exists():
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = intake.read_json(path, STATE_MAX_BYTES, "state file")
+    except intake.IntakeError as err:
+        log.error("%s; ignoring it", err)
         return None
     return data if isinstance(data, dict) else None
 

@@ -1,27 +1,61 @@
 """One typed snapshot of the module; status, health, heartbeat, getStatus and the metrics are pure views of it.
 
-`EdgeModule.snapshot()` is the only code that reads the live objects. To show a new piece of state everywhere, add a
-field here, fill it in that one function, and read it in the views below that should show it.
+`read_snapshot` is the only code that reads the live objects for a view. To show a new piece of state everywhere, add
+a field here, fill it in that one function, and read it in the views below that should show it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from visionedge.config import SourceSettings
+from visionedge import __version__
+from visionedge.config import DesiredProperties, SourceSettings
 from visionedge.gate import GateStats
-from visionedge.models.variants import VariantChoice
+from visionedge.models.choice import VariantChoice
 from visionedge.modelstore.health import ModelHealth
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState
-from visionedge.supervise import PartState
+from visionedge.supervise import Part, PartState, states
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
 from visionedge.urls import redact_url
 
 if TYPE_CHECKING:
     from visionedge.feed import Feed
+    from visionedge.models.model import Model
+    from visionedge.modelstore import ModelManager
+    from visionedge.pipeline import Pipeline
+    from visionedge.telemetry.sink import TelemetrySink
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What a snapshot shows of the control plane around the running parts: the desired settings in force and
+    their version, the hub link and the control threads (a local run: its config, version 0, no hub, no threads)."""
+
+    settings: Callable[[], DesiredProperties]
+    version: Callable[[], int] = lambda: 0
+    hub_connected: Callable[[], bool] = lambda: False
+    parts: Callable[[], list[Part]] = list
+    settings_moved_aside: Callable[[], int] = lambda: 0
+
+
+class Live(Protocol):
+    """The running parts a snapshot is read from (`visionedge.assembly.Assembly`)."""
+
+    instance_id: str
+    started_at: float
+    last_error: str
+    control: Control
+    model: Model | None
+    manager: ModelManager | None
+    sources: dict[str, Source]
+    pipeline: Pipeline | None
+    telemetry: TelemetrySink | None
+
+    def parts(self) -> list[Part]:
+        """Every supervised thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +117,8 @@ class ModuleSnapshot:
     """Every supervised thread (capture, inference, publish, sender, tick, control, ...): down while it crash-loops."""
     model_health: ModelHealth | None = None
     """The last model update's verdict and shadow figures (reported as `modelHealth`); None without a manager."""
+    settings_moved_aside: int = 0
+    """Saved settings files found unusable at start and moved aside (the module started on its defaults)."""
 
     @property
     def down(self) -> dict[str, str]:
@@ -135,6 +171,7 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "sources": [_source_status(x) for x in s.sources],
         "last_error": next((x.last_error for x in s.sources if x.last_error), "") or s.last_error,
         "desired_version": s.desired_version,
+        "saved_settings_moved_aside": s.settings_moved_aside,
         "model_update": dict(s.model_update.detail) if s.model_update else None,
         "telemetry": _telemetry_status(s.telemetry),
         "down": s.down,
@@ -208,6 +245,28 @@ def source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed 
         errors=stats.errors if stats else 0,
         frame_age_s=stats.frame_age_s if stats else 0.0,
         reopened=feed.reopened if feed else 0,
-        last_error=stats.last_error if stats else "",
+        last_error=feed.last_error if feed else "",
         gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
+    )
+
+
+def read_snapshot(live: Live) -> ModuleSnapshot:
+    """The one place the module's state is read from the live objects; every view is a function of what it returns."""
+    model, manager, telemetry, pipeline = live.model, live.manager, live.telemetry, live.pipeline
+    update = manager.status() if manager is not None else None
+    return ModuleSnapshot(
+        module_version=__version__,
+        instance=live.instance_id,
+        started_at=live.started_at,
+        desired_version=live.control.version(),
+        last_error=live.last_error,
+        hub_connected=live.control.hub_connected(),
+        sources=tuple(source_snapshot(s, live.sources.get(s.id), pipeline.feed(s.id) if pipeline else None)
+                      for s in live.control.settings().source_list()),
+        model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
+        model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
+        telemetry=telemetry.stats() if telemetry is not None else None,
+        parts=states(live.parts()),
+        model_health=manager.health() if manager is not None else None,
+        settings_moved_aside=live.control.settings_moved_aside(),
     )

@@ -23,7 +23,7 @@ Anchor = Literal["bottom-center", "center", "top-center"]
 class _Strict(BaseModel):
     """Unknown keys are errors, like every other section."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _in_unit_square(point: tuple[float, float]) -> tuple[float, float]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_origin
@@ -16,10 +13,15 @@ from pydantic.fields import FieldInfo
 
 from visionedge.acks import ack, merge_patch
 from visionedge.config import DesiredProperties, describe_validation_error
-from visionedge.durable import write_json_atomic
+from visionedge.durable import move_aside, write_json_atomic
+from visionedge.intake import IntakeError, check_tree, read_json
 
 log = logging.getLogger(__name__)
 
+SAVED_MAX_BYTES = 1 << 20
+"""Saved settings are a few KB; a bigger file is not ours and is not read into memory."""
+SECTION_MAX_DEPTH = 9
+"""A section sits one level below the desired root, and IoT Hub refuses twin documents deeper than 10 levels."""
 
 
 def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
@@ -64,12 +66,15 @@ class DesiredState:
         if self.cache is None or not self.cache.exists():
             return self.settings
         try:
-            saved = json.loads(self.cache.read_text(encoding="utf-8"))
+            saved = read_json(self.cache, SAVED_MAX_BYTES, "saved settings")
             if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
                 raise ValueError("not an object with 'version' and 'settings'")
             version = int(saved.get("version", 0))
-        except (OSError, ValueError, TypeError) as err:
-            self._move_aside(f"{type(err).__name__}: {err}" if not isinstance(err, OSError) else str(err.strerror))
+        except IntakeError as err:
+            self._move_aside(str(err))
+            return self.settings
+        except (ValueError, TypeError, OverflowError) as err:
+            self._move_aside(f"{type(err).__name__}: {err}")
             return self.settings
         values = self.settings.model_dump(mode="json")
         for key, value in saved["settings"].items():
@@ -93,9 +98,8 @@ class DesiredState:
         """Keep a corrupt file for inspection, out of the way of every later start."""
         assert self.cache is not None
         self.moved_aside += 1
-        aside = self.cache.with_name(f"{self.cache.name}.corrupt-{int(time.time())}")
         try:
-            os.replace(self.cache, aside)
+            aside = move_aside(self.cache)
             log.error("saved settings %s are unusable (%s): moved to %s; starting on the defaults until the hub "
                       "sends the desired properties", self.cache, reason, aside.name)
         except OSError as err:
@@ -125,13 +129,14 @@ class DesiredState:
                 continue
             raw = self.document.get(key, ABSENT[key])
             try:
-                section = SECTIONS[key].validate_python(raw)
-            except ValidationError as err:
-                reason = f"rejected: {describe_validation_error(err, key)}; keeping the previous value"
+                check_tree(raw, f"desired {key!r}", SECTION_MAX_DEPTH)
+                new_value = SECTIONS[key].dump_python(SECTIONS[key].validate_python(raw), mode="json")
+            except (ValidationError, IntakeError, ValueError, RecursionError) as err:
+                why = describe_validation_error(err, key) if isinstance(err, ValidationError) else str(err)
+                reason = f"rejected: {why}; keeping the previous value"
                 outcome.reported[key] = ack(values[key], 400, version, reason)
                 log.warning("desired $version %s: %s", version, reason)
                 continue
-            new_value = SECTIONS[key].dump_python(section, mode="json")
             if new_value != values[key]:
                 outcome.changed.add(key)
                 values[key] = new_value
@@ -151,7 +156,7 @@ class DesiredState:
         try:
             adapter = SECTIONS[key]
             values[key] = adapter.dump_python(adapter.validate_python(self.document[key]), mode="json")
-        except ValidationError:
+        except (ValidationError, ValueError, RecursionError):  # the owner refuses it, with the reason
             return
 
     def revert(self, key: str, previous: DesiredProperties) -> None:

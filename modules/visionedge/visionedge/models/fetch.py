@@ -146,15 +146,15 @@ def resolve_model(spec: str, fetcher: Fetcher, manifest_path: Path | None = None
         manifest_path = path.with_suffix(".yaml")
         if not manifest_path.is_file():
             raise ModelError(f"no manifest for {path}: put {manifest_path.name} beside it or pass --manifest FILE")
-    if not manifest_path.is_file():
+    if not manifest_path.exists():  # a FIFO or device is refused by the reader, with that reason
         raise ModelError(f"model manifest {manifest_path} does not exist")
     manifest = load_manifest(manifest_path)
     model_path = path if path != Path() else manifest_path.parent / manifest.file
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} does not exist")
     labels_path = manifest_path.parent / manifest.labels
-    if not labels_path.is_file() and manifest.labels in ASSETS:
+    if not labels_path.exists() and manifest.labels in ASSETS:
         labels_path = fetcher.ensure(ASSETS[manifest.labels])
-    if not labels_path.is_file():
+    if not labels_path.exists():
         raise ModelError(f"labels file {labels_path} named by {manifest_path} does not exist")
     return ResolvedModel(manifest, model_path, labels_path)

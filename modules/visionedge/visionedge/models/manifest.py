@@ -16,7 +16,7 @@ from visionedge.tasks import TaskName
 class VariantInfo(BaseModel):
     """How a variant file was made from its reference model, and how far it agrees with it (`models quantize`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["fp32", "fp16", "int8"]
     reference_file: str = Field(min_length=1, description="file name of the model this variant was made from")
@@ -35,7 +35,7 @@ class VariantInfo(BaseModel):
 class ModelManifest(BaseModel):
     """A model's contract; fields left None are read from the ONNX file itself."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=128)
     version: str = Field("1", min_length=1, max_length=64)

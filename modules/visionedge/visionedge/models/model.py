@@ -7,20 +7,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from visionedge.config import InferenceSettings, RuntimeSettings
 from visionedge.errors import ModelError
 from visionedge.frame import Geometry, Inference
+from visionedge.intake import IntakeError, check_file, read_capped, refuse_constant
+from visionedge.models.choice import VariantChoice
 from visionedge.models.decoders import Thresholds
 from visionedge.models.manifest import ModelManifest
 from visionedge.models.preprocess import Preprocessor
 from visionedge.models.runtime import create_session
-
-if TYPE_CHECKING:
-    from visionedge.models.variants import VariantChoice
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,10 @@ def read_labels(path: Path) -> list[str]:
     try:
         if path.suffix.lower() == ".json":
             return _json_labels(path)
+        check_file(path, "labels file")  # a FIFO would block the reader; a device would never end
         return _text_labels(path)
+    except IntakeError as err:
+        raise ModelError(str(err)) from err
     except OSError as err:
         raise ModelError(f"cannot read labels file {path}: {err.strerror}") from err
     except UnicodeDecodeError as err:
@@ -63,14 +65,11 @@ def _text_labels(path: Path) -> list[str]:
 
 
 def _json_labels(path: Path) -> list[str]:
-    with path.open("rb") as f:
-        data_bytes = f.read(MAX_JSON_LABELS_BYTES + 1)
-    if len(data_bytes) > MAX_JSON_LABELS_BYTES:
-        raise ModelError(f"labels file {path} is larger than {MAX_JSON_LABELS_BYTES >> 20} MiB")
+    text = read_capped(path, MAX_JSON_LABELS_BYTES, "labels file").decode("utf-8")
     try:
-        data = json.loads(data_bytes.decode("utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelError(f"labels file {path} is not valid JSON: {err.msg}") from err
+        data = json.loads(text, parse_constant=refuse_constant)
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, a 5,000-digit number
+        raise ModelError(f"labels file {path} is not valid JSON: {getattr(err, 'msg', err)}") from err
     except RecursionError as err:
         raise ModelError(f"labels file {path} is nested too deeply to be a list of labels") from err
     if isinstance(data, dict):

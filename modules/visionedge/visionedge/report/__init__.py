@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from visionedge.errors import ConfigError
+from visionedge.intake import refuse_overlap
 from visionedge.report.day import DayStats, KeyFrames
 from visionedge.report.export import CsvExporter, Exporter, ParquetExporter
 from visionedge.report.records import BadLines, Row, read_rows, to_row
@@ -29,6 +30,10 @@ class Outputs:
     def any(self) -> bool:
         """Whether anything is asked for."""
         return bool(self.html or self.csv or self.parquet)
+
+    def paths(self) -> tuple[Path | None, ...]:
+        """The files asked for (None where not)."""
+        return self.html, self.csv, self.parquet
 
 
 class ReportBuilder:
@@ -94,17 +99,18 @@ def _check_plotly() -> None:
         raise ConfigError("the HTML report needs plotly: pip install 'visionedge[report]'") from err
 
 
-def check_inputs(paths: list[Path]) -> None:
-    """Every input is a readable file, before any output is started."""
+def check_inputs(paths: list[Path], outputs: Outputs) -> None:
+    """Every input is a regular file and no output is one of them, before any output is started."""
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"{path}: not a file")
+    refuse_overlap(paths, outputs.paths())
 
 
 def report_from_files(paths: list[Path], outputs: Outputs,
                       on_bytes: Callable[[int], None] | None = None) -> tuple[ReportBuilder, list[Path]]:
     """Stream JSONL result files into the outputs; bad lines are skipped and counted."""
-    check_inputs(paths)
+    check_inputs(paths, outputs)
     builder = ReportBuilder(outputs, tuple(p.name for p in paths))
     for row in read_rows(paths, builder.bad, on_bytes):
         builder.add_row(row)

@@ -6,8 +6,9 @@ import heapq
 import random
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,18 @@ HEAT_FLUSH = 65_536
 ThumbnailMaker = Callable[[Row], bytes | None]
 """Draws a kept frame with its boxes and labels as JPEG bytes, or None when the frame is not at hand."""
 TIMELINE_LABELS = 8
+MAX_LABELS = 1000
+"""Distinct labels tracked one by one (ImageNet has 1,000, COCO 80); later ones are counted together as OTHER, so
+a broken labels file or a hostile upstream with 10^6 labels costs no more than 1,000 (each keeps a heat grid)."""
+OTHER = "(other labels)"
+MAX_SOURCES = 1000
+"""Distinct sources (and models) tracked one by one; later ones are counted together."""
+OTHER_SOURCES = "(other sources)"
+
+
+def fold(table: Mapping[Any, Any], key: Any, other: Any, cap: int) -> Any:
+    """`key` while the table has it or has room for it, else `other`: per-key state stays bounded by `cap`."""
+    return key if key in table or len(table) < cap else other
 
 
 def bin_for_span(span_s: float) -> int:
@@ -113,18 +126,21 @@ class DayStats:
         self.latency_ms: list[float] = []
         self.latency_seen = 0
         self._rng = random.Random(0)
+        self.folded = False
+        """Labels beyond MAX_LABELS were counted together as OTHER (the page says so)."""
 
     def add(self, row: Row) -> None:
         """Count one record."""
         self.frames += 1
         self.reused += row.reused
-        self.sources[row.source_id] += 1
-        self.models[(row.model_name, row.model_version)] += 1
+        self.sources[fold(self.sources, row.source_id, OTHER_SOURCES, MAX_SOURCES)] += 1
+        self.models[fold(self.models, (row.model_name, row.model_version), (OTHER_SOURCES, ""), MAX_SOURCES)] += 1
         self.tasks[row.task] += 1
-        self.timeline.add(row.timestamp, row.counts)
+        counts = self._fold_labels(row.counts)
+        self.timeline.add(row.timestamp, counts)
         if not row.reused:
             self._sample_latency(row.inference_ms)
-        for label, n in row.counts.items():
+        for label, n in counts.items():
             stats = self.labels.setdefault(label, LabelStats())
             stats.total += n
             stats.frames += 1
@@ -132,11 +148,24 @@ class DayStats:
                 stats.peak, stats.peak_at = n, row.timestamp
             stats.first_at = min(stats.first_at, row.timestamp)
             stats.last_at = max(stats.last_at, row.timestamp)
-        if not task_of(row.task).counts_objects and row.items:  # a top-1 label: its confidence is the frame's
-            self.labels[row.items[0].label].confidence_sum += row.items[0].confidence
+        top = self.labels.get(row.items[0].label) if not task_of(row.task).counts_objects and row.items else None
+        if top is not None:  # a top-1 label: its confidence is the frame's (other tools' counts may not name it)
+            top.confidence_sum += row.items[0].confidence
         for item in row.items:
-            if item.box is not None:
-                self._add_box(item.label, item.box)
+            if item.box is not None:  # a label the counts did not name has no heat grid of its own either
+                self._add_box(item.label if item.label in self.labels else OTHER, item.box)
+
+    def _fold_labels(self, counts: dict[str, int]) -> dict[str, int]:
+        """The record's counts with labels beyond MAX_LABELS counted together as OTHER."""
+        if len(self.labels) + len(counts) <= MAX_LABELS or all(label in self.labels for label in counts):
+            return counts
+        folded: dict[str, int] = {}
+        for label, n in counts.items():
+            key = fold(self.labels, label, OTHER, MAX_LABELS)
+            self.labels.setdefault(key, LabelStats())  # taken now, so one record cannot pass the cap
+            folded[key] = folded.get(key, 0) + n
+        self.folded = True
+        return folded
 
     def _sample_latency(self, ms: float) -> None:
         self.latency_seen += 1
@@ -196,7 +225,8 @@ class KeyFrames:
         """Consider one frame; the thumbnail is drawn only when the frame is kept."""
         self._order += 1
         previous = self._previous.get(row.source_id)
-        self._previous[row.source_id] = row.counts
+        if previous is not None or len(self._previous) < MAX_SOURCES:
+            self._previous[row.source_id] = row.counts
         kept: list[Moment] = []
         for label in row.counts:
             if label not in self.first and len(self.first) < self.max_first:

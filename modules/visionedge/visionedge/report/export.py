@@ -16,6 +16,13 @@ EXPORT_SCHEMA = "1"
 COLUMNS = ("export_schema", "source_id", "frame_index", "timestamp", "model_name", "model_version", "inference_ms",
            "frame_width", "frame_height", "reused", "kind", "rank", "label", "confidence", "x1", "y1", "x2", "y2")
 PARQUET_BATCH = 50_000
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Cell starts that make a spreadsheet run the cell as a formula (OWASP, CSV injection)."""
+
+
+def neutral(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading quote (OWASP)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def rows_of(row: Row) -> list[tuple[Any, ...]]:
@@ -40,7 +47,8 @@ class Exporter(Protocol):
 
 
 class CsvExporter:
-    """Comma-separated, a header line, UTF-8; empty cells where a field does not apply."""
+    """Comma-separated, a header line, UTF-8; empty cells where a field does not apply; text that a spreadsheet
+    would run as a formula is neutralised (Parquet keeps the raw value)."""
 
     def __init__(self, path: Path) -> None:
         try:
@@ -54,7 +62,7 @@ class CsvExporter:
         """Write the record's rows."""
         for values in rows_of(row):
             stamp = datetime.fromtimestamp(values[3] / 1000, UTC).isoformat(timespec="milliseconds")
-            self._writer.writerow((*values[:3], stamp.replace("+00:00", "Z"), *values[4:]))
+            self._writer.writerow((*map(neutral, values[:3]), stamp.replace("+00:00", "Z"), *map(neutral, values[4:])))
 
     def close(self) -> None:
         """Close the file."""

@@ -14,7 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from visionedge.report.day import DAY, HOUR, MINUTE, DayStats, KeyFrames, Moment
+from visionedge.report.day import DAY, HOUR, MAX_LABELS, MINUTE, OTHER, DayStats, KeyFrames, Moment
 from visionedge.report.records import BadLines
 from visionedge.tasks import TASKS
 
@@ -147,6 +147,9 @@ def label_section(stats: DayStats) -> str:
         rows.append(row)
     more = len(stats.labels) - len(labels)
     note = f'<p class="muted">and {more} more labels</p>' if more > 0 else ""
+    if stats.folded:
+        note += (f'<p class="muted">labels beyond the first {MAX_LABELS:,} distinct ones are counted together as '
+                 f'{html.escape(OTHER)}</p>')
     return plot(fig, "totals") + table(
         ["label", "total", "frames seen", "of frames", "peak in one frame", "peak at", "first seen", "last seen"],
         rows) + note
@@ -154,14 +157,15 @@ def label_section(stats: DayStats) -> str:
 
 def heat_section(stats: DayStats) -> str:
     """Where in the frame each of the busiest labels occurs: a heat map of box centres."""
-    labels = [label for label in stats.top_labels(len(stats.labels)) if label in stats.heat][:HEAT_LABELS]
+    heat = stats.heat
+    labels = [label for label in stats.top_labels(len(stats.labels)) if label in heat][:HEAT_LABELS]
     if not labels:
         return '<p class="muted">No boxes: the records come from a classifier.</p>'
     cols = min(3, len(labels))
     rows = (len(labels) + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=labels, horizontal_spacing=0.05, vertical_spacing=0.1)
     for i, label in enumerate(labels):
-        grid = stats.heat[label]
+        grid = heat[label]
         # Log colours: a door used all day would otherwise hide every other place the label was seen.
         fig.add_trace(go.Heatmap(z=np.log1p(grid).tolist(), customdata=grid.tolist(), colorscale="Inferno",
                                  showscale=False, hovertemplate="%{customdata} boxes<extra>" + html.escape(label)

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from visionedge.errors import ConfigError, first_line
-from visionedge.tasks import TASKS
+from visionedge.intake import MAX_INT, refuse_constant
+from visionedge.tasks import TASKS, TaskName
 
 MAX_LINE_BYTES = 1 << 20
 """A result record is a few KB; a longer line is not one, and reading it whole would cost memory."""
 MAX_DETECTIONS = 1000
 """More boxes than any model here emits per frame: a record claiming more is refused, not trusted."""
 REPORTED_BAD_LINES = 5
+MAX_FRAME_SIDE = 1 << 20
+"""Frame sides beyond any sensor (and Parquet's int32 column): a record claiming more is not trusted."""
+MAX_COUNT = 1 << 31
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+"""Timestamps a day inside what datetime can show in UTC: the CSV export and the timeline turn them back into dates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +79,13 @@ class BadLines:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} is not a number")
-    return float(value)
+    try:
+        number = float(value)  # a 400-digit integer overflows here
+    except OverflowError as err:
+        raise ValueError(f"{what} is not a finite number") from err
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is not a finite number")
+    return number
 
 
 def _items(record: dict[str, Any], key: str, boxes: bool) -> tuple[Item, ...]:
@@ -82,22 +97,43 @@ def _items(record: dict[str, Any], key: str, boxes: bool) -> tuple[Item, ...]:
             items = []
             for entry in raw:
                 x1, y1, x2, y2 = entry["box"]
-                items.append(Item(str(entry["label"]), float(entry["confidence"]),
-                                  (float(x1), float(y1), float(x2), float(y2))))
-            return tuple(items)
-        return tuple(Item(str(entry["label"]), float(entry["confidence"])) for entry in raw)
-    except (KeyError, TypeError, ValueError) as err:
+                box = (float(x1), float(y1), float(x2), float(y2))
+                items.append(Item(str(entry["label"]), float(entry["confidence"]), box))
+        else:
+            items = [Item(str(entry["label"]), float(entry["confidence"])) for entry in raw]
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{key} entry without a label, a numeric confidence or a 4-number box ({err})") from err
+    # float() also takes "nan", "inf" and 1e999
+    if not all(map(math.isfinite, [v for item in items for v in (item.confidence, *(item.box or ()))])):
+        raise ValueError(f"{key} entry with a confidence or box that is not a finite number")
+    return tuple(items)
 
 
 def parse_timestamp(text: Any) -> float:
-    """ISO 8601 as the module writes it (`...Z`) to epoch seconds."""
+    """ISO 8601 as the module writes it (`...Z`) to epoch seconds, within the years datetime can show."""
     if not isinstance(text, str):
         raise ValueError("timestamp is not a string")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError("timestamp has no time zone")
-    return moment.timestamp()
+    try:
+        seconds = moment.timestamp()
+    except OverflowError as err:
+        raise ValueError(f"timestamp {text[:40]} is outside the years 1 to 9999 in UTC") from err
+    if not EARLIEST <= seconds <= LATEST:
+        raise ValueError(f"timestamp {text[:40]} is outside the years 1 to 9999 in UTC")
+    return seconds
+
+
+def _counts(record: dict[str, Any], task: TaskName, items: tuple[Item, ...]) -> dict[str, int]:
+    """The record's label counts; absent, they are made from its items as the module makes them."""
+    if "counts" not in record:
+        return dict(Counter(TASKS[task].counted_labels([i.label for i in items])))
+    counts = record["counts"]
+    if not isinstance(counts, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT
+                                               for n in counts.values()):
+        raise ValueError(f"counts is not a map of integers from 0 to {MAX_COUNT}")
+    return {str(k): v for k, v in counts.items()}
 
 
 def to_row(record: Any) -> Row:
@@ -114,23 +150,26 @@ def to_row(record: Any) -> Row:
     size = record.get("frame_size")
     if not isinstance(size, list) or len(size) != 2:
         raise ValueError("frame_size is not [width, height]")
+    width, height = (int(_number(side, "frame_size")) for side in size)
+    if not (0 <= width <= MAX_FRAME_SIDE and 0 <= height <= MAX_FRAME_SIDE):
+        raise ValueError(f"frame_size is not two sizes from 0 to {MAX_FRAME_SIDE}")
     index = record.get("frame_index")
-    if not isinstance(index, int) or isinstance(index, bool):
-        raise ValueError("frame_index is not an integer")
-    counts = record.get("counts", {})
-    if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
-        raise ValueError("counts is not a map of integers")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_INT:
+        raise ValueError("frame_index is not an integer from 0 to 2^63 - 1")
+    inference_ms = _number(record.get("inference_ms", 0.0), "inference_ms")
+    if inference_ms < 0:
+        raise ValueError("inference_ms is negative")
     return Row(
         source_id=str(record.get("source_id", "")),
         frame_index=index,
         timestamp=parse_timestamp(record.get("timestamp")),
         model_name=str(model.get("name", "")),
         model_version=str(model.get("version", "")),
-        inference_ms=_number(record.get("inference_ms", 0.0), "inference_ms"),
-        frame_size=(int(_number(size[0], "frame_size")), int(_number(size[1], "frame_size"))),
+        inference_ms=inference_ms,
+        frame_size=(width, height),
         task=task,
         items=items,
-        counts={str(k): v for k, v in counts.items()},
+        counts=_counts(record, task, items),
         reused=record.get("reused") is True,
     )
 
@@ -161,7 +200,7 @@ def read_rows(paths: Iterable[Path], bad: BadLines, on_bytes: Callable[[int], No
                 if not line.strip():
                     continue
                 try:
-                    yield to_row(json.loads(line))
+                    yield to_row(json.loads(line, parse_constant=refuse_constant))
                 except (ValueError, TypeError, RecursionError) as err:
                     bad.add(f"{path.name}:{number}", first_line(err, 120))
 

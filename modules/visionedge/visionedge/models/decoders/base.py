@@ -142,7 +142,7 @@ class Detector(Decoder):
 class DecoderSpecBase(BaseModel):
     """A decoder's manifest entry: `type` names it, the other fields are its parameters; `decoder` builds it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     decoder: ClassVar[type[Decoder]]
 

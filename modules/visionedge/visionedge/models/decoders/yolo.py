@@ -80,7 +80,7 @@ class YoloAnchorDecoder(Detector):
 class YoloHead(BaseModel):
     """One anchor-grid output: which tensor, and the anchors that belong to it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     output: str | None = Field(None, description="output tensor name; None = the model's only output")
     anchors: list[tuple[float, float]] = Field(min_length=1)
