@@ -24,6 +24,21 @@ ENTRY = Path(__file__).resolve().parent.parent / "bench.py"
 """The script a worker process runs (the same command line as the parent, plus --worker)."""
 
 
+def ensure_variants(name: str, config: ModuleConfig, root: Path) -> None:
+    """Make the variants of a built-in model in `root` with `models quantize`'s defaults, unless already there."""
+    from visionedge.app import make_fetcher
+    from visionedge.models.catalog import ASSETS
+    from visionedge.models.fetch import resolve_model
+    from visionedge.models.variants import discover, variants_folder
+    from visionedge.quantize import quantize
+
+    fetcher = make_fetcher(config)
+    resolved = resolve_model(name, fetcher)
+    if not discover(resolved.model_path, root):
+        media = [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
+        quantize(resolved, variants_folder(root, resolved.model_path), media, runtime=config.desired.runtime)
+
+
 def rss_mb() -> float:
     """Resident set size of this process now, in MiB."""
     with open("/proc/self/statm", encoding="ascii") as statm:

@@ -53,12 +53,16 @@ def test_quantize_writes_an_int8_qdq_model_with_a_manifest_saying_how_it_was_mad
     assert len(info.calibration) == 8, "by default every sample image and the sample video calibrate"
     assert info.calibration_frames == 13, "6 spread over the video, and each of the 7 images"
     assert info.settings == {"format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
-                             "calibration": "MinMax", "opset": 13}
+                             "calibration": "MinMax", "opset": 13, "float_stem_convs": 2, "float_tail": True,
+                             "float_last_convs": True, "float_nodes": 7}, "stem, conv10, pool..softmax"
     assert info.agreement_frames == 30
     assert (manifest.name, manifest.version, manifest.task) == ("squeezenet", "1.1-winml-fp16", "classify")
     graph = onnx.load(str(folder / manifest.file))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    dequantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    float_convs = [n for n in graph.graph.node if n.op_type == "Conv" and n.input[1] not in dequantized]
+    assert len(float_convs) == 3, "the two stem convolutions (fed raw 0..255 pixels) and the classifier stay in float"
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 13
     fp32 = load_manifest(folder / "fp32.yaml").variant
     assert fp32 is not None

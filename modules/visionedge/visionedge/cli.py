@@ -459,8 +459,8 @@ def cmd_quantize(args: argparse.Namespace, config: ModuleConfig, fetcher: Fetche
         import onnx  # noqa: F401 - onnxruntime.quantization needs it; say so before any work
     except ImportError as err:
         raise VisionEdgeError("models quantize needs the onnx package: pip install 'visionedge[quantize]'") from err
-    from visionedge.models.quantize import quantize
     from visionedge.models.variants import variants_folder, variants_root
+    from visionedge.quantize import quantize
 
     resolved = resolve_model(args.name, fetcher, args.manifest)
     calibration = args.calibration or [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]

@@ -3,7 +3,8 @@ plain - the best plain loop: `ort.InferenceSession(file)` with session defaults,
         `session.run` timed; for SqueezeNet the faster of the fp32 and fp16 files;
 old - the previous baseline: `session.run` on the module's single-worker session;
 analyze - the real `analyze` pipeline end to end (decode, preprocess, workers, decode, JSON) with the layout chosen
-          for this machine; analyze-1w - the same with one worker.
+          for this machine and `runtime.variant: auto` (variants made first with `models quantize`'s defaults, in
+          the module's variants folder, when there are none); analyze-1w - the same with one worker.
 Reports the best round of each and the spread over rounds, and analyze/plain per round."""
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from visionedge.app import load_model, make_fetcher
 from visionedge.models.catalog import SAMPLE_VIDEO
 from visionedge.models.fetch import resolve_model
 from visionedge.models.model import Model
+from visionedge.models.variants import variants_root
 from visionedge.pipeline import Pipeline
 from visionedge.sinks import jsonl_sink
 from visionedge.sources import VideoFileSource
 
 from bench.clips import FirstFrames
-from bench.common import WARMUP_FRAMES, WARMUP_RUNS, config_with, machine_line, spread, worker
+from bench.common import WARMUP_FRAMES, WARMUP_RUNS, config_with, ensure_variants, machine_line, spread, worker
 
 PLAIN_FILES = {"squeezenet": ("squeezenet", "squeezenet-fp32")}
 """Built-in models whose plain loop tries several files of the same network; the fastest counts."""
@@ -43,6 +45,7 @@ class Throughput:
     frames: int
     layout: str
     plain_file: str = ""
+    variant: str = ""
     rounds: dict[str, list[float]] = field(default_factory=dict)
 
     def best(self, path: str) -> float:
@@ -114,6 +117,7 @@ def analyze_fps(model: Model, video: Path, count: int, workers: int | None = Non
 def measure_throughput(name: str, frames: int, rounds: int) -> Throughput:
     """Every path for one model, rounds alternating so a busy moment on the machine hurts all paths alike."""
     config = config_with({})
+    ensure_variants(name, config, variants_root(config.local))
     fetcher = make_fetcher(config)
     video = fetcher.media(SAMPLE_VIDEO)
     model = load_model(name, config, fetcher)
@@ -128,13 +132,17 @@ def measure_throughput(name: str, frames: int, rounds: int) -> Throughput:
         plain[file.name] = session
         typed[file.name] = [t.astype(dtype) for t in tensors]
         plain_loop(session, typed[file.name][:WARMUP_RUNS])
-    plain_loop(single.session, tensors[:WARMUP_RUNS])
+    single_tensors = [t.astype(single.signature.dtype) for t in tensors]  # auto may choose another file for it
+    plain_loop(single.session, single_tensors[:WARMUP_RUNS])
     analyze_fps(model, video, WARMUP_FRAMES)
     analyze_fps(single, video, WARMUP_FRAMES)
     result = Throughput(name, frames, f"{model.layout.workers} worker(s) x {model.layout.intra_op_threads} thread(s)")
+    if model.variant is not None:
+        agreement = "n/a" if model.variant.agreement is None else f"{model.variant.agreement:.3f}"
+        result.variant = f"{model.variant.chosen} (agreement {agreement}; {model.variant.reason})"
     per_file: dict[str, list[float]] = {file: [] for file in plain}
     paths: dict[str, Callable[[], float]] = {
-        "old": lambda: plain_loop(single.session, tensors),
+        "old": lambda: plain_loop(single.session, single_tensors),
         "analyze": lambda: analyze_fps(model, video, frames),
         "analyze-1w": lambda: analyze_fps(single, video, frames),
     }
@@ -178,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.model:<11} {path:<11} {r.best(path):>9.1f} {spread(r.rounds[path]):>13} {ratio:>12.2f} "
                   f"{per_round:>33}")
         print(f"{'':<11} plain file: {r.plain_file}; analyze layout: {r.layout}")
+        print(f"{'':<11} analyze variant: {r.variant}")
         e2e = [a / p for a, p in zip(r.rounds["analyze"], r.rounds["plain-e2e"], strict=True)]
         print(f"{'':<11} analyze / plain-e2e: best {r.best('analyze') / r.best('plain-e2e'):.2f}, per round "
               f"{statistics.median(e2e):.2f} ({min(e2e):.2f}-{max(e2e):.2f})")

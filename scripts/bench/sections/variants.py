@@ -12,11 +12,11 @@ import numpy as np
 import onnxruntime as ort
 from visionedge.app import make_fetcher
 from visionedge.config import RuntimeSettings, load_config
-from visionedge.models.catalog import ASSETS, SAMPLE_VIDEO
+from visionedge.models.catalog import SAMPLE_VIDEO
 from visionedge.models.fetch import resolve_model
 from visionedge.models.model import Model
 
-from bench.common import machine_line
+from bench.common import ensure_variants, machine_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Inferences per second and agreement for each variant of each model on each execution provider offered."""
     from visionedge.compare import compare_frames
-    from visionedge.models.quantize import quantize, sample_frames
-    from visionedge.models.variants import discover, time_models, variants_folder
+    from visionedge.models.variants import discover, time_models
+    from visionedge.quantize import sample_frames
 
     config = load_config()
     fetcher = make_fetcher(config)
     video = fetcher.media(SAMPLE_VIDEO)
-    media = [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
     root = args.variants_dir
     providers = [p for p in ("OpenVINOExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     print(f"{machine_line()}; providers {', '.join(providers)}; variants in {root}")
@@ -44,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for name in args.models:
         resolved = resolve_model(name, fetcher)
-        folder = variants_folder(root, resolved.model_path)
-        if not discover(resolved.model_path, root):
-            quantize(resolved, folder, media, runtime=config.desired.runtime)
+        ensure_variants(name, config, root)
         files = {"deployed": (resolved.manifest, resolved.model_path, resolved.labels_path)}
         files |= {c.kind: (c.manifest, c.path, c.labels) for c in discover(resolved.model_path, root)}
         threads = config.desired.runtime.intra_op_threads

@@ -1,15 +1,19 @@
-"""int8 variants of a model: static QDQ quantization with onnxruntime, calibrated on real frames, then measured
-against the original with the one model comparison (visionedge.compare).
+"""The `models quantize` tool: int8 variants of a model by static QDQ quantization with onnxruntime, calibrated on
+real frames, then measured against the original with the one model comparison (visionedge.compare).
 
 Steps: fp16 weights are upcast to fp32 (onnxruntime quantizes float32 graphs; that fp32 graph is kept as the `fp32`
-variant), the opset is raised to 13 where lower (per-channel QDQ needs it), onnxruntime's pre-processing (shape
-inference, graph optimisation) runs, then `quantize_static` with per-channel int8 weights and uint8 activations,
-calibrated with MinMax on frames preprocessed exactly as inference does. Each variant gets a manifest beside it that
-records the reference file and its sha256, the calibration set, the settings and the measured agreement.
+variant), the opset is raised to 13 where lower (per-channel QDQ needs it), unnamed nodes get names (the WinML
+SqueezeNet has none, so no node could be kept in float), onnxruntime's pre-processing (shape inference, graph
+optimisation) runs, then `quantize_static` with per-channel int8 weights and uint8 activations and the task's
+`Recipe`: which nodes stay in float and how the activation ranges are calibrated, chosen from the levers measured in
+docs/benchmarks.md. Each variant gets a manifest beside it that records the reference file and its sha256, the
+calibration set, the settings and the measured agreement.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shutil
 import tempfile
@@ -36,14 +40,66 @@ log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
 """Per-channel QuantizeLinear/DequantizeLinear need opset 13."""
-SETTINGS: dict[str, str | int | float | bool] = {
-    "format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8", "calibration": "MinMax",
-    "opset": MIN_OPSET,
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How one model family is quantized: what stays in float and how activation ranges are calibrated."""
+
+    stem_convs: int
+    """Leading convolutions kept in float: they see raw 0..255 pixels, whose wide range one uint8 scale crushes."""
+    float_tail: bool = True
+    """Nodes after the last convolution (pooling, softmax, YOLOX's sigmoid/concat/reshape decode) kept in float."""
+    float_last_convs: bool = False
+    """The convolutions that feed no other one (YOLOX's box, objectness and class predictions) kept in float."""
+    op_types: tuple[str, ...] = ()
+    """Only these operator types are quantized; () = every type onnxruntime can."""
+    calibration: str = "MinMax"
+    percentile: float = 99.999
+
+    def settings(self, float_nodes: int) -> dict[str, str | int | float | bool]:
+        """What the variant's manifest records about how it was made."""
+        made: dict[str, str | int | float | bool] = {
+            "format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
+            "calibration": self.calibration, "opset": MIN_OPSET, "float_stem_convs": self.stem_convs,
+            "float_tail": self.float_tail, "float_last_convs": self.float_last_convs, "float_nodes": float_nodes}
+        if self.calibration == "Percentile":
+            made["percentile"] = self.percentile
+        if self.op_types:
+            made["op_types"] = ",".join(self.op_types)
+        return made
+
+
+RECIPES: dict[str, Recipe] = {
+    "classify": Recipe(stem_convs=2, float_last_convs=True),
+    "detect": Recipe(stem_convs=0, float_last_convs=True, op_types=("Conv",)),
 }
+"""Per task, from the levers measured in docs/benchmarks.md (SqueezeNet, YOLOX-nano)."""
+
+
+def float_nodes(graph: Any, recipe: Recipe) -> list[str]:
+    """Names of the nodes `recipe` keeps in float: the first convolutions, the last ones, and what follows them."""
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    feeds_conv: set[str] = set()
+    for node in reversed(graph.node):  # topological order: consumers are decided first
+        if any(c.op_type == "Conv" or c.name in feeds_conv for o in node.output for c in consumers.get(o, [])):
+            feeds_conv.add(node.name)
+    kept = convs[:recipe.stem_convs]
+    if recipe.float_last_convs:
+        kept += [name for name in convs if name not in feeds_conv]
+    if recipe.float_tail:
+        fused = ("Conv", "Relu")  # a Relu after the last convolution is quantized fused into it
+        kept += [n.name for n in graph.node if n.op_type not in fused and n.name not in feeds_conv]
+    return kept
 
 
 def float_graph(source: Path, dest: Path) -> bool:
-    """Write `source` as an fp32 graph at opset >= 13 to `dest`; True when it had fp16 tensors (upcast)."""
+    """Write `source` as an fp32 graph at opset >= 13 with every node named to `dest`; True when it had fp16 tensors
+    (upcast)."""
     import onnx
     from onnx import TensorProto, numpy_helper, version_converter
 
@@ -73,6 +129,8 @@ def float_graph(source: Path, dest: Path) -> bool:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     if opset < MIN_OPSET:
         model = version_converter.convert_version(model, MIN_OPSET)
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"
     onnx.save(model, str(dest))
     return upcast
 
@@ -113,6 +171,7 @@ def quantize(resolved: ResolvedModel, out_dir: Path, calibration: Sequence[Path]
              measure: Sequence[Path] = (), measure_frames: int = 100,
              runtime: RuntimeSettings | None = None) -> list[Made]:
     """Write the int8 variant (and the fp32 one when the model is fp16) of `resolved` into `out_dir`, measured."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -153,10 +212,18 @@ def quantize(resolved: ResolvedModel, out_dir: Path, calibration: Sequence[Path]
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         int8 = Path(work) / "int8.onnx"
-        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        outputs = [("int8", int8, SETTINGS)] + ([("fp32", fp32, {"upcast_from": "fp16"})] if upcast else [])
+        recipe = RECIPES[resolved.manifest.task]
+        kept = float_nodes(onnx.load(str(prepared)).graph, recipe)
+        chatter = io.StringIO()  # the histogram calibrators print progress; stdout is the command's result
+        with contextlib.redirect_stdout(chatter):
+            quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod[recipe.calibration], nodes_to_exclude=kept,
+                            op_types_to_quantize=list(recipe.op_types) or None,
+                            extra_options={"CalibPercentile": recipe.percentile})
+        log.debug("calibration: %s", chatter.getvalue().strip())
+        outputs = [("int8", int8, recipe.settings(len(kept)))]
+        outputs += [("fp32", fp32, {"upcast_from": "fp16"})] if upcast else []
         for kind, path, settings in outputs:
             target = out_dir / f"{kind}.onnx"
             shutil.copyfile(path, target)

@@ -1,0 +1,166 @@
+"""On-device calibration: an int8 variant made from the camera's own frames, in the background, and let in only when
+it agrees with the model it was made from on frames it never saw.
+
+Steps, each bounded: `FrameSample` keeps every few seconds one frame of the live stream as a JPEG under the data
+volume (count and bytes capped; frames never leave the device and the folder is deleted once used, or at the next
+start when a crash interrupted it). `start_quantizer` runs `models quantize` on that sample in a child process at the
+lowest CPU priority, on one core and one thread, so the serving model keeps its throughput; the child writes into a
+scratch folder and moves the finished variant into `<variants root>/<sha256 of the model file>/` only at the end, so
+a kill -9 leaves nothing half made and the served model untouched. `check` then compares the variant with the serving
+model on later live frames with the comparison and the agreement/latency gates of a model update's shadow phase; a
+variant that fails is deleted and the reason kept, so `runtime.variant: auto` never picks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+
+from visionedge.compare import Comparison, Subject
+from visionedge.config import RuntimeSettings, ShadowSettings
+from visionedge.frame import Frame
+from visionedge.models.manifest import load_manifest
+from visionedge.models.model import Model
+from visionedge.modelstore.shadow import ShadowVerdict, summary
+
+log = logging.getLogger(__name__)
+
+SAMPLE_FRAMES = 40
+"""Frames kept for calibration: half calibrate, half measure the variant's own agreement."""
+SAMPLE_BYTES = 24 * 2**20
+SAMPLE_EVERY_S = 2.0
+"""Seconds between kept frames, so the sample spreads over the scene's changes rather than one moment."""
+NICE = 19
+"""The child's CPU priority: it yields to the serving model, which keeps its throughput."""
+SCRATCH_PREFIX = ".calibrating-"
+VARIANT_FILES = ("int8.onnx", "int8.yaml")
+"""Moved in this order: the manifest last, since discovery reads manifests."""
+
+
+class FrameSample:
+    """A bounded folder of the camera's own frames, on the device only, deleted once used."""
+
+    def __init__(self, folder: Path, max_frames: int = SAMPLE_FRAMES, max_bytes: int = SAMPLE_BYTES,
+                 every_s: float = SAMPLE_EVERY_S) -> None:
+        self.folder = folder
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.every_s = every_s
+        self.bytes = 0
+        self._last: float | None = None
+        self.discard()  # a sample left by a crash is never reused: it may be of another model's time
+        folder.mkdir(parents=True, mode=0o700)
+
+    @property
+    def count(self) -> int:
+        """Frames kept so far."""
+        return len(self.paths())
+
+    @property
+    def full(self) -> bool:
+        """No more frames will be kept."""
+        return self.count >= self.max_frames
+
+    def offer(self, frame: Frame, now: float | None = None) -> bool:
+        """Keep `frame` when one is due and the bounds allow; True when kept."""
+        now = time.monotonic() if now is None else now
+        if self.full or (self._last is not None and now - self._last < self.every_s):
+            return False
+        ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok or self.bytes + len(data) > self.max_bytes:
+            return False
+        (self.folder / f"{self.count:04d}.jpg").write_bytes(data.tobytes())
+        self.bytes += len(data)
+        self._last = now
+        return True
+
+    def paths(self) -> list[Path]:
+        """The kept frames, oldest first."""
+        return sorted(self.folder.glob("*.jpg")) if self.folder.is_dir() else []
+
+    def discard(self) -> None:
+        """Delete every kept frame and the folder."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.bytes = 0
+
+
+def start_quantizer(manifest: Path, model_path: Path, labels: Path, sample: FrameSample, out_folder: Path,
+                    nice: int = NICE) -> subprocess.Popen[bytes]:
+    """`models quantize` on the sample in a child at `nice`, pinned to one core, one thread."""
+    for stale in out_folder.glob(f"{SCRATCH_PREFIX}*"):  # left by a child killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    half = max(1, sample.count // 2)
+    command = [sys.executable, "-m", "visionedge.modelstore.calibration", str(manifest), str(model_path), str(labels),
+               str(sample.folder), str(out_folder), "--frames", str(half)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: _low_priority(nice))
+
+
+def _low_priority(nice: int) -> None:
+    """In the child before exec: a low CPU priority, on the last core only."""
+    os.nice(nice)
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[-1]})
+
+
+def check(serving: Model, variant: Model, frames: Iterable[Frame], settings: ShadowSettings,
+          min_agreement: float) -> ShadowVerdict:
+    """A model update's shadow gates on live frames the calibration never saw: agreement (at least the stricter of
+    the shadow's and `runtime.min_variant_agreement`), enough frames, latency."""
+    comparison = Comparison(Subject.of(serving), Subject.of(variant))
+    for frame in frames:
+        comparison.add(serving.infer(frame.image), variant.infer(frame.image), frame.index, frame.source_id)
+    gates = settings.model_copy(update={"min_agreement": max(settings.min_agreement, min_agreement)})
+    figures = comparison.figures()
+    if figures.frames < min(gates.min_frames, gates.frames):
+        return ShadowVerdict(False, f"calibration check: only {figures.frames} frames compared", figures)
+    low = figures.agreement is None or figures.agreement < gates.min_agreement
+    slow = figures.latency_ratio is not None and figures.latency_ratio > gates.max_latency_ratio
+    return ShadowVerdict(not (low or slow), f"calibration check: {summary(figures, gates)}", figures)
+
+
+def discard_variant(out_folder: Path) -> None:
+    """Remove a calibrated variant (refused, or of a model no longer served) so `auto` never picks it."""
+    for name in reversed(VARIANT_FILES):
+        (out_folder / name).unlink(missing_ok=True)
+
+
+def _child(argv: Sequence[str]) -> int:
+    """The quantizing child: calibrate in a scratch folder, then move the variant in, manifest last."""
+    from visionedge.models.fetch import ResolvedModel
+    from visionedge.quantize import quantize
+
+    parser = argparse.ArgumentParser(prog="visionedge.modelstore.calibration")
+    for name in ("manifest", "model", "labels", "sample", "out"):
+        parser.add_argument(name, type=Path)
+    parser.add_argument("--frames", type=int, required=True)
+    args = parser.parse_args(argv)
+    resolved = ResolvedModel(load_manifest(args.manifest), args.model, args.labels)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = args.out / f"{SCRATCH_PREFIX}{os.getpid()}"
+    try:
+        quantize(resolved, scratch, [args.sample], frames=args.frames, measure=[args.sample],
+                 measure_frames=args.frames, runtime=RuntimeSettings(intra_op_threads=1))
+        for name in VARIANT_FILES:
+            os.replace(scratch / name, args.out / name)
+        labels = args.out / args.labels.name
+        if not labels.exists():
+            shutil.copyfile(args.labels, labels)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(_child(sys.argv[1:]))
