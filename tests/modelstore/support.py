@@ -205,7 +205,7 @@ class Harness:
                                     report_health=self.health.append)
         if video is not None:
             source = VideoFileSource(video, "vtest", loop=True, realtime=False)
-            self.pipeline = Pipeline(source, self.initial, [self], on_record=self.manager.observe_record,
+            self.pipeline = Pipeline(source, lambda: self.manager.model, [self], on_record=self.manager.observe_record,
                                      on_inference_error=self.manager.observe_error)
             self._thread = threading.Thread(target=self.pipeline.run, args=(self._stop,), name="test-pipeline",
                                             daemon=True)
@@ -226,8 +226,6 @@ class Harness:
 
     def _swap(self, model: Model) -> None:
         self.swaps.append(f"{model.name}@{model.version}")
-        if self.pipeline is not None:
-            self.pipeline.swap_model(model)
 
     def _attach(self, shadow: Shadow | None) -> None:
         assert self.pipeline is not None

@@ -84,7 +84,6 @@ class EdgeModule:
         self.store = ModelStore.for_config(config, self.fetcher)
         self.manager: ModelManager | None = None
         self.shadow: Shadow | None = None
-        self.model: Model | None = None
         self.sources: dict[str, Source] = {}
         self.pipeline: Pipeline | None = None
         self.telemetry: TelemetrySink | None = None
@@ -238,25 +237,25 @@ class EdgeModule:
         self.last_error = f"{key}: {why}"
         log.warning("desired $version %s: %s: %s", version, key, reason)
 
+    @property
+    def model(self) -> Model | None:
+        """The model serving now, as its one holder (the model manager) has it."""
+        return self.manager.model if self.manager is not None else None
+
     def _apply_inference(self, settings: DesiredProperties) -> None:
-        if self.model is not None:
-            self.model.set_overrides(settings.inference)
         if self.pipeline is not None:
             self.pipeline.set_gate(settings.inference.gate)
         if self.manager is not None:
             self.manager.update_settings(inference=settings.inference)
 
     def _apply_runtime(self, settings: DesiredProperties) -> None:
-        active = self.store.active()
-        if active is not None:
-            model = call_with_timeout(lambda: self.store.load(active, settings.runtime), MODEL_LOAD_TIMEOUT_S,
-                                      f"loading model {active} with the new runtime settings", self._stop)
-            model.set_overrides(settings.inference)
-            self._swap_model(model)
-            if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
-                self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
-        if self.manager is not None:
-            self.manager.update_settings(runtime=settings.runtime)
+        manager = self.manager
+        if manager is None:
+            return  # the model, once it loads, loads with these settings
+        model = call_with_timeout(lambda: manager.reload(settings.runtime), MODEL_LOAD_TIMEOUT_S,
+                                  f"loading model {manager.model.name} with the new runtime settings", self._stop)
+        if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
+            self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
 
     def _apply_rollback(self, settings: DesiredProperties) -> None:
         if self.manager is not None:
@@ -274,11 +273,8 @@ class EdgeModule:
         if self.telemetry is not None:
             self.telemetry.replace_local(settings.local_mqtt, self.config.local)
 
-    def _swap_model(self, model: Model) -> None:
-        """Called by the model manager (its thread) and on runtime changes: takes effect at the next frame."""
-        self.model = model
-        if self.pipeline is not None:
-            self.pipeline.swap_model(model)
+    def _model_swapped(self, model: Model) -> None:
+        """Called by the model manager when the model serving changed (the pipeline reads it at the next frame)."""
         if self.telemetry is not None:
             self.telemetry.emit("model_active", {"model": {"name": model.name, "version": model.version},
                                                  "providers": model.providers})
@@ -299,9 +295,8 @@ class EdgeModule:
             log.error("no usable model: %s", err)
             return
         model.set_overrides(settings.inference)
-        self.model = model
         self.manager = ModelManager(
-            self.store, model, swap=self._swap_model, report=lambda a: self.reporter.report({"model": a}),
+            self.store, model, swap=self._model_swapped, report=lambda a: self.reporter.report({"model": a}),
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
             shadow=settings.shadow, attach_shadow=self._attach_shadow,
             report_health=lambda block: self.reporter.report({"modelHealth": block}),
@@ -364,11 +359,12 @@ class EdgeModule:
         self.sources = sources
         for source in sources.values():
             source.listeners.append(self._on_source_state)
-        if self.model is None:
+        manager = self.manager
+        if manager is None:
             log.error("no usable model: the pipeline waits for a valid desired 'model'")
             return
         self._pipeline_stop = threading.Event()
-        self.pipeline = Pipeline(list(sources.values()), self.model, self.sinks, on_record=self._on_record,
+        self.pipeline = Pipeline(list(sources.values()), lambda: manager.model, self.sinks, on_record=self._on_record,
                                  on_inference_error=self._on_inference_error, gate=settings.inference.gate)
         self.pipeline.shadow = self.shadow
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),

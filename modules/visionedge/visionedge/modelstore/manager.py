@@ -91,11 +91,13 @@ class _Job:
 
 @dataclass
 class _InUse:
-    """The model the pipeline runs, with its key and the twin block that produced it."""
+    """The model the pipeline runs, with its key, the twin block that produced it and the runtime it was loaded
+    with (a model kept for a rollback is loaded again when the runtime settings changed since)."""
 
     model: Model
     key: str
     block: dict[str, Any]
+    runtime: RuntimeSettings
 
 
 class ModelManager:
@@ -121,11 +123,13 @@ class ModelManager:
         self._rollback = rollback or RollbackSettings()
         self._shadow_settings = shadow or ShadowSettings()
         key = version_key(initial.name, initial.version)
-        self._in_use = _InUse(initial, key, store.block(key))
+        self._in_use = _InUse(initial, key, store.block(key), self._runtime)
         self._fallback: _InUse | None = None
         self._watch: Watch | None = None
         self._latency = LatencyWindow()
         self._lock = threading.Lock()
+        self._serving = threading.Lock()
+        """Held while the serving model is chosen and swapped: a runtime reload and an update never interleave."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -226,11 +230,24 @@ class ModelManager:
         """Pipeline(on_inference_error=...) hook: a frame the model failed on."""
         self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=first_line(err, REASON_CHARS))
 
-    def update_settings(self, runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
-                        rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None) -> None:
+    def reload(self, runtime: RuntimeSettings) -> Model:
+        """Serve the model in use again, loaded with new runtime settings (control thread); later updates and
+        rollbacks load with them too. Raises when it cannot be loaded, and the model serving then stays."""
+        with self._serving:
+            held = self._in_use
+            model = self.store.load(held.key, runtime)
+            with self._lock:
+                model.set_overrides(self._inference)
+                self._runtime = runtime
+                self._in_use = _InUse(model, held.key, held.block, runtime)
+            self._swap(model)
+        log.info("model %s reloaded with the new runtime settings", held.key)
+        return model
+
+    def update_settings(self, inference: InferenceSettings | None = None, rollback: RollbackSettings | None = None,
+                        shadow: ShadowSettings | None = None) -> None:
         """New twin settings for the next update; threshold overrides also apply to the models held now."""
         with self._lock:
-            self._runtime = runtime or self._runtime
             self._rollback = rollback or self._rollback
             self._shadow_settings = shadow or self._shadow_settings
             if inference is not None:
@@ -260,7 +277,7 @@ class ModelManager:
 
     @property
     def model(self) -> Model:
-        """The model the pipeline should be running."""
+        """The model serving now: the one holder, which the pipeline reads at each dispatch."""
         return self._in_use.model
 
     # ---- the worker ----------------------------------------------------------------------------------------
@@ -305,10 +322,12 @@ class ModelManager:
                                            "so it is not tried again; publish it under a new version to retry")
                     return
             self.store.check_conflict(resolved)
-            model = self._obtain(job, resolved)
+            with self._lock:
+                runtime = self._runtime
+            model = self._obtain(job, resolved, runtime)
             shadowed = self._shadow(job, resolved, model)
             if shadowed is not None:
-                self._activate(job, resolved, model, shadowed)
+                self._activate(job, _InUse(model, resolved.key, resolved.block, runtime), shadowed)
         except UpdateCancelled:
             log.info("update to desired version %d cancelled", job.av)
             with self._lock:
@@ -350,15 +369,15 @@ class ModelManager:
         self._health.change(phase="idle", verdict="rejected", reason=text)
         self._acks.refuse(job, code, text, self._in_use.block)
 
-    def _obtain(self, job: _Job, resolved: Resolved) -> Model:
+    def _obtain(self, job: _Job, resolved: Resolved, runtime: RuntimeSettings) -> Model:
         """The installed copy when this content is on disk already, else a fresh download into staging."""
         if self.store.has(resolved):
             self._progress_ack(job, resolved, "validating", None)
             try:
-                return self.store.load(resolved.key, self._runtime)
+                return self.store.load(resolved.key, runtime)
             except VisionEdgeError as err:
                 log.warning("installed copy of %s is unusable (%s); downloading it again", resolved.key, err)
-        staged = self.store.stage(resolved, self._runtime, cancel=job.cancel,
+        staged = self.store.stage(resolved, runtime, cancel=job.cancel,
                                   progress=lambda phase, fraction: self._progress_ack(job, resolved, phase, fraction))
         if job.cancel.is_set():
             self.store.discard(staged)
@@ -396,54 +415,74 @@ class ModelManager:
         self._reject(job, 500, verdict.reason)
         return None
 
-    def _activate(self, job: _Job, resolved: Resolved, model: Model, shadowed: str) -> None:
+    def _activate(self, job: _Job, new: _InUse, shadowed: str) -> None:
         """Swap between two frames, then watch; commit the pointer only once the watch passes."""
         with self._lock:
             if job.cancel.is_set():
                 raise UpdateCancelled("cancelled before the swap")
-            model.set_overrides(self._inference)
             settings = self._rollback
-            old = self._in_use
-        watch = Watch(resolved.key, settings, self._latency.median())
+        watch = Watch(new.key, settings, self._latency.median())
         watching = settings.watch_frames > 0 or settings.watch_s > 0
         if watching:
-            self.store.begin_trial(resolved.key)
+            self.store.begin_trial(new.key)
             self._health.change(phase="probation")
-        with self._lock:
-            self._in_use, self._fallback = _InUse(model, resolved.key, resolved.block), old
-            self._watch = watch if watching else None
-            self._state, self._progress = UpdateState.WATCHING, None
-        self._swap(model)
-        log.info("model swapped: %s -> %s", old.key, resolved.key)
+        with self._serving:
+            old = self._in_use
+            new = self._current(new)
+            with self._lock:
+                self._in_use, self._fallback = new, old
+                self._watch = watch if watching else None
+                self._state, self._progress = UpdateState.WATCHING, None
+            self._swap(new.model)
+        log.info("model swapped: %s -> %s", old.key, new.key)
         verdict = None
         if watching:
-            self._acks.emit(job.av, 202, watch.describe(), resolved.block)
+            self._acks.emit(job.av, 202, watch.describe(), new.block)
             verdict = self._await(watch, old.key)
         if verdict is None:
-            self.store.commit(resolved.key)
+            self.store.commit(new.key)
             with self._lock:
                 self._fallback, self._watch = None, None
                 self._latency = LatencyWindow(watch.latencies)
-            log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
-            text = f"{resolved.key} is active" + (f" ({shadowed})" if shadowed else "")
-            self._health.change(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
-            self._acks.finish(job, 200, text, resolved.block)
+            log.info("model %s passed its watch (%d frames) and is active", new.key, watch.frames)
+            text = f"{new.key} is active" + (f" ({shadowed})" if shadowed else "")
+            self._health.change(active=_pair(new.key), phase="idle", verdict="promoted", reason=shadowed or text)
+            self._acks.finish(job, 200, text, new.block)
             return
         self._set_state(UpdateState.ROLLING_BACK, None)
-        self._swap(old.model)
+        with self._serving:
+            old = self._current(old)
+            with self._lock:
+                self._in_use, self._fallback, self._watch = old, None, None
+            self._swap(old.model)
         self.store.abort_trial()
         self.store.prune()
-        with self._lock:
-            self._in_use, self._fallback, self._watch = old, None, None
         self._health.change(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
         if verdict == MANUAL_ROLLBACK:
-            text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
-            self._acks.overrule(text, job, self._in_use.block)
+            text = f"rolled back {new.key} to {old.key} on request (rollbackModel)"
+            self._acks.overrule(text, job, old.block)
             self._rollbacks.answer(self._rollback_result(text))
             return
-        text = f"rolled back {resolved.key} to {old.key}: {verdict}"
+        text = f"rolled back {new.key} to {old.key}: {verdict}"
         log.error("%s", text)
-        self._acks.refuse(job, 500, text, self._in_use.block)
+        self._acks.refuse(job, 500, text, old.block)
+
+    def _current(self, held: _InUse) -> _InUse:
+        """`held`, loaded again when the runtime settings changed since it was loaded (caller holds _serving); on a
+        failure to load it keeps serving as it was, which beats serving nothing."""
+        with self._lock:
+            runtime, inference = self._runtime, self._inference
+        if held.runtime == runtime:
+            held.model.set_overrides(inference)
+            return held
+        try:
+            model = self.store.load(held.key, runtime)
+        except VisionEdgeError as err:
+            log.error("cannot load %s with the current runtime settings (%s); it runs on the previous ones",
+                      held.key, err)
+            return held
+        model.set_overrides(inference)
+        return _InUse(model, held.key, held.block, runtime)
 
     def _await(self, watch: Watch, fallback_key: str) -> str | None:
         """The watch's verdict. Stopping first clears the trial, so a restart retries the model on its next
@@ -477,19 +516,22 @@ class ModelManager:
         if previous is None:
             return {"status": 409, "payload": {"error": "no previous model version to roll back to",
                                                "active": split_key(current)}}
-        try:
-            model = self.store.load(previous, self._runtime)
-        except VisionEdgeError as err:
-            log.error("cannot roll back to %s: %s", previous, err)
-            return {"status": 500, "payload": {"error": f"cannot roll back to {previous}: {err}",
-                                               "active": split_key(current)}}
-        with self._lock:
-            model.set_overrides(self._inference)
-        self._swap(model)
-        self.store.rollback()
-        with self._lock:
-            self._in_use = _InUse(model, previous, self.store.block(previous))
-            self._latency = LatencyWindow()
+        with self._serving:
+            with self._lock:
+                runtime = self._runtime
+            try:
+                model = self.store.load(previous, runtime)
+            except VisionEdgeError as err:
+                log.error("cannot roll back to %s: %s", previous, err)
+                return {"status": 500, "payload": {"error": f"cannot roll back to {previous}: {err}",
+                                                   "active": split_key(current)}}
+            with self._lock:
+                model.set_overrides(self._inference)
+            self.store.rollback()
+            with self._lock:
+                self._in_use = _InUse(model, previous, self.store.block(previous), runtime)
+                self._latency = LatencyWindow()
+            self._swap(model)
         text = f"rolled back {current} to {previous} on request (rollbackModel)"
         self._health.change(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
                          reason=text)

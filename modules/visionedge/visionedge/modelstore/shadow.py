@@ -88,10 +88,11 @@ class Shadow:
     # ---- pipeline side -------------------------------------------------------------------------------------
 
     def offer(self, frame: Frame, model: Model) -> ShadowRun | None:
-        """Inference thread, after the active model ran on `frame`: run the candidate too when the budget allows."""
+        """Inference thread, after the active model ran on `frame`: run the candidate too when the budget allows. The
+        active model is matched by name and version, so one reloaded with new runtime settings still counts."""
         now = self._clock()
         with self._lock:
-            if self._decided.is_set() or model is not self.active:
+            if self._decided.is_set() or (model.name, model.version) != (self.active.name, self.active.version):
                 return None
             self.offered += 1
             self._credit = min(self._credit + self.settings.max_cost * (now - self._last),
