@@ -186,10 +186,13 @@ class Harness:
     """Store, manager and (optionally) a real pipeline on vtest.avi, wired the way the module wires them."""
 
     def __init__(self, root: Path, policy: DownloadPolicy, fetcher: Fetcher, rollback: RollbackSettings,
-                 video: Path | None = None, shadow: ShadowSettings | None = None) -> None:
-        """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap."""
+                 video: Path | None = None, shadow: ShadowSettings | None = None, first_boot: bool = False) -> None:
+        """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap. Unless
+        `first_boot`, the twin already asked for the built-in default it starts on (as devhub's twin does)."""
         self.store = ModelStore(root, policy, fetcher)
         self.store.cleanup_staging()
+        if not first_boot:
+            self.store.write_updates({"served": True})
         self.initial = self.store.load_active(RUNTIME)
         self.acks: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from visionedge.compare import Subject, undefined_reason
 from visionedge.config import (
     InferenceSettings,
     ModelRef,
@@ -61,6 +62,9 @@ POLL_S = 0.1
 MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
+FIRST_BOOT = "first boot: loaded directly, no shadow against the built-in default"
+"""Until a desired block has made its model serve, the built-in default runs only because nothing was asked for: the
+first model the twin asks for is validated and watched, never compared with it."""
 HEALTH_FILE = "health.json"
 """Beside updates.json in the store: the last modelHealth and the candidate in its shadow phase, if any."""
 
@@ -325,7 +329,7 @@ class ModelManager:
             with self._lock:
                 runtime = self._runtime
             model = self._obtain(job, resolved, runtime)
-            shadowed = self._shadow(job, resolved, model)
+            shadowed = FIRST_BOOT if not self._acks.ledger.served else self._shadow(job, resolved, model)
             if shadowed is not None:
                 self._activate(job, _InUse(model, resolved.key, resolved.block, runtime), shadowed)
         except UpdateCancelled:
@@ -421,7 +425,11 @@ class ModelManager:
             if job.cancel.is_set():
                 raise UpdateCancelled("cancelled before the swap")
             settings = self._rollback
-        watch = Watch(new.key, settings, self._latency.median())
+        with self._serving:
+            like = not undefined_reason(Subject.of(self._in_use.model), Subject.of(new.model))
+        # a latency baseline of another kind of model, or of a default nobody asked for, says nothing about this one
+        baseline = self._latency.median() if like and shadowed != FIRST_BOOT else None
+        watch = Watch(new.key, settings, baseline)
         watching = settings.watch_frames > 0 or settings.watch_s > 0
         if watching:
             self.store.begin_trial(new.key)
