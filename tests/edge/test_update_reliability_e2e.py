@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,40 @@ def test_a_genuinely_slower_like_for_like_model_is_still_refused_at_default_gate
     hub.emulator.clear_telemetry()
     wait_for_results_from(hub, "squeezenet", count=5)
     assert set(result_models(hub)) == {"squeezenet"}
+
+
+AFTER_THE_RESTART = {
+    "shadow: comparing": (500, "squeezenet", "squeezenet-custom@4 was in its shadow phase when the module stopped "
+                          "unexpectedly, so it is not tried again; publish it under a new version to retry"),
+    "watching": (500, "squeezenet", "squeezenet-custom@4 was on probation when the module stopped unexpectedly, so "
+                 "it is not tried again; publish it under a new version to retry"),
+    "is active": (200, "squeezenet-custom", None),
+}
+"""What docs/model-updates.md says a restart does after a kill -9 that follows each acknowledgement of an update:
+(the final ack code, the model serving, the final reason; None: the one given before the kill stands)."""
+
+
+@pytest.mark.parametrize("after", list(AFTER_THE_RESTART))
+def test_kill_9_after_each_acknowledgement_of_an_update(
+    after: str, hub: DevHub, start_module: StartModule, refs: Refs, certs: Any, server: Any  # noqa: F811
+) -> None:
+    """SIGKILL as soon as the ack is reported (every durable mark is written before its ack, so the moment within
+    the phase does not matter); the restarted module, offline-first, ends as the docs say and nothing is retried."""
+    local = {"ca_bundle": str(certs.ca_cert)}
+    first = start_module(hub, local=local)
+    wait_for_results_from(hub, "squeezenet")
+    version = hub.set_desired({"model": refs("squeezenet", "4")})
+    seen = hub.emulator.wait_for_reported(lambda r: r.get("model", {}).get("av") == version
+                                          and after in r["model"].get("ad", ""), timeout=240)["model"]
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    downloads = dict(server.hits)
+    hub.emulator.clear_telemetry()
+    second = start_module(hub, local=local, data_dir=first.data_dir)
+    code, serving, reason = AFTER_THE_RESTART[after]
+    ack = model_ack(hub, version, code, timeout=120)
+    assert ack["ad"] == (reason if reason is not None else seen["ad"]), ack["ad"]
+    wait_for_results_from(hub, serving, count=5)
+    assert set(result_models(hub)) == {serving}
+    assert "shadow: comparing" not in second.log(), "the update was retried"
+    assert server.hits == downloads, "the update was downloaded again"

@@ -207,15 +207,15 @@ class EdgeModule:
         before = self.state.settings
         outcome = self.state.apply(patch, version, full=full)
         reported = dict(outcome.reported)
-        if "model" in patch and self.manager is not None:
-            self.manager.request(self.state.document.get("model", {}), version)
         for key in sorted(outcome.changed - DEFERRED):
             live = (self.model, self.pipeline)
             try:
                 APPLIERS[key](self, self.state.settings)
             except Exception as err:  # noqa: BLE001 - any failure of a real apply is a refusal, never a crash
                 self._refuse(key, before, err, version, reported, touched=live != (self.model, self.pipeline))
-        self.state.commit()
+        self.state.commit()  # persisted before anything is acknowledged, the model manager's 202s included
+        if "model" in patch and self.manager is not None:
+            self.manager.request(self.state.document.get("model", {}), version)
         reported["status"] = self.status()
         self.reporter.report(reported)
 

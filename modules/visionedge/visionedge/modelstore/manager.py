@@ -404,9 +404,9 @@ class ModelManager:
         shadow = Shadow(active, model, settings)
         self._set_state(UpdateState.SHADOW, None)
         log.info("%s", shadow.describe())
-        self._acks.emit(job.av, 202, shadow.describe(), resolved.block)
         verdict = run_shadow(shadow, self._attach_shadow, self._health, resolved.key, lambda: (
-            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None), POLL_S)
+            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None), POLL_S,
+            lambda: self._acks.emit(job.av, 202, shadow.describe(), resolved.block))
         log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
                  verdict.figures.frames, effective_every(shadow), verdict.reason)
         # published here when passed; a refusal changes the verdict next and publishes then

@@ -233,11 +233,13 @@ def _clip(text: str) -> str:
 
 
 def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
-               interrupted: Callable[[], str | None], poll_s: float) -> ShadowVerdict:
+               interrupted: Callable[[], str | None], poll_s: float, announce: Callable[[], None]) -> ShadowVerdict:
     """Put the candidate beside the live model until the gates decide, with running figures in modelHealth; raises
-    UpdateCancelled when `interrupted()` names a reason (stopping, a newer block) before a verdict."""
+    UpdateCancelled when `interrupted()` names a reason (stopping, a newer block) before a verdict. `announce()`
+    sends the 202 only once the mark that distrusts this candidate after a crash is on disk."""
     health.mark_shadowing(key)  # a crash from here on distrusts this candidate after restart
     health.change(phase="shadow")
+    announce()
     attach(shadow)
     try:
         next_report = time.monotonic() + HEALTH_EVERY_S
