@@ -238,7 +238,6 @@ def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
     UpdateCancelled when `interrupted()` names a reason (stopping, a newer block) before a verdict. `announce()`
     sends the 202 only once the mark that distrusts this candidate after a crash is on disk."""
     health.mark_shadowing(key)  # a crash from here on distrusts this candidate after restart
-    health.change(phase="shadow")
     announce()
     attach(shadow)
     try:
@@ -247,7 +246,7 @@ def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
             why = interrupted()
             if why:
                 shadow.finish()
-                health.change(phase="idle", verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+                health.change(verdict="none", reason=f"shadow phase ended without a verdict: {why}")
                 raise UpdateCancelled(f"{why} during the shadow phase")
             if time.monotonic() >= next_report:
                 next_report += HEALTH_EVERY_S
