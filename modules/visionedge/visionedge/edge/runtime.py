@@ -32,6 +32,7 @@ from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
 from visionedge.models.model import Model
+from visionedge.models.runtime import bound, usable_cores
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.modelstore.shadow import Shadow
 from visionedge.pipeline import Pipeline
@@ -91,6 +92,8 @@ class EdgeModule:
         self._pipeline_stop = threading.Event()
         self._pipeline_thread: threading.Thread | None = None
         self.last_error = ""
+        self._applied_notes: dict[str, str] = {}
+        """What an applier changed from the value asked for (e.g. runtime bounded by the cores), for its ack."""
         self.fatal: VisionEdgeError | None = None
         identity = {
             "iothub": os.environ.get("IOTEDGE_IOTHUBHOSTNAME", ""),
@@ -213,6 +216,10 @@ class EdgeModule:
                 APPLIERS[key](self, self.state.settings)
             except Exception as err:  # noqa: BLE001 - any failure of a real apply is a refusal, never a crash
                 self._refuse(key, before, err, version, reported, touched=live != (self.model, self.pipeline))
+            else:
+                note = self._applied_notes.pop(key, "")
+                if note and key in reported:
+                    reported[key] = {**reported[key], "ad": f"applied; {note}"}
         self.state.commit()  # persisted before anything is acknowledged, the model manager's 202s included
         if "model" in patch and self.manager is not None:
             self.manager.request(self.state.document.get("model", {}), version)
@@ -249,6 +256,7 @@ class EdgeModule:
             self.manager.update_settings(inference=settings.inference)
 
     def _apply_runtime(self, settings: DesiredProperties) -> None:
+        _, self._applied_notes["runtime"] = bound(settings.runtime, usable_cores())
         manager = self.manager
         if manager is None:
             return  # the model, once it loads, loads with these settings
