@@ -18,6 +18,9 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from visionedge import __version__
+from visionedge.analytics.events import AnalyticsEvent
+from visionedge.analytics.live import SceneAnalytics
+from visionedge.analytics.offline import MotWriter, load_settings, summary, write_preview
 from visionedge.app import (
     check_data_dir,
     install_stop_handlers,
@@ -40,6 +43,7 @@ from visionedge.pipeline import Pipeline, PipelineStats
 from visionedge.report import Outputs, ReportBuilder, check_inputs, report_from_files
 from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
 from visionedge.sources import open_source
+from visionedge.tasks import task_of
 
 log = logging.getLogger("visionedge")
 
@@ -69,6 +73,13 @@ def _analyze_parser(sub: Subparsers) -> None:
     analyze.add_argument("--jsonl", type=Path, help="write records here instead of stdout")
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
     analyze.add_argument("--report", type=Path, help="also write an HTML report, with key-frame pictures, here")
+    analyze.add_argument("--analytics", type=Path, metavar="FILE.yaml",
+                         help="track objects and count line crossings and zone stays (one source's `analytics` "
+                         "settings); records carry track_id and scene, the counts are printed at the end")
+    analyze.add_argument("--mot", type=Path, metavar="OUT.txt", help="with --analytics: write the tracks here in "
+                         "MOTChallenge format")
+    analyze.add_argument("--preview", type=Path, metavar="FRAME.png", help="with --analytics: draw its lines and "
+                         "zones on the first frame, write the picture and stop")
     _export_options(analyze)
 
 
@@ -211,8 +222,13 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     fetcher = make_fetcher(config)
     if not args.path.strip():
         raise ConfigError("analyze needs a path: an image, a folder or a video file")
+    if (args.mot or args.preview) and not args.analytics:
+        raise ConfigError("--mot and --preview need --analytics FILE.yaml (the lines and zones)")
+    settings = load_settings(args.analytics) if args.analytics else None
     source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
+    if settings is not None and args.preview:
+        return write_preview(source, settings, args.preview)
     model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sink = jsonl_sink(args.jsonl) if args.jsonl else stdout_sink()
     progress = None
@@ -223,14 +239,28 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
     outputs = Outputs(html=args.report, csv=args.csv, parquet=args.parquet, title=f"visionedge analyze {args.path}")
     builder = ReportBuilder(outputs, (args.path,)) if outputs.any() else None
 
+    scene = SceneAnalytics(None, into_records=True) if settings is not None else None
+    if scene is not None and settings is not None:
+        try:
+            scene.configure({source.source_id: settings}, model.manifest.task)
+        except ValueError as err:
+            raise ConfigError(f"--analytics: {err}") from err
+    mot = MotWriter.open(args.mot) if args.mot else None
+
     def on_record(record: dict[str, Any]) -> None:
         if progress is not None:
             progress.update(1)
+        if mot is not None:
+            mot.add(record)
         if builder is not None:  # runs on the publish thread right after `latest` is set for this record
             latest = pipeline.latest
             builder.add_record(record, latest[0].image if latest is not None else None)
 
     pipeline = Pipeline(source, model, [sink], on_record=on_record, gate=config.desired.inference.gate)
+    pipeline.scene = scene
+    events: list[AnalyticsEvent] = []
+    if scene is not None:
+        scene.listeners.append(lambda frame: events.extend(frame.events))
     stop = threading.Event()
     sink.on_broken = stop.set
     install_stop_handlers(stop)
@@ -240,7 +270,14 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         sink.close()
         if progress is not None:
             progress.close()
+        if mot is not None:
+            mot.out.close()
     sys.stderr.write(summary_line(stats, pipeline.gate_stats()) + "\n")
+    if scene is not None:
+        engine = scene.engines[source.source_id]
+        events.extend(engine.finish())
+        for line in summary(engine.counters(), events):
+            sys.stderr.write(line + "\n")
     if pipeline.fatal is not None:
         raise pipeline.fatal
     if builder is not None:
@@ -288,6 +325,12 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
     for sink in sinks:
         sink.on_broken = stop.set
     pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
+    if config.desired.analytics:
+        pipeline.scene = SceneAnalytics(config.local.data_dir / "analytics")
+        try:
+            pipeline.scene.configure(config.desired.analytics, model.manifest.task, [s.source_id for s in sources])
+        except ValueError as err:
+            raise ConfigError(f"analytics: {err}") from err
     metrics = local_metrics(config, pipeline)
     stop_after(args.duration, stop)
     log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
@@ -299,6 +342,8 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         for sink in sinks:
             sink.close()
         metrics.close()
+        if pipeline.scene is not None:
+            pipeline.scene.save()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
     if len(pipeline.feeds) > 1:
@@ -359,10 +404,8 @@ def format_figures(figures: Figures) -> str:
              f"frames     {figures.frames}"]
     if figures.agreement is None:
         lines.append(f"agreement  undefined: {figures.undefined}")
-    elif a.task == "detect":
-        lines.append(f"agreement  F1 {figures.agreement:.4f} (same label, IoU >= 0.5, mean over frames)")
     else:
-        lines.append(f"agreement  top-1 {figures.agreement:.4f}, top-5 overlap {figures.top5_overlap or 0:.4f}")
+        lines.append(task_of(a.task).agreement_line(figures))
     if figures.count_drift:
         drift = ", ".join(f"{label} {n_a} -> {n_c}" for label, (n_a, n_c) in list(figures.count_drift.items())[:8])
         lines.append(f"counts     {drift}")
@@ -421,7 +464,7 @@ def cmd_quantize(args: argparse.Namespace, config: ModuleConfig, fetcher: Fetche
     out = args.out or variants_folder(variants_root(config.local), resolved.model_path)
     made = quantize(resolved, out, calibration, frames=args.frames, measure=args.measure or (),
                     measure_frames=args.measure_frames, runtime=config.desired.runtime)
-    measure = "top-1 agreement" if resolved.manifest.task == "classify" else "detection F1"
+    measure = task_of(resolved.manifest.task).measure_tool
     for variant in made:
         f = variant.figures
         agreement = "undefined" if f.agreement is None else f"{f.agreement:.3f}"

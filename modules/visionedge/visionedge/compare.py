@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionedge.frame import Detection, Frame, Inference
+from visionedge.frame import Frame, Inference
+from visionedge.tasks import detection_f1 as detection_f1  # where it was defined before tasks.py
+from visionedge.tasks import task_of
 
 if TYPE_CHECKING:
     from visionedge.models.model import Model
 
-IOU_MATCH = 0.5
-TOP_K = 5
 WORST_KEPT = 10
 """Frames with the lowest agreement kept for display; the heap stays this small on the device."""
 SHOWN_LABELS = 3
@@ -61,41 +61,9 @@ def undefined_reason(active: Subject, candidate: Subject) -> str:
     return ""
 
 
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over union of two x1, y1, x2, y2 boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def detection_f1(active: tuple[Detection, ...], candidate: tuple[Detection, ...]) -> float:
-    """F1 of candidate detections against the active ones: greedy in candidate confidence order, each active box
-    matched at most once, same label and IoU >= 0.5. Two empty frames agree fully."""
-    if not active and not candidate:
-        return 1.0
-    unmatched = list(active)
-    matched = 0
-    for det in sorted(candidate, key=lambda d: -d.confidence):
-        best, best_iou = -1, IOU_MATCH
-        for i, ref in enumerate(unmatched):
-            if ref.label == det.label:
-                overlap = iou(ref.box, det.box)
-                if overlap >= best_iou:
-                    best, best_iou = i, overlap
-        if best >= 0:
-            unmatched.pop(best)
-            matched += 1
-    return 2.0 * matched / (len(active) + len(candidate))
-
-
 def top_confidence(inference: Inference) -> float | None:
     """The most confident item of a result, or None when it asserts nothing."""
-    items = inference.detections if inference.task == "detect" else inference.classifications
-    return max((i.confidence for i in items), default=None)
+    return max((i.confidence for i in task_of(inference.task).items(inference)), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,13 +187,7 @@ class Comparison:
         """Compare the two results for one frame and fold them into the figures."""
         agreement = overlap = None
         if not self.undefined:
-            if active.task == "detect":
-                agreement = detection_f1(active.detections, candidate.detections)
-            else:
-                a, c = active.labels(), candidate.labels()
-                agreement = 1.0 if a[:1] == c[:1] else 0.0
-                k = min(TOP_K, len(a), len(c))
-                overlap = len(set(a[:k]) & set(c[:k])) / k if k else float(len(a) == len(c))
+            agreement, overlap = task_of(active.task).agreement(active, candidate)
         result = FrameComparison(frame, source_id, agreement, overlap, tuple(active.labels()[:SHOWN_LABELS]),
                                  tuple(candidate.labels()[:SHOWN_LABELS]), active.inference_ms,
                                  candidate.inference_ms)
@@ -243,10 +205,9 @@ class Comparison:
                     heapq.heapreplace(self._worst, entry)
             if overlap is not None:
                 self._overlap_sum += overlap
-            if active.task == "detect":
-                self._counts[0].update(active.labels())
-            if candidate.task == "detect":
-                self._counts[1].update(candidate.labels())
+            for counts, inference in zip(self._counts, (active, candidate), strict=True):
+                if task_of(inference.task).counts_objects:
+                    counts.update(inference.labels())
             for side, inference in enumerate((active, candidate)):
                 top = top_confidence(inference)
                 if top is not None:
@@ -259,9 +220,9 @@ class Comparison:
         with self._lock:
             n = self._frames
             defined = n > 0 and not self.undefined
-            classify = self.active.task == "classify"
+            overlaps = not task_of(self.active.task).counts_objects
             drift = {}
-            if self.active.task == "detect" and self.candidate.task == "detect":
+            if task_of(self.active.task).counts_objects and task_of(self.candidate.task).counts_objects:
                 labels = set(self._counts[0]) | set(self._counts[1])
                 ordered = sorted(labels, key=lambda lb: (-abs(self._counts[1][lb] - self._counts[0][lb]), lb))
                 drift = {lb: (self._counts[0][lb], self._counts[1][lb]) for lb in ordered}
@@ -269,7 +230,7 @@ class Comparison:
             return Figures(
                 self.active, self.candidate, n,
                 self._agreement_sum / n if defined else None, self.undefined,
-                self._overlap_sum / n if defined and classify else None, drift,
+                self._overlap_sum / n if defined and overlaps else None, drift,
                 _mean(self._confidence[0]), _mean(self._confidence[1]),
                 _percentile(self._latency[0], 50), _percentile(self._latency[0], 95),
                 _percentile(self._latency[1], 50), _percentile(self._latency[1], 95),

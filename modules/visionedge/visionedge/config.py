@@ -11,6 +11,7 @@ import yaml
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from visionedge.analytics.settings import Analytics
 from visionedge.errors import ConfigError
 
 PROVIDER_ALIASES: dict[str, str] = {
@@ -252,7 +253,8 @@ class DesiredProperties(Strict):
     local_mqtt: LocalMqttSettings = LocalMqttSettings()
     rollback: RollbackSettings = RollbackSettings()
     shadow: ShadowSettings = ShadowSettings()
-
+    analytics: Analytics = Field(default_factory=dict, description="scene analytics per source id: tracks, "
+                                 "counting lines, zones and dwell (see docs/analytics.md); needs a detector")
 
     def source_list(self) -> list[SourceSettings]:
         """The sources to run: the `sources` list, or the single `source`."""

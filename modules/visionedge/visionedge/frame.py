@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from visionedge.tasks import task_of
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -48,8 +50,7 @@ class Inference:
 
     def labels(self) -> list[str]:
         """The labels this result asserts, in order of confidence."""
-        items = self.detections if self.task == "detect" else self.classifications
-        return [item.label for item in items]
+        return [item.label for item in task_of(self.task).items(self)]
 
 
 @dataclass(frozen=True, slots=True)

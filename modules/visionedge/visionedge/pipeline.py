@@ -23,6 +23,7 @@ from visionedge.sources import Source
 from visionedge.supervise import Part
 
 if TYPE_CHECKING:
+    from visionedge.analytics.live import SceneAnalytics
     from visionedge.modelstore.shadow import Shadow, ShadowRun
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class Pipeline:
         """The last analysed frame (any source) and its result, for on-device snapshots."""
         self.shadow: Shadow | None = None
         """A candidate model compared on sampled frames (model update shadow phase); its results are never published."""
+        self.scene: SceneAnalytics | None = None
+        """Tracks, lines and zones per source, fed each published record before the sinks see it."""
 
     @property
     def model(self) -> Model:
@@ -348,6 +351,8 @@ class Pipeline:
         record = to_record(frame, inference)
         if ran.reused:
             record["reused"] = True
+        if self.scene is not None:
+            self.scene.observe(frame, inference, record, ran.reused)
         feed.stats.label_counts.update(record.get("counts", {}))
         for sink in self.sinks:
             sink.publish(record)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 from visionedge.frame import Frame, Inference
+from visionedge.tasks import task_of
 
 SCHEMA_VERSION = "1.0"
 
@@ -30,19 +30,7 @@ def to_record(frame: Frame, inference: Inference) -> dict[str, Any]:
         "model": {"name": inference.model_name, "version": inference.model_version},
         "inference_ms": round(inference.inference_ms, 3),
     }
-    if inference.task == "classify":
-        record["classifications"] = [
-            {"label": c.label, "confidence": round(c.confidence, 5)} for c in inference.classifications
-        ]
-        top = inference.classifications[:1]
-        record["counts"] = {top[0].label: 1} if top else {}
-    else:
-        record["detections"] = [
-            {"label": d.label, "confidence": round(d.confidence, 5), "box": [round(v, 5) for v in d.box]}
-            for d in inference.detections
-        ]
-        record["counts"] = dict(Counter(d.label for d in inference.detections))
-    return record
+    return record | task_of(inference.task).record_fields(inference)
 
 
 def result_schema() -> dict[str, Any]:

@@ -57,3 +57,5 @@ class SceneFrame:
     events: tuple[AnalyticsEvent, ...]
     tracks_reset: str | None = None
     """Why every track ended before this frame (a model swap, a geometry change), or None."""
+    track_ids: tuple[int | None, ...] = ()
+    """Per detection given to `update`, in its order: the id of the confirmed track it belongs to, or None."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from visionedge import __version__
 from visionedge.acks import ack
+from visionedge.analytics.live import SceneAnalytics
 from visionedge.app import make_fetcher, sample_video, stop_after
 from visionedge.config import DesiredProperties, ModuleConfig, SourceSettings
 from visionedge.edge.client import (
@@ -31,6 +32,7 @@ from visionedge.edge.twin import DesiredState
 from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
+from visionedge.models.catalog import builtin_manifest, builtin_names
 from visionedge.models.model import Model
 from visionedge.models.runtime import bound, usable_cores
 from visionedge.modelstore import ModelManager, ModelStore
@@ -101,6 +103,8 @@ class EdgeModule:
             "module": os.environ.get("IOTEDGE_MODULEID", ""),
             "instance_number": self.instance_id,
         }
+        self.scene = SceneAnalytics(data / "analytics")
+        """Tracks, lines and zones per source; survives pipeline restarts, its counters survive module restarts."""
         self.methods = DirectMethods(client, status=self.status, manager=lambda: self.manager,
                                      latest=self._latest,
                                      snapshot_dir=data / "snapshots")
@@ -130,6 +134,7 @@ class EdgeModule:
         steps: tuple[tuple[str, Callable[[DesiredProperties], None], tuple[str, ...]], ...] = (
             ("telemetry", self._start_telemetry, ("telemetry", "outbox", "local_mqtt")),
             ("model", self._start_model, ("runtime", "inference", "rollback")),
+            ("analytics", self._apply_analytics, ("analytics",)),
             ("source", self._start_pipeline, ("source",)),
         )
         for what, start, keys in steps:
@@ -169,6 +174,7 @@ class EdgeModule:
     def shutdown(self) -> None:
         """Stop capture, flush telemetry and reported properties, disconnect; bounded to a few seconds."""
         self._stop_pipeline()
+        self.scene.save()
         if self.manager is not None:
             self.manager.stop(timeout=1.0)
         for sink in self.sinks:
@@ -264,6 +270,20 @@ class EdgeModule:
                                   f"loading model {manager.model.name} with the new runtime settings", self._stop)
         if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
             self._start_pipeline(settings)  # the worker count is fixed while a pipeline runs
+
+    def _apply_analytics(self, settings: DesiredProperties) -> None:
+        """New geometry takes effect at the next frame; the camera keeps running."""
+        self.scene.configure(settings.analytics, self._desired_task(settings), [s.id for s in settings.source_list()])
+
+    def _desired_task(self, settings: DesiredProperties) -> str | None:
+        """What the desired model does (its inline manifest or built-in name says; else the model in use), so
+        analytics sent together with a detector are not judged against the classifier still running."""
+        wanted = settings.model
+        if wanted.manifest is not None and isinstance(wanted.manifest.get("task"), str):
+            return str(wanted.manifest["task"])
+        if wanted.url is None and wanted.name in builtin_names():
+            return builtin_manifest(wanted.name).task
+        return self.model.manifest.task if self.model is not None else None
 
     def _apply_rollback(self, settings: DesiredProperties) -> None:
         if self.manager is not None:
@@ -375,6 +395,7 @@ class EdgeModule:
         self.pipeline = Pipeline(list(sources.values()), lambda: manager.model, self.sinks, on_record=self._on_record,
                                  on_inference_error=self._on_inference_error, gate=settings.inference.gate)
         self.pipeline.shadow = self.shadow
+        self.pipeline.scene = self.scene
         self._pipeline_thread = threading.Thread(target=self.pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)
         self._pipeline_thread.start()
@@ -451,6 +472,7 @@ APPLIERS: dict[str, SectionApplier] = {
     "telemetry": EdgeModule._apply_telemetry,
     "outbox": EdgeModule._apply_telemetry,
     "local_mqtt": EdgeModule._apply_local_mqtt,
+    "analytics": EdgeModule._apply_analytics,
 }
 """What changes in the running module when a desired section changes; a test keeps it covering every section."""
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from visionedge.config import describe_validation_error, read_yaml
 from visionedge.errors import ModelError
 from visionedge.models.decoders import DecoderSpec
+from visionedge.tasks import TaskName
 
 
 class VariantInfo(BaseModel):
@@ -38,7 +39,7 @@ class ModelManifest(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     version: str = Field("1", min_length=1, max_length=64)
-    task: Literal["classify", "detect"]
+    task: TaskName
     file: str = Field(min_length=1, description="the .onnx file, relative to the manifest or the model cache")
     labels: str = Field(min_length=1, description="labels file: one per line, or a JSON list/object")
     input_name: str | None = None

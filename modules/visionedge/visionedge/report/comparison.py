@@ -17,6 +17,7 @@ from visionedge.errors import ConfigError
 from visionedge.frame import Frame, Inference
 from visionedge.report.html import page, plot, table
 from visionedge.report.thumbs import items_of, thumbnail
+from visionedge.tasks import task_of
 
 DRIFT_LABELS = 15
 AGREEMENT_POINTS = 400
@@ -47,8 +48,8 @@ class ComparisonReport:
         self._order += 1
         if result.agreement is not None:
             self.agreement.append(result.agreement)
-        self.counts[0].update(active.labels() if active.task == "detect" else active.labels()[:1])
-        self.counts[1].update(candidate.labels() if candidate.task == "detect" else candidate.labels()[:1])
+        for counts, inference in zip(self.counts, (active, candidate), strict=True):
+            counts.update(task_of(inference.task).counted_labels(inference.labels()))
         key = disagreement(result)  # the same ranking as Figures.worst, so the same frames are kept
         if key is None:
             return
@@ -83,7 +84,7 @@ class ComparisonReport:
                         key=lambda lb: (-abs(self.counts[1][lb] - self.counts[0][lb]), lb))[:DRIFT_LABELS]
         if not labels:
             return '<p class="muted">Neither model reported a label.</p>'
-        what = "objects" if figures.active.task == "detect" else "frames as top-1"
+        what = task_of(figures.active.task).counted
         fig = go.Figure([
             go.Bar(name=f"active {figures.active.name} {figures.active.version}", y=labels[::-1],
                    x=[self.counts[0][lb] for lb in labels[::-1]], orientation="h", marker_color="#3b7dd8"),
@@ -99,7 +100,7 @@ class ComparisonReport:
         chunks = np.array_split(values, min(AGREEMENT_POINTS, len(values)))
         x = [int(sum(len(c) for c in chunks[:i])) for i in range(len(chunks))]
         fig = go.Figure(go.Scatter(x=x, y=[float(c.mean()) for c in chunks], mode="lines", line_color="#3b7dd8"))
-        what = "F1" if figures.active.task == "detect" else "top-1 agreement"
+        what = task_of(figures.active.task).measure
         fig.update_layout(height=300, yaxis_range=[-0.02, 1.02], xaxis_title="compared frame",
                           yaxis_title=what, title=f"Per-frame {what}, averaged over {len(values) // len(chunks)}+ "
                           "frames a point")
@@ -130,7 +131,7 @@ def _figures_table(figures: Figures) -> str:
     def num(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    what = "F1 (same label, IoU >= 0.5), mean over frames" if a.task == "detect" else "top-1 agreement"
+    what = task_of(a.task).measure_long
     return table(["", "active", "candidate"], [
         ["model", f"{a.name} {a.version}", f"{c.name} {c.version}"],
         ["task", a.task, c.task],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from visionedge.report.records import Row
+from visionedge.tasks import task_of
 
 SECOND, MINUTE, HOUR, DAY = 1, 60, 3600, 86400
 HEAT_GRID = (32, 24)
@@ -131,7 +132,7 @@ class DayStats:
                 stats.peak, stats.peak_at = n, row.timestamp
             stats.first_at = min(stats.first_at, row.timestamp)
             stats.last_at = max(stats.last_at, row.timestamp)
-        if row.task == "classify" and row.items:
+        if not task_of(row.task).counts_objects and row.items:  # a top-1 label: its confidence is the frame's
             self.labels[row.items[0].label].confidence_sum += row.items[0].confidence
         for item in row.items:
             if item.box is not None:
@@ -202,7 +203,7 @@ class KeyFrames:
                 self.first[label] = Moment(0, self._order, row, f"first {label}")
                 kept.append(self.first[label])
         objects = sum(row.counts.values())
-        if row.task == "detect" and objects:
+        if task_of(row.task).counts_objects and objects:
             kept += self._push(self.most, Moment(objects, -self._order, row, f"{objects} objects"))
         if previous is not None:
             change = sum(abs(row.counts.get(k, 0) - previous.get(k, 0)) for k in set(row.counts) | set(previous))

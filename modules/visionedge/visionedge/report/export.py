@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from visionedge.errors import ConfigError
 from visionedge.report.records import Row
+from visionedge.tasks import task_of
 
 EXPORT_SCHEMA = "1"
 """Version of the columns below; it changes with any incompatible change to them."""
@@ -23,7 +24,7 @@ def rows_of(row: Row) -> list[tuple[Any, ...]]:
             row.model_version, row.inference_ms, row.frame_size[0], row.frame_size[1], row.reused)
     if not row.items:
         return [(*head, "none", None, None, None, None, None, None, None)]
-    kind = "detection" if row.task == "detect" else "classification"
+    kind = task_of(row.task).item_kind
     return [(*head, kind, rank, item.label, item.confidence, *(item.box or (None, None, None, None)))
             for rank, item in enumerate(row.items, start=1)]
 

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from visionedge.report.day import DAY, HOUR, MINUTE, DayStats, KeyFrames, Moment
 from visionedge.report.records import BadLines
+from visionedge.tasks import TASKS
 
 HEAT_LABELS = 6
 TABLE_LABELS = 50
@@ -118,13 +119,14 @@ def timeline(stats: DayStats) -> str:
         frames.append(entry.frames)
         for label in labels:
             series[label].append(entry.counts.get(label, 0) / entry.frames)
-    detector = stats.tasks.get("detect", 0) >= stats.tasks.get("classify", 0)
+    # the task of most frames (on a tie, the one that counts objects) names the axis
+    task = max(TASKS.values(), key=lambda t: (stats.tasks.get(t.name, 0), t.counts_objects))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.06)
     for label in labels:
         fig.add_trace(go.Scatter(x=x, y=series[label], name=label, mode="lines+markers" if len(keys) < 60 else "lines",
                                  connectgaps=False), row=1, col=1)
     fig.add_trace(go.Bar(x=x, y=frames, name="frames", marker_color="#9aa5b1", showlegend=False), row=2, col=1)
-    fig.update_yaxes(title_text="objects per frame" if detector else "share of frames (top-1)", row=1, col=1)
+    fig.update_yaxes(title_text=task.per_frame, row=1, col=1)
     fig.update_yaxes(title_text="frames", row=2, col=1)
     fig.update_layout(height=460, title=f"Counts per label, per {BIN_NAMES[width]} (UTC)")
     return plot(fig, "timeline")

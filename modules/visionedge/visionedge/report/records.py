@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionedge.errors import ConfigError, first_line
+from visionedge.tasks import TASKS
 
 MAX_LINE_BYTES = 1 << 20
 """A result record is a few KB; a longer line is not one, and reading it whole would cost memory."""
@@ -106,12 +107,10 @@ def to_row(record: Any) -> Row:
     model = record.get("model")
     if not isinstance(model, dict):
         raise ValueError("no model")
-    if "detections" in record:
-        task, items = "detect", _items(record, "detections", boxes=True)
-    elif "classifications" in record:
-        task, items = "classify", _items(record, "classifications", boxes=False)
-    else:
-        raise ValueError("neither detections nor classifications")
+    kind = next((t for t in TASKS.values() if t.items_field in record), None)
+    if kind is None:
+        raise ValueError("neither " + " nor ".join(t.items_field for t in TASKS.values()))
+    task, items = kind.name, _items(record, kind.items_field, boxes=kind.boxes)
     size = record.get("frame_size")
     if not isinstance(size, list) or len(size) != 2:
         raise ValueError("frame_size is not [width, height]")

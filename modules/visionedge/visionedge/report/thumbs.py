@@ -7,6 +7,7 @@ import numpy as np
 
 from visionedge.frame import Inference
 from visionedge.report.records import Item
+from visionedge.tasks import task_of
 
 THUMB_WIDTH = 360
 JPEG_QUALITY = 70
@@ -21,9 +22,7 @@ def _colour(label: str) -> tuple[int, int, int]:
 
 def items_of(inference: Inference) -> tuple[Item, ...]:
     """A model's result as the items a thumbnail draws."""
-    if inference.task == "detect":
-        return tuple(Item(d.label, d.confidence, d.box) for d in inference.detections)
-    return tuple(Item(c.label, c.confidence) for c in inference.classifications)
+    return tuple(Item(i.label, i.confidence, getattr(i, "box", None)) for i in task_of(inference.task).items(inference))
 
 
 def thumbnail(image: np.ndarray, items: tuple[Item, ...]) -> bytes | None:

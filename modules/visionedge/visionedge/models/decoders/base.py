@@ -5,14 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from visionedge.frame import Classification, Detection, Geometry, Inference
+from visionedge.tasks import TaskName
 
-Task = Literal["classify", "detect"]
+Task = TaskName
 OutputShapes = dict[str, tuple[int | str | None, ...]]
 """Model output name -> shape as the ONNX signature gives it (symbolic dimensions are strings or None)."""
 

@@ -1,0 +1,117 @@
+"""One source's scene analytics: detections in, tracks, crossings, zone events and cumulative counts out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from visionedge.analytics.events import AnalyticsEvent, SceneFrame
+from visionedge.analytics.geometry import Point
+from visionedge.analytics.scene import LineCounter, Seen, ZoneWatch, ended
+from visionedge.analytics.settings import SourceAnalytics
+from visionedge.analytics.tracker import Tracker
+from visionedge.frame import Detection
+
+COUNTERS_VERSION = 1
+
+
+def anchor_of(box: tuple[float, float, float, float], anchor: str) -> Point:
+    """The point of a box that crosses lines and stands in zones."""
+    x1, y1, x2, y2 = box
+    y = y2 if anchor == "bottom-center" else y1 if anchor == "top-center" else (y1 + y2) / 2
+    return ((x1 + x2) / 2, y)
+
+
+class SceneEngine:
+    """Tracker, lines and zones of one source; `update` once per analysed frame (never for a reused result)."""
+
+    def __init__(self, source_id: str, settings: SourceAnalytics, counters: dict[str, Any] | None = None) -> None:
+        self.source_id = source_id
+        self.settings = settings
+        self.geometry = settings.digest()
+        self.tracker = Tracker(settings.tracker)
+        self.lines = [LineCounter(line, source_id) for line in settings.lines]
+        self.zones = [ZoneWatch(zone, source_id) for zone in settings.zones]
+        self._reset_reason: str | None = None
+        self._pending: list[AnalyticsEvent] = []
+        self._last_seen = 0.0
+        if counters is not None:
+            self.restore(counters)
+
+    def update(self, detections: Sequence[Detection], timestamp: float, model: str) -> SceneFrame:
+        """Track one analysed frame's detections, move lines and zones on, and say what happened."""
+        self._last_seen = timestamp
+        if not self.settings.enabled:
+            return self._frame(timestamp, model, [], (None,) * len(detections))
+        boxes = np.array([d.box for d in detections], dtype=float).reshape(-1, 4)
+        scores = np.array([d.confidence for d in detections], dtype=float)
+        tracks = self.tracker.update(boxes, scores, [d.label for d in detections], timestamp)
+        events: list[AnalyticsEvent] = self._pending
+        self._pending = []
+        alive = {t.id for t in self.tracker.tracks if t.id}
+        for gone in self._followed() - alive:
+            events.extend(ended((self.lines, self.zones), gone))
+        anchor = self.settings.anchor
+        seen = [Seen(track.id, track.label, anchor_of(detection.box, anchor))
+                for detection, track in zip(detections, tracks, strict=True) if track is not None]
+        xy = np.array([s.anchor for s in seen], dtype=float).reshape(-1, 2)
+        for line in self.lines:
+            events.extend(line.see(seen, xy, timestamp))
+        for zone in self.zones:
+            events.extend(zone.see(seen, xy, timestamp))
+        return self._frame(timestamp, model, events, tuple(t.id if t is not None else None for t in tracks))
+
+    def reset(self, reason: str) -> None:
+        """End every track (a model swap): zones report their exits, the next SceneFrame says why."""
+        for track in self.tracker.tracks:
+            if track.id:
+                self._pending.extend(ended((self.lines, self.zones), track.id))
+        self.tracker.reset()
+        self._reset_reason = reason
+
+    def counters(self) -> dict[str, Any]:
+        """Cumulative counts since counting began (survive restarts through `restore`), and occupancy now."""
+        return {
+            "version": COUNTERS_VERSION,
+            "geometry": self.geometry,
+            "next_track_id": self.tracker.next_id,
+            "lines": {line.settings.name: {d: dict(per) for d, per in line.counts.items()} for line in self.lines},
+            "zones": {zone.settings.name: {"occupancy": zone.occupancy(), "entries": dict(zone.entries),
+                                           "exits": dict(zone.exits)} for zone in self.zones},
+        }
+
+    def restore(self, counters: dict[str, Any]) -> None:
+        """Take saved cumulative counts for the lines and zones that still exist (by name); occupancy starts empty."""
+        self.tracker.next_id = max(self.tracker.next_id, int(counters.get("next_track_id", 1)))
+        saved_lines = counters.get("lines", {})
+        for line in self.lines:
+            per_direction = saved_lines.get(line.settings.name, {})
+            line.counts = {d: {str(k): int(v) for k, v in per.items()} for d, per in per_direction.items()
+                           if d in line.settings.directions}
+        saved_zones = counters.get("zones", {})
+        for zone in self.zones:
+            saved = saved_zones.get(zone.settings.name, {})
+            zone.entries = {str(k): int(v) for k, v in saved.get("entries", {}).items()}
+            zone.exits = {str(k): int(v) for k, v in saved.get("exits", {}).items()}
+
+    def finish(self) -> list[AnalyticsEvent]:
+        """End of the source: every track still followed ends (zones report exits at their last sighting)."""
+        events: list[AnalyticsEvent] = list(self._pending)
+        self._pending = []
+        for track_id in sorted(self._followed()):
+            events.extend(ended((self.lines, self.zones), track_id))
+        self.tracker.reset()
+        return events
+
+    def _followed(self) -> set[int]:
+        return {track_id for zone in self.zones for track_id in zone.inside}.union(
+            *(line.followed() for line in self.lines))
+
+    def _frame(self, timestamp: float, model: str, events: list[AnalyticsEvent],
+               track_ids: tuple[int | None, ...]) -> SceneFrame:
+        reason, self._reset_reason = self._reset_reason, None
+        occupancy = {zone.settings.name: zone.occupancy() for zone in self.zones}
+        return SceneFrame(self.source_id, timestamp, model, self.geometry, occupancy, tuple(events), reason,
+                          track_ids)

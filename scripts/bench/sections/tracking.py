@@ -1,0 +1,215 @@
+"""tracking: scene analytics accuracy on a MOTChallenge sequence with ground truth (MOTA, IDF1, id switches, the
+detector's recall beside them, line counts per direction against the same rule on the ground-truth tracks), and the
+cost of tracking plus lines and zones per frame at 5, 20 and 50 objects."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from visionedge.analytics.engine import SceneEngine
+from visionedge.analytics.live import SceneAnalytics
+from visionedge.analytics.mot import Boxes, detector_recall, read_mot, score
+from visionedge.analytics.scene import LineCounter, Seen
+from visionedge.analytics.settings import LineSettings, SourceAnalytics
+from visionedge.app import load_model, make_fetcher
+from visionedge.config import InferenceSettings, load_config
+from visionedge.frame import Detection
+
+from bench.common import machine_line, spread
+from bench.sections.sources import SOURCE_FPS, measure_sources
+
+DEFAULT_SEQUENCE = Path(__file__).resolve().parents[3].parent / "shared" / "media" / "mot" / "TUD-Stadtmitte"
+COUNT_LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
+"""Across the walkway of TUD-Stadtmitte, where people walk left and right."""
+FLOOR = 0.1
+"""The detector runs once at this confidence; each row keeps what its setting would have passed."""
+COST_OBJECTS = (5, 20, 50)
+COST_FRAMES = 400
+SOURCES = 8
+WARMUP = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tracking-sequences: MOTChallenge folders (video or img1/, gt/gt.txt or gt.txt, seqinfo.ini)."""
+    parser.add_argument("--tracking-sequences", nargs="+", type=Path, default=[DEFAULT_SEQUENCE],
+                        help="tracking: MOTChallenge sequence folders (default: shared TUD-Stadtmitte)")
+    parser.add_argument("--tracking-model", default="yolox-nano", help="tracking: the detector (built-in name)")
+    parser.add_argument("--tracking-seconds", type=float, default=20.0,
+                        help="tracking: seconds of each 8-source run, analytics off and on (default 20)")
+
+
+def frames_of(folder: Path) -> list[np.ndarray]:
+    """The sequence's frames: its .mp4, or the images in img1/."""
+    videos = sorted(folder.glob("*.mp4"))
+    if videos:
+        capture = cv2.VideoCapture(str(videos[0]))
+        frames = []
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(image)
+        capture.release()
+        return frames
+    return [cv2.imread(str(p)) for p in sorted((folder / "img1").glob("*.jpg"))]
+
+
+def fps_of(folder: Path) -> float:
+    """frameRate from seqinfo.ini (25 when absent)."""
+    info = folder / "seqinfo.ini"
+    for line in info.read_text().splitlines() if info.is_file() else ():
+        if line.startswith("frameRate="):
+            return float(line.split("=", 1)[1])
+    return 25.0
+
+
+def ground_truth(folder: Path) -> dict[int, Boxes]:
+    """gt.txt (rows with conf 0 left out)."""
+    path = folder / "gt.txt" if (folder / "gt.txt").is_file() else folder / "gt" / "gt.txt"
+    return read_mot(path, min_conf=0.5)
+
+
+def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]], size: tuple[int, int],
+                fps: float) -> dict[str, int]:
+    """The counting rule applied to given tracks (pixels): crossings per direction of COUNT_LINE."""
+    counter = LineCounter(LineSettings.model_validate(COUNT_LINE), "gt")
+    w, h = size
+    counts = dict.fromkeys(COUNT_LINE["directions"], 0)  # type: ignore[arg-type]
+    for frame in sorted(tracks):
+        seen = [Seen(track_id, "person", ((x1 + x2) / 2 / w, y2 / h))
+                for track_id, (x1, _, x2, y2) in tracks[frame].items()]
+        xy = np.array([s.anchor for s in seen], dtype=float).reshape(-1, 2)
+        for crossing in counter.see(seen, xy, frame / fps):
+            counts[crossing.direction] += 1
+    return counts
+
+
+def track(detections: dict[int, list[Detection]], settings: SourceAnalytics, size: tuple[int, int], fps: float,
+          every: int = 1) -> dict[int, dict[int, tuple[float, float, float, float]]]:
+    """Run the engine over cached detections (every n-th frame); tracks in pixels per frame number."""
+    engine = SceneEngine("bench", settings)
+    w, h = size
+    out: dict[int, dict[int, tuple[float, float, float, float]]] = {}
+    for frame in sorted(detections):
+        if (frame - 1) % every:
+            continue
+        dets = detections[frame]
+        scene = engine.update(dets, frame / fps, "bench@1")
+        out[frame] = {tid: (d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
+                      for d, tid in zip(dets, scene.track_ids, strict=True) if tid is not None}
+    return out
+
+
+def accuracy(folder: Path, model_name: str) -> None:
+    """One sequence: the detector once, then each tracker setting over its detections."""
+    config = load_config()
+    model = load_model(model_name, config, make_fetcher(config))
+    floor_default = model.manifest.confidence
+    model.set_overrides(InferenceSettings(confidence=FLOOR, top_k=300))
+    images = frames_of(folder)
+    h, w = images[0].shape[:2]
+    fps = fps_of(folder)
+    started = time.perf_counter()
+    raw = {i + 1: [d for d in model.infer(img).detections if d.label == "person"] for i, img in enumerate(images)}
+    detect_s = time.perf_counter() - started
+    gt = ground_truth(folder)
+    every = [1] * 4 + [2]
+    rows = [("defaults (detections >= manifest confidence)", floor_default, {}),
+            ("low-score stage fed from 0.1", FLOOR, {}),
+            ("no low-score stage", floor_default, {"tracker": {"low": 0.5}}),
+            ("confirm after 1 hit", floor_default, {"tracker": {"confirm_hits": 1}}),
+            ("half the frame rate (every 2nd frame)", floor_default, {})]
+    truth = line_counts(gt, (w, h), fps)
+    print(f"{folder.name}: {len(images)} frames {w}x{h} at {fps:g} fps, {sum(len(b) for b in gt.values())} "
+          f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
+          f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
+          + ", ".join(f"{d} {n}" for d, n in truth.items()))
+    head = (f"{'setting':<46} {'det recall':>10} {'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'FN':>5} {'FP':>5} "
+            f"{'ms/frame':>9}  line counts (vs ground truth)")
+    print(head)
+    print("-" * len(head))
+    for (name, floor, extra), step in zip(rows, every, strict=True):
+        dets = {f: [d for d in v if d.confidence >= floor] for f, v in raw.items()}
+        settings = SourceAnalytics.model_validate({"lines": [COUNT_LINE], **extra})
+        began = time.perf_counter()
+        tracks = track(dets, settings, (w, h), fps, step)
+        per_frame_ms = 1000 * (time.perf_counter() - began) / len(tracks)
+        truth_here = {f: b for f, b in gt.items() if (f - 1) % step == 0}
+        s = score(truth_here, tracks)
+        recall = detector_recall(truth_here, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
+                                                  for d in v] for f, v in dets.items()})
+        counted = line_counts(tracks, (w, h), fps)
+        lines = ", ".join(f"{d} {counted[d]} ({counted[d] - truth[d]:+d})" for d in truth)
+        print(f"{name:<46} {recall:>10.3f} {s.mota:>6.3f} {s.idf1:>6.3f} {s.id_switches:>5} {s.misses:>5} "
+              f"{s.false_positives:>5} {per_frame_ms:>9.3f}  {lines}")
+
+
+def cost_scene(objects: int) -> tuple[SceneEngine, list[list[Detection]]]:
+    """`objects` people walking on separate rows across 2 lines and through 2 zones, COST_FRAMES frames."""
+    settings = SourceAnalytics.model_validate({
+        "lines": [{"name": "a", "points": [[0.3, 0.0], [0.3, 1.0]]}, {"name": "b", "points": [[0.7, 0.0], [0.7, 1.0]]}],
+        "zones": [{"name": "left", "points": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]], "max_dwell_s": 5},
+                  {"name": "right", "points": [[0.5, 0.0], [1.0, 0.2], [1.0, 0.8], [0.5, 1.0], [0.6, 0.5]]}]})
+    rng = np.random.default_rng(0)
+    rows = np.linspace(0.05, 0.95, objects)
+    speed = rng.uniform(0.001, 0.004, objects)
+    start = rng.uniform(0, 1, objects)
+    frames = []
+    for i in range(COST_FRAMES):
+        x = (start + speed * i) % 1.0
+        frames.append([Detection("person", 0.8, (float(x[k] - 0.01), float(rows[k] - 0.008), float(x[k] + 0.01),
+                                                 float(rows[k] + 0.008))) for k in range(objects)])
+    return SceneEngine("cost", settings), frames
+
+
+def cost() -> None:
+    """Tracking, 2 lines and 2 zones per frame, single thread: CPU time (what the load of others does not inflate
+    much) and wall time."""
+    print("per-frame cost: tracking + 2 lines + 2 zones (one source, one thread)")
+    for objects in COST_OBJECTS:
+        engine, frames = cost_scene(objects)
+        for i, dets in enumerate(frames[:WARMUP]):
+            engine.update(dets, i / 10.0, "cost@1")
+        wall = []
+        cpu = time.thread_time()
+        for i, dets in enumerate(frames[WARMUP:], WARMUP):
+            began = time.perf_counter()
+            engine.update(dets, i / 10.0, "cost@1")
+            wall.append(time.perf_counter() - began)
+        cpu = time.thread_time() - cpu
+        wall.sort()
+        print(f"  {objects:>3} objects: CPU {1000 * cpu / len(wall):.3f} ms/frame; wall median "
+              f"{1000 * wall[len(wall) // 2]:.3f} ms, p95 {1000 * wall[int(len(wall) * 0.95)]:.3f} ms")
+
+
+def sources_with_analytics(seconds: float) -> None:
+    """8 paced sources at 10 fps into one YOLOX-nano pipeline, without and with a line and a zone on each."""
+    print(f"{SOURCES} paced vtest.avi sources at {SOURCE_FPS:g} fps each, yolox-nano, {seconds:g} s after 3 s warm-up")
+    settings = SourceAnalytics.model_validate({"lines": [COUNT_LINE], "zones": [
+        {"name": "left", "points": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]}]})
+    for label, scene in (("analytics off", None), ("analytics on", SceneAnalytics(None))):
+        if scene is not None:
+            scene.configure({f"cam{i}": settings for i in range(SOURCES)}, "detect")
+        r = measure_sources("yolox-nano", SOURCES, seconds, SOURCE_FPS, scene=scene)
+        print(f"  {label:<14} total {r.total:.1f} inf/s, per source {spread(r.per_source_fps)} fps, "
+              f"skipped {r.skipped / r.seconds:.1f}/s")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Accuracy per sequence, then cost."""
+    print(machine_line())
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for folder in args.tracking_sequences:
+        accuracy(folder, args.tracking_model)
+        print()
+    cost()
+    print()
+    sources_with_analytics(args.tracking_seconds)
+    return 0
+
+

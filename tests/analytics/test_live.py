@@ -1,0 +1,86 @@
+"""The module's scene analytics: reused results are not evidence, a model swap ends tracks, counters survive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from visionedge.analytics.live import SceneAnalytics
+from visionedge.analytics.settings import SourceAnalytics
+from visionedge.frame import Detection, Frame, Inference
+from visionedge.result import to_record
+
+DOOR = SourceAnalytics.model_validate({"lines": [{"name": "door", "points": [[0.1, 0.5], [0.9, 0.5]]}]})
+IMAGE = np.zeros((48, 64, 3), np.uint8)
+
+
+def frame_at(i: int, y: float, model: str = "1") -> tuple[Frame, Inference, dict[str, Any]]:
+    """Frame i (0.1 s apart) with one person whose bottom centre is at (0.5, y)."""
+    frame = Frame(IMAGE, "camera", i, 1000.0 + i * 0.1)
+    inference = Inference("yolox-nano", model, "detect", 5.0,
+                          detections=(Detection("person", 0.9, (0.45, y - 0.3, 0.55, y)),))
+    return frame, inference, to_record(frame, inference)
+
+
+def walk(scene: SceneAnalytics, start: int = 0, model: str = "1") -> list[dict[str, Any]]:
+    """One person walks down through the door; the records as the sinks see them."""
+    records = []
+    for i in range(26):
+        frame, inference, record = frame_at(start + i, 0.3 + 0.02 * i, model)
+        scene.observe(frame, inference, record, reused=False)
+        records.append(record)
+    return records
+
+
+def test_counters_survive_a_restart(tmp_path: Path) -> None:
+    """Saved on close, read back by a new instance for the same source: counting goes on from there."""
+    first = SceneAnalytics(tmp_path)
+    first.configure({"camera": DOOR}, "detect", ["camera"])
+    walk(first)
+    first.save()
+    second = SceneAnalytics(tmp_path)
+    second.configure({"camera": DOOR}, "detect", ["camera"])
+    assert second.counters()["camera"]["lines"] == {"door": {"in": {"person": 1}}}
+    walk(second, start=100)
+    assert second.counters()["camera"]["lines"] == {"door": {"in": {"person": 2}}}
+
+
+def test_a_reused_result_is_not_new_evidence() -> None:
+    """The gate's reused record carries the last track ids but moves no track: 100 reuses do not confirm, age or
+    count anything."""
+    scene = SceneAnalytics(None)
+    scene.configure({"camera": DOOR}, "detect", ["camera"])
+    records = walk(scene)
+    hits = scene.engines["camera"].tracker.tracks[0].hits
+    for i in range(100):
+        frame, inference, record = frame_at(26 + i, 0.8)
+        assert scene.observe(frame, inference, record, reused=True) is None
+        assert record["detections"][0]["track_id"] == records[-1]["detections"][0]["track_id"]
+    assert scene.engines["camera"].tracker.tracks[0].hits == hits
+
+
+def test_a_model_swap_ends_every_track_and_says_so() -> None:
+    """The first frame of a new model version carries tracks_reset naming both; the same person gets a new id."""
+    scene = SceneAnalytics(None)
+    scene.configure({"camera": DOOR}, "detect", ["camera"])
+    before = walk(scene)
+    frame, inference, record = frame_at(30, 0.8, model="2")
+    swapped = scene.observe(frame, inference, record, reused=False)
+    assert swapped is not None
+    assert swapped.tracks_reset == "model changed from yolox-nano@1 to yolox-nano@2"
+    after = walk(scene, start=40, model="2")
+    assert after[-1]["detections"][0]["track_id"] != before[-1]["detections"][0]["track_id"]
+
+
+def test_refusals_leave_the_settings_in_use() -> None:
+    """A classifier or an unknown source id is refused with its reason and the engines stay as they were."""
+    scene = SceneAnalytics(None)
+    scene.configure({"camera": DOOR}, "detect", ["camera"])
+    engine = scene.engines["camera"]
+    with pytest.raises(ValueError, match="analytics need a detector; the model in use is a classify model"):
+        scene.configure({"camera": SourceAnalytics()}, "classify", ["camera"])
+    with pytest.raises(ValueError, match="analytics for unknown source lobby; sources: camera"):
+        scene.configure({"lobby": DOOR}, "detect", ["camera"])
+    assert scene.engines == {"camera": engine}
