@@ -42,7 +42,7 @@ def mirror_dirs(session_env: pytest.MonkeyPatch) -> list[Path]:
         pytest.fail(
             f"the model mirror was not found (looked in: {', '.join(map(str, mirrors_from_env())) or 'nothing'}); "
             f"set {MIRROR_ENV} to the folders holding the models and media, separated by '{os.pathsep}', "
-            "e.g. /work/shared/models:/work/shared/media",
+            "e.g. ../shared/models:../shared/media",
             pytrace=False,
         )
     session_env.setenv(MIRROR_ENV, os.pathsep.join(str(d) for d in dirs))

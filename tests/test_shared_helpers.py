@@ -1,4 +1,5 @@
-"""The helpers every part shares: one retry schedule, one first-line-of-an-error, one durable JSON write."""
+"""The helpers every part shares: one retry schedule, one way to cut an error to a line, one durable JSON write, one
+way to move a corrupt file aside."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from visionedge.acks import merge_patch, replacing
-from visionedge.durable import read_json, write_json_atomic
-from visionedge.errors import first_line
+from visionedge.durable import move_aside, read_json, write_json_atomic
+from visionedge.errors import ConfigError, describe_error, first_line, one_line
 from visionedge.retry import JITTER, backoff_delay
 
 
@@ -31,6 +32,31 @@ def test_first_line_keeps_one_short_line_of_a_long_runtime_error() -> None:
     assert first_line(err) == ("[ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 300)[:200]
     assert first_line(err, 20) == "[ONNXRuntimeError] :"
     assert first_line(ValueError("")) == "ValueError"
+
+
+def test_one_line_keeps_both_ends_of_a_long_reason() -> None:
+    """Refusals and crashed parts say what failed (the start) and the system's reason (the end) in one line."""
+    text = "loading model m 1 with the new runtime settings:\n  " + "x" * 400 + " No space left on device"
+    line = one_line(text)
+    assert len(line) == 300
+    assert line.startswith("loading model m 1 with the new runtime settings: xxx")
+    assert line.endswith("xxx No space left on device")
+    assert "…" in line
+    assert "\n" not in line
+    assert one_line("  short\n  reason ") == "short reason"
+    assert describe_error(ConfigError("bad  value")) == "bad value"
+    assert describe_error(KeyError("k")) == "KeyError: 'k'"
+
+
+def test_move_aside_keeps_a_corrupt_file_and_its_companions(tmp_path: Path) -> None:
+    """The saved twin and the outbox move a corrupt file (and SQLite's -wal) out of the way, kept for inspection."""
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"garbage")
+    (tmp_path / "outbox.sqlite-wal").write_bytes(b"log")
+    aside = move_aside(path, ("-wal", "-shm"))
+    assert aside.name.startswith("outbox.sqlite.corrupt-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([aside.name, f"{aside.name}-wal"])
+    assert aside.read_bytes() == b"garbage"
 
 
 def test_write_json_atomic_replaces_the_file_and_leaves_no_temporary_behind(tmp_path: Path) -> None:

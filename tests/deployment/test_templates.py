@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 from visionedge.config import DesiredProperties
+from visionedge.lifecycle import system_image
 from visionedge.outputs import ALL as OUTPUTS
 
 from .conftest import schema_errors
@@ -60,13 +61,13 @@ def test_template_validates_against_the_schemastore_template_schema(
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
-def test_template_runs_iot_edge_1_5(name: str) -> None:
-    """Template format 4.0.0 with the edgeAgent and edgeHub 1.5 images."""
+def test_template_runs_the_current_iot_edge_lts(name: str) -> None:
+    """Template format 4.0.0 with the edgeAgent and edgeHub images of the LTS in visionedge.lifecycle."""
     doc = template(name)
     system = edge_agent(doc)["systemModules"]
     assert doc["$schema-template"] == "4.0.0"
-    assert system["edgeAgent"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-agent:1.5"
-    assert system["edgeHub"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-hub:1.5"
+    assert system["edgeAgent"]["settings"]["image"] == system_image("edgeAgent")
+    assert system["edgeHub"]["settings"]["image"] == system_image("edgeHub")
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,9 @@ def test_up_prints_the_edge_environment_and_clients_drive_the_module(
             watch.stdout.close()
             assert watch.wait(timeout=10) == 0
         assert (line["output"], line["properties"], line["body"]) == ("labels", {"camera": "door"}, {"label": "cat"})
+        once = _cli("--workdir", str(work_dir), "watch", "--all", "--once")  # what has arrived, then exit 0
+        assert once.returncode == 0
+        assert [json.loads(text) for text in once.stdout.splitlines()] == [line]
     finally:
         client.shutdown()
 

@@ -37,6 +37,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, certs: CertBundle,  # noqa: 
                metrics_interval_s=0.5) as running:
         wait_until(lambda: all(reported_model(running, d).get("ac") == 200 for d in running.devices),
                    timeout=180, what="every device to run its first model", poll=0.5)
+        running.write_env(work / "hub.env")  # what `visionedge-devhub fleet outage --fleet-dir` reads
         yield running
 
 
@@ -72,6 +73,12 @@ def fleet_cli(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> FleetCl
     """The operator's shell: connection string and hub CA in the environment, never on the command line."""
     env = {**os.environ, "IOTHUB_CONNECTION_STRING": fleet.connection_string, "VISIONEDGE_HUB_CA": str(fleet.ca_file)}
     return FleetCli(env, tmp_path_factory.mktemp("fleet-cli"))
+
+
+def devhub_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`visionedge-devhub ...` as a user runs it from another shell."""
+    return subprocess.run([sys.executable, "-m", "visionedge_devhub", *args], text=True, capture_output=True,
+                          timeout=timeout)
 
 
 def write_model(tmp_path: Path, block: dict[str, Any], name: str = "model.json") -> Path:

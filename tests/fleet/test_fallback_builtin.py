@@ -36,7 +36,8 @@ def one_device(tmp_path: Path, certs: CertBundle, mirror_dirs: list[Path]) -> It
 def ring_layer(block: dict[str, Any]) -> dict[str, Any]:
     """A ring's layered deployment as `visionedge fleet` creates it (only properties.desired.model, priority 100)."""
     return {"id": RING, "priority": 100, "targetCondition": BASE_TAG_CONDITION,
-            "content": {"modulesContent": {MODULE_ID: {"properties.desired.model": block}}}}
+            "content": {"modulesContent": {"$edgeAgent": {"properties.desired.schemaVersion": "1.1"},
+                                           MODULE_ID: {"properties.desired.model": block}}}}
 
 
 def desired_version(fleet: Fleet, device_id: str) -> int:

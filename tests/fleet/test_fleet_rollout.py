@@ -26,6 +26,7 @@ from tests.fleet.conftest import (
     RINGS,
     AckLog,
     FleetCli,
+    devhub_cli,
     reported_model,
     stop,
     write_model,
@@ -89,14 +90,19 @@ def test_plan_prints_one_layered_deployment_per_ring_and_checks_limits(
     """Each ring deployment sets only properties.desired.model, ranks above the base, names the rollout, <= 5 metrics;
     an oversized block is refused with the limit in the reason."""
     model = write_model(tmp_path, refs("squeezenet", "2"))
-    result = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER))
+    summary = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER))
+    assert summary.returncode == 0, summary.stderr
+    result = fleet_cli.run("plan", str(model), "--rings", ",".join(ORDER), "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
+    assert summary.stdout.splitlines()[0] == f"rollout {plan['rollout']}: squeezenet-custom 2, one wave per ring"
+    assert all(f"{d['id']}  priority 100  {d['targetCondition']}" in summary.stdout for d in plan["deployments"])
     base_priority = fleet.service.get_configuration(BASE_ID)["priority"]
     assert [d["labels"]["visionedge.ring"] for d in plan["deployments"]] == ORDER
     for deployment in plan["deployments"]:
-        assert list(deployment["content"]["modulesContent"]) == ["visionedge"]
-        assert list(deployment["content"]["modulesContent"]["visionedge"]) == ["properties.desired.model"]
+        assert deployment["content"]["modulesContent"] == {
+            "$edgeAgent": {"properties.desired.schemaVersion": "1.1"},
+            "visionedge": {"properties.desired.model": plan["model"]}}
         assert deployment["priority"] > plan["afterCompletion"]["priority"] > base_priority
         assert deployment["labels"]["visionedge.rollout"] == plan["rollout"]
         assert len(deployment["metrics"]["queries"]) <= 5
@@ -193,6 +199,24 @@ def test_bad_model_is_halted_at_canary_and_rolled_back_there(
     FIGURES["canary_size"] = len(members["canary"])
 
 
+def test_min_finished_holds_the_failure_gate_until_enough_devices_have_a_verdict(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """--min-finished above the canary's size: the canary devices refuse a wrong sha256, but fewer than 20 have a
+    verdict, so --max-failed never counts and the ring halts at its --wave-timeout instead; nothing reaches early."""
+    bad = write_model(tmp_path, refs("squeezenet", "6", sha256="0" * 64))
+    result = fleet_cli.run("rollout", str(bad), *FAST_GATES, "--min-finished", str(FLEET_SIZE), "--wave-timeout", "30")
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert "ring canary timed out after 30 s with 0/" in result.stdout
+    assert "refused or rolled back the model" not in result.stdout
+    canary = ring_members(fleet)["canary"]
+    assert all(reported_model(fleet, d)["ac"] == 200 and reported_model(fleet, d)["value"]["version"] == "2"
+               for d in canary), "back on the previous model after the halt"
+    assert not created(fleet, f"{rid}-early")
+    assert fleet_cli.run("rollback", rid).returncode == 0
+
+
 def test_shuffled_labels_are_refused_by_the_shadow_gate_at_canary(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
 ) -> None:
@@ -222,7 +246,8 @@ def test_shuffled_labels_are_refused_by_the_shadow_gate_at_canary(
 def test_controller_killed_mid_rollout_resumes_and_finishes(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
-    """SIGKILL while the second ring rolls out; a new controller carries on from the hub and creates nothing twice."""
+    """SIGKILL while the second ring rolls out; a new controller (on the REST client, where the killed one used the
+    SDK) carries on from the hub and creates nothing twice."""
     model = write_model(tmp_path, refs("squeezenet", "4"))
     proc, _log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="killed")
     try:
@@ -231,7 +256,7 @@ def test_controller_killed_mid_rollout_resumes_and_finishes(
                    timeout=150, what="the early ring to start", poll=0.5)
     finally:
         stop(proc, signal.SIGKILL)
-    resumed = fleet_cli.run("rollout", str(model), *FAST_GATES)
+    resumed = fleet_cli.run("--client", "rest", "rollout", str(model), *FAST_GATES)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr
     rid = rollout_id(resumed.stdout)
     for ring in ORDER:
@@ -243,23 +268,24 @@ def test_controller_killed_mid_rollout_resumes_and_finishes(
 def test_hub_outage_holds_the_rollout_and_nothing_is_promoted_on_old_reads(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
-    """The service API answers 503 for a while during the canary ring: the controller holds, and promotes only after
-    fresh reads that come after the outage (two of them, a poll apart)."""
+    """`visionedge-devhub fleet outage --for 30` from another shell during the canary ring: the service API answers
+    503, the controller holds, and promotes only after fresh reads that come after the outage (two, a poll apart)."""
     assert fleet.api is not None
     model = write_model(tmp_path, refs("squeezenet", "5"))
     proc, log = fleet_cli.start("rollout", str(model), *FAST_GATES, name="outage")
     try:
         wait_until(lambda: any(cid.endswith("-canary") and "-5-" in cid for _, _, cid in fleet.service.history),
                    timeout=60, what="the canary ring to start", poll=0.5)
-        fleet.api.outage = True
-        outage_start = time.time()
+        outage = devhub_cli("fleet", "outage", "--for", "30", "--fleet-dir", str(fleet.work_dir))
+        outage_end = time.time() + (fleet.api.outage_until - time.monotonic())
+        outage_start = outage_end - 30
+        assert outage.returncode == 0, outage.stderr
+        assert "every service call answers 503 for 30 s" in outage.stdout
         canary = ring_members(fleet)["canary"]
         wait_until(lambda: all(reported_model(fleet, d).get("value", {}).get("version") == "5"
                                and reported_model(fleet, d).get("ac") == 200 for d in canary),
-                   timeout=90, what="canary devices to apply the model during the outage", poll=0.5)
-        time.sleep(8)  # longer than the SDK's own retries of a 503 (about 6 s), so reads really fail
-        fleet.api.outage = False
-        outage_end = time.time()
+                   timeout=25, what="canary devices to apply the model during the outage", poll=0.5)
+        assert fleet.api.outage, "the canary applied after the outage ended: nothing was tested"
         assert proc.wait(240) == 0, log.read_text()[-3000:]
     finally:
         fleet.api.outage = False
@@ -277,13 +303,14 @@ def test_an_operator_rollback_from_another_shell_stops_the_running_controller(
     fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
 ) -> None:
     """`fleet rollback ID` while a rollout runs: its deployments go, the controller stops with exit 3 and the canary
-    devices are asked for the previous model again."""
+    devices are asked for the previous model again; all through the REST client."""
     block = refs("squeezenet", "7")
     rid = plan_rollout_id(check_model_block(block))
-    proc, log = fleet_cli.start("rollout", str(write_model(tmp_path, block)), *FAST_GATES, name="operator")
+    proc, log = fleet_cli.start("--client", "rest", "rollout", str(write_model(tmp_path, block)), *FAST_GATES,
+                                name="operator")
     try:
         wait_until(lambda: bool(created(fleet, f"{rid}-canary")), timeout=60, what="the canary ring to start")
-        removed = fleet_cli.run("rollback", rid)
+        removed = fleet_cli.run("--client", "rest", "rollback", rid)
         assert removed.returncode == 0, removed.stderr
         assert proc.wait(120) == 3, log.read_text()[-2000:]
     finally:
@@ -291,6 +318,49 @@ def test_an_operator_rollback_from_another_shell_stops_the_running_controller(
     assert "removed from the hub" in log.read_text()
     assert not created(fleet, f"{rid}-early")
     assert all(fleet.devices[d].hub.emulator.desired["model"]["version"] == "5" for d in fleet.devices)
+
+
+def test_a_detector_rolls_out_over_a_fleet_on_the_classifier_at_default_gates(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, tmp_path: Path
+) -> None:
+    """Every device runs the classifier with every shadow gate at its default (the base sets none); YOLOX-nano rolls
+    out ring by ring and every device ends on it. Agreement is undefined between a classifier and a detector, so the
+    latency and health gates decide, as on a real fleet at defaults."""
+    base_shadow = fleet.service.get_configuration(BASE_ID)["content"]["modulesContent"]["visionedge"][
+        "properties.desired"]["shadow"]
+    assert set(base_shadow) <= {"frames", "min_frames", "max_s"}, "the base must leave every gate at its default"
+    started = time.monotonic()
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, refs("yolox", "d1"))), *FAST_GATES)
+    FIGURES["detector_rollout_s"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    for device_id in fleet.devices:
+        ack = reported_model(fleet, device_id)
+        assert (ack["ac"], ack["value"]["name"], ack["value"]["version"]) == (200, "yolox-nano", "d1"), device_id
+
+
+def test_a_regressed_detector_still_halts_at_canary_at_default_gates(
+    fleet: Fleet, fleet_cli: FleetCli, refs: Refs, served: dict[str, bytes], server: Any, tmp_path: Path
+) -> None:
+    """The same detector with its COCO labels shuffled disagrees with the one in use: the canary devices' default
+    agreement gate refuses it, the rollout halts there and no device outside canary ever has it. Runs on the fleet the
+    test above left on the detector (against a classifier, agreement is undefined and would not judge labels)."""
+    assert all(reported_model(fleet, d).get("value", {}).get("name") == "yolox-nano" for d in fleet.devices), \
+        "needs the fleet on YOLOX-nano d1, as the detector rollout above leaves it"
+    labels = served["coco.names"].decode("utf-8").splitlines()
+    shuffled = ("\n".join(random.Random(7).sample(labels, len(labels))) + "\n").encode("utf-8")
+    served["coco_shuffled.names"] = shuffled
+    block = refs("yolox", "d2", labels_url=server.url("coco_shuffled.names"),
+                 labels_sha256=hashlib.sha256(shuffled).hexdigest())
+    members = ring_members(fleet)
+    result = fleet_cli.run("rollout", str(write_model(tmp_path, block)), *FAST_GATES)
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr
+    rid = rollout_id(result.stdout)
+    assert not created(fleet, f"{rid}-early")
+    for device_id in fleet.devices:
+        if device_id not in members["canary"]:
+            assert not any(k.startswith("yolox-nano@d2") for k in model_keys(fleet, device_id)), device_id
+        assert reported_model(fleet, device_id)["value"]["version"] == "d1", device_id
+    assert fleet_cli.run("rollback", rid).returncode == 0
 
 
 def test_report_figures(fleet: Fleet) -> None:

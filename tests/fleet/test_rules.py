@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from visionedge.fleet.plan import PlanError, build_plan, check_against_hub, check_model_block, load_model_block
 from visionedge.fleet.rings import RingError, bucket, parse_rings, ring_of
 from visionedge_devhub.fleet import base_deployment, base_desired
-from visionedge_devhub.query import QueryError, parse_condition, parse_query
+from visionedge_devhub.query import QueryError, parse_condition, parse_query, parse_target_condition
 
 from tests.deployment.conftest import _find_schemas_dir as find_schemas_dir
 
@@ -95,6 +96,9 @@ GOOD_BLOCK = {"name": "custom", "version": "2", "url": "https://models.example/m
     ({"version": None}, "version"),
     ({"colour": "blue"}, "colour"),
     ({"manifest": {"task": "classify", "pad": "x" * 5000}}, "4096"),
+    ({"manifest": {**GOOD_BLOCK["manifest"], "in.put": 1}}, "IoT Hub would refuse the block.*'in.put'"),
+    ({"manifest": {**GOOD_BLOCK["manifest"], "$x": 1}}, "IoT Hub would refuse the block"),
+    ({"manifest": {**GOOD_BLOCK["manifest"], "width": 2**60}}, "outside -2\\^52"),
 ])
 def test_plan_refuses_a_block_the_module_or_the_hub_would_refuse(change: dict[str, Any], reason: str,
                                                                  tmp_path: Path) -> None:
@@ -132,3 +136,20 @@ def test_plan_checks_against_the_hub() -> None:
         check_against_hub(plan, broken, sizes, schemas)
     with pytest.raises(PlanError, match="no base deployment"):
         check_against_hub(plan, [], sizes, schemas)
+    older = hub_state()
+    older[0]["content"]["modulesContent"]["$edgeAgent"]["properties.desired"]["schemaVersion"] = "1.0"
+    with pytest.raises(PlanError, match=r"schemaVersion '1\.0'"):
+        check_against_hub(plan, older, sizes, schemas)
+
+
+def test_every_deployment_of_a_plan_is_one_iot_hub_accepts() -> None:
+    """$edgeAgent in every layer (restating the base's schemaVersion), no IN in a target condition (IoT Hub answers
+    InvalidConfigurationTargetCondition), ids of lowercase letters, digits and -+%_*!', labels strings."""
+    plan = build_plan(check_model_block(GOOD_BLOCK), ["canary", "early", "broad"])
+    for deployment in (*plan.waves, plan.current):
+        assert deployment["content"]["modulesContent"]["$edgeAgent"] == {"properties.desired.schemaVersion": "1.1"}
+        parse_target_condition(deployment["targetCondition"])
+        assert re.fullmatch(r"[a-z0-9\-+%_*!']{1,128}", deployment["id"])
+        assert all(isinstance(v, str) for v in deployment["labels"].values())
+    assert plan.current["targetCondition"] == ("tags.visionedge.ring='canary' OR tags.visionedge.ring='early' OR "
+                                               "tags.visionedge.ring='broad'")

@@ -1,9 +1,11 @@
 """devhub's IoT Hub service side as the official SDK sees it: real HTTPS with devhub's CA, real SAS tokens, real
-`azure-iot-hub` calls (through visionedge's FleetHub), and the deployment engine's merge rules on module twins."""
+`azure-iot-hub` calls and IoT Hub's REST API over `requests` (visionedge's two FleetHub clients, every test through
+each), and the deployment engine's merge rules on module twins."""
 
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visionedge.fleet.hub import FleetHub, HubError
+from visionedge.fleet.hub import CLIENTS, FleetHub, HubError, connect
 from visionedge_devhub.certs import generate_certs
 from visionedge_devhub.emulator import HubEmulator
 from visionedge_devhub.restapi import POLICY_NAME, RestApi
-from visionedge_devhub.service import ServiceHub
+from visionedge_devhub.service import ServiceError, ServiceHub
 
 DEVICES = 5
 
@@ -29,11 +31,13 @@ class Service:
     emulators: dict[str, HubEmulator]
     ca: Path
     client: FleetHub
+    kind: str
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    """Service API on 127.0.0.1 with its own CA; devices dev-0..dev-4 tagged site=a (0-2) or site=b (3-4)."""
+@pytest.fixture(params=CLIENTS)
+def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """Service API on 127.0.0.1 with its own CA; devices dev-0..dev-4 tagged site=a (0-2) or site=b (3-4); the
+    client is the SDK one or the REST one."""
     certs = generate_certs(tmp_path / "certs", "127.0.0.1")
     hub = ServiceHub(metrics_interval_s=60)
     api = RestApi(hub, certs, "127.0.0.1", 0, {POLICY_NAME: base64.b64encode(secrets.token_bytes(32)).decode()})
@@ -44,9 +48,11 @@ def service(tmp_path: Path) -> Iterator[Service]:
         emulators[device_id] = HubEmulator(device_id, "visionedge")
         hub.add_device(device_id, "visionedge", emulators[device_id], lambda: True,
                        tags={"site": "a" if i < 3 else "b"})
+    client = connect(api.connection_string(), certs.ca_cert, request.param)
     try:
-        yield Service(hub, api, emulators, certs.ca_cert, FleetHub(api.connection_string(), certs.ca_cert))
+        yield Service(hub, api, emulators, certs.ca_cert, client, request.param)
     finally:
+        client.close()
         api.stop()
 
 
@@ -65,7 +71,8 @@ def layer(config_id: str, priority: int, target: str, model: dict[str, Any],
           metrics: dict[str, str] | None = None) -> dict[str, Any]:
     """A layered deployment that sets only the module's model."""
     return {"id": config_id, "priority": priority, "targetCondition": target, "labels": {"owner": "test"},
-            "content": {"modulesContent": {"visionedge": {"properties.desired.model": model}}},
+            "content": {"modulesContent": {"$edgeAgent": {"properties.desired.schemaVersion": "1.1"},
+                                           "visionedge": {"properties.desired.model": model}}},
             "metrics": {"queries": metrics or {}}}
 
 
@@ -109,16 +116,80 @@ def test_hub_limits_are_enforced(service: Service) -> None:
         service.client.create(layer("one-more", 20, "*", {"name": "x"}))
 
 
+def changed(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of a configuration with one field set (a dotted path into it; None deletes)."""
+    copy = json.loads(json.dumps(config))
+    *parents, leaf = path.split("/")
+    node = copy
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return copy
+
+
+LAYER = layer("ring-x", 100, "tags.site='a'", {"name": "x"})
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), [
+    ("content/modulesContent/$edgeAgent", None, "must include \\$edgeAgent"),
+    ("id", "Ring-X", "InvalidConfigurationId"),
+    ("id", "ring.x", "InvalidConfigurationId"),
+    ("id", "r" * 129, "InvalidConfigurationId"),
+    ("priority", -1, "priority must be an integer from 0"),
+    ("priority", 2**31, "priority must be an integer from 0"),
+    ("targetCondition", "tags.site IN ['a', 'b']", "InvalidConfigurationTargetCondition.*IN is not accepted"),
+    ("targetCondition", "properties.desired.x = 1", "InvalidConfigurationTargetCondition.*deviceId, tags or"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"a.b": 1}, "twin key 'a.b'"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"$x": 1}, "twin key '\\$x'"),
+    ("content/modulesContent/visionedge/properties.desired.model", {"n": 2**53}, "outside -2\\^52"),
+    ("content/modulesContent/visionedge/properties.desired.model",
+     json.loads('{"a":' * 11 + "1" + "}" * 11), "nest at most 10 levels"),
+    ("content/modulesContent/visionedge/desired", {"x": 1}, "neither properties.desired"),
+])
+def test_the_hub_refuses_what_iot_hub_refuses(service: Service, path: str, value: Any, reason: str) -> None:
+    """Each rule docs/fleet.md lists with its source: a 400 naming it, and nothing created."""
+    config = changed(LAYER, path, value)
+    with pytest.raises(HubError, match=reason) as refused:
+        service.client.create(config)
+    assert refused.value.status == 400
+    assert service.client.configurations() == []
+
+
+def test_labels_are_strings(service: Service) -> None:
+    """The SDK's model makes every label a string; the hub refuses any other value (sent raw here)."""
+    with pytest.raises(ServiceError, match="labels must map names to strings"):
+        service.hub.put_configuration("ring-x", changed(LAYER, "labels", {"n": 1}), None)
+
+
+def test_the_deepest_and_widest_a_twin_takes_are_accepted(service: Service) -> None:
+    """Ten levels, keys of 1,024 bytes and +-2^52 pass: the limits are not off by one."""
+    deepest = json.loads('{"a":' * 9 + "1" + "}" * 9)
+    model = {"name": "x", "deep": deepest, "k" * 1024: 2**52 - 1, "low": -(2**52)}
+    client = service.client
+    client.create(base())
+    client.create(layer("edge-of-limits", 100, "deviceId = 'dev-0' OR tags.site = 'b'", model))
+    assert desired_model(service, "dev-0") == model
+
+
 def test_wrong_key_or_untrusted_ca_is_refused(service: Service, tmp_path: Path) -> None:
     """A token signed with another key gets 401; a client that does not trust devhub's CA cannot connect at all."""
     wrong = service.api.connection_string().rsplit("SharedAccessKey=", 1)[0] + "SharedAccessKey=" + \
         base64.b64encode(b"k" * 32).decode()
-    with pytest.raises(HubError) as refused:
-        FleetHub(wrong, service.ca).configurations()
-    assert refused.value.status == 401
     other_ca = generate_certs(tmp_path / "other", "127.0.0.1").ca_cert
-    with pytest.raises(HubError, match="unreachable"):
-        FleetHub(service.api.connection_string(), other_ca).configurations()
+    wrong_key = connect(wrong, service.ca, service.kind)
+    untrusting = connect(service.api.connection_string(), other_ca, service.kind)
+    try:
+        with pytest.raises(HubError) as refused:
+            wrong_key.configurations()
+        assert refused.value.status == 401
+        with pytest.raises(HubError, match="unreachable"):
+            untrusting.configurations()
+    finally:
+        wrong_key.close()
+        untrusting.close()
 
 
 def test_twin_query_pages_and_filters(service: Service) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .podman import BASE_TAG, REPO, Image, Podman, PodmanUnavailable, check_runs, ensure_base, ensure_tools
+from .podman import BASE_SUITE, BASE_TAG, REPO, Image, Podman, PodmanUnavailable, check_runs, ensure_base, ensure_tools
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "visionedge" / "images"
 """The base tarball is kept here between runs, so a developer's second run skips mmdebstrap."""
@@ -40,7 +40,8 @@ def podman() -> Podman:
     except PodmanUnavailable as err:
         pytest.fail(str(err), pytrace=False)
     REPORT.append(f"{done}; podman ready in {time.monotonic() - started:.0f} s (storage {tool.root})")
-    REPORT.append(f"note: {BASE_TAG} here is a Debian bookworm stand-in (Python 3.11.2 in /usr/bin), not Docker Hub's")
+    REPORT.append(f"note: {BASE_TAG} here is a Debian {BASE_SUITE} stand-in (Debian's Python 3 in /usr/bin), "
+                  "not Docker Hub's")
     return tool
 
 

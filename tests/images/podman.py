@@ -1,6 +1,6 @@
 """Podman on a plain Debian machine: settings, the stand-in base image and a thin command wrapper for the image tests.
 
-No registry is reachable and Docker Hub's `python:3.11-slim-bookworm` cannot be pulled, so the base is built locally
+No registry is reachable and Docker Hub's `python:3.13-slim-trixie` cannot be pulled, so the base is built locally
 with mmdebstrap and tagged with the Dockerfiles' own `FROM` name: the Dockerfiles build unmodified. Podman runs with
 its own storage under /tmp (the layer cache survives between runs on the same machine, nothing touches the user's
 own podman storage) and the settings a VM without systemd needs (runc, cgroupfs, file events, fixed ulimits).
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASE_TAG = "docker.io/library/python:3.11-slim-bookworm"
+BASE_TAG = "docker.io/library/python:3.13-slim-trixie"
+BASE_SUITE = "trixie"
+"""The Debian release of BASE_TAG, which the stand-in is bootstrapped from."""
 """The `FROM` name of Dockerfile.amd64 and Dockerfile.amd64.debug."""
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates", "netbase", "tzdata")
 APT_PACKAGES = ("podman", "buildah", "runc", "fuse-overlayfs", "uidmap", "slirp4netns", "mmdebstrap")
@@ -129,10 +131,10 @@ def _host_cas() -> list[Path]:
 
 def base_tarball(cache: Path) -> tuple[Path, float]:
     """The stand-in base as a tarball, built once per recipe and CA set and cached; returns it and build seconds."""
-    recipe = {"suite": "bookworm", "packages": BASE_PACKAGES,
+    recipe = {"suite": BASE_SUITE, "packages": BASE_PACKAGES,
               "cas": [hashlib.sha256(p.read_bytes()).hexdigest() for p in _host_cas()]}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    tarball = cache / f"base-bookworm-{key}.tar"
+    tarball = cache / f"base-{BASE_SUITE}-{key}.tar"
     if tarball.is_file():
         return tarball, 0.0
     cache.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ def base_tarball(cache: Path) -> tuple[Path, float]:
             f"--customize-hook=copy-in {cas}/. /usr/local/share/ca-certificates/",
             '--customize-hook=chroot "$1" update-ca-certificates --fresh >/dev/null',
             '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
-            "bookworm", str(partial), debian_mirror(),
+            BASE_SUITE, str(partial), debian_mirror(),
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:

@@ -40,8 +40,7 @@ def devhub(podman: Podman, hub: str, *args: str, timeout: float = 30.0) -> str:
 
 def telemetry(podman: Podman, hub: str) -> list[dict[str, Any]]:
     """Every event the devhub has received on any output (batches unpacked), in arrival order."""
-    out = podman("exec", hub, "timeout", "-s", "INT", "3", "visionedge-devhub", "--workdir", "/devhub/work", "watch",
-                 "--all", check=False).stdout
+    out = devhub(podman, hub, "watch", "--all", "--once")
     events: list[dict[str, Any]] = []
     for line in out.splitlines():
         body = json.loads(line)["body"]

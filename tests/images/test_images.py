@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import wait_until
+
 from .podman import GRACE_S, LOCKED_DOWN, Image, Podman, own_lines, stop_cleanly, wait_healthy
 
 pytestmark = pytest.mark.timeout(600)  # the first test builds the base and the images on a fresh machine
@@ -43,6 +45,11 @@ def test_analyze_a_sample_image_read_only(image: Image, podman: Podman, names: C
     assert errors == []
 
 
+def records_of(podman: Podman, name: str) -> list[dict[str, object]]:
+    """The JSON records a container has printed on stdout so far."""
+    return [json.loads(line) for line in podman("logs", name).stdout.splitlines() if line.startswith("{")]
+
+
 def test_run_is_healthy_locally_and_stops_on_sigterm(image: Image, podman: Podman, names: Callable[[str], str],
                                                      mirror_mounts: list[str]) -> None:
     """`run --source sample` outside IoT Edge: the HEALTHCHECK passes, results flow, `podman stop` exits 0 in time."""
@@ -50,11 +57,10 @@ def test_run_is_healthy_locally_and_stops_on_sigterm(image: Image, podman: Podma
     podman("run", "-d", "--name", name, "--network", "none", *LOCKED_DOWN, "-v", f"{names('data')}:/data",
            *mirror_mounts, image.tag, "run", "--source", "sample")
     wait_healthy(podman, name)
-    time.sleep(2.0)
+    wait_until(lambda: len(records_of(podman, name)) >= 5, timeout=30, what="5 records on stdout", poll=0.5)
     stop_cleanly(podman, name)
     logs = podman("logs", name)
-    records = [json.loads(line) for line in logs.stdout.splitlines() if line.startswith("{")]
-    assert len(records) >= 5
+    assert len(records_of(podman, name)) >= 5
     assert "received SIGTERM: stopping" in logs.stderr
 
 

@@ -12,7 +12,7 @@ from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, Ou
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import SenderOptions
-from visionedge.telemetry.sink import TelemetrySink
+from visionedge.telemetry.sink import TelemetrySink, heartbeat_telemetry
 from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
@@ -134,6 +134,31 @@ def test_twin_updates_apply_at_once(tmp_path: Path, clock: Clock) -> None:
     for _ in range(5):
         sink.publish(record({"car": 1}))
     assert sink.stats().outbox.depth == 1 + 5
+    sink.close()
+
+
+def test_a_heartbeat_given_whole_reads_the_outbox_once(tmp_path: Path, clock: Clock,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module hands the sink its whole heartbeat (a snapshot view carrying the outbox figures): a heartbeat
+    reads the outbox once, through that snapshot, and carries exactly what the view gave."""
+    sink = TelemetrySink(TelemetrySettings(heartbeat_s=60.0), OutboxSettings(), data_dir=tmp_path, source_id="cam",
+                         clock=clock, steady=clock.steady,
+                         heartbeat=lambda: {"fps": 2.0, **heartbeat_telemetry(sink.stats())})
+    reads: list[int] = []
+    real = sink.outbox.stats
+
+    def counted() -> Any:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(sink.outbox, "stats", counted)
+    sink.tick(clock.steady())  # a heartbeat is due
+    with_beat = len(reads)
+    sink.tick(clock.steady() + 1.0)  # none is
+    beats = [i.event.body for i in sink.outbox.next_batch(10, False) if i.event.body["type"] == "heartbeat"]
+    assert len(beats) == 1
+    assert (beats[0]["fps"], beats[0]["outbox"]["depth"]) == (2.0, 0)
+    assert with_beat - (len(reads) - with_beat) == 1
     sink.close()
 
 

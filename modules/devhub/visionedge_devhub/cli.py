@@ -156,15 +156,17 @@ def _cmd_send_input(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(client: ControlClient, args: argparse.Namespace) -> int:
-    """Print telemetry as JSON lines (output, properties, body) until Ctrl-C."""
+    """Print telemetry as JSON lines (output, properties, body) until Ctrl-C, or once what has arrived (--once)."""
     _, last = client.telemetry(None, 0)
     after = 0 if args.all else last
     try:
         while True:
-            messages, after = client.telemetry(after, 10.0)
+            messages, after = client.telemetry(after, 0.0 if args.once else 10.0)
             for message in messages:
                 if args.output is None or message["output"] == args.output:
                     _out(json.dumps(message))
+            if args.once:
+                return 0
     except KeyboardInterrupt:
         return 0
 
@@ -225,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     watch = client_command("watch", _cmd_watch, "print telemetry as JSON lines until Ctrl-C")
     watch.add_argument("--output", help="only this output name")
     watch.add_argument("--all", action="store_true", help="start with the messages already received")
+    watch.add_argument("--once", action="store_true", help="print what has arrived and exit instead of following")
     for name, action, help_text in [
         ("drop", "drop", "close the module's connections (it reconnects)"),
         ("down", "down", "cut the link: drop and refuse connections until up-link"),

@@ -6,7 +6,9 @@
     path:  dotted names, with [[any text]] for names that dots would split (configurations.[[my-id]].status)
     literal: 'text' ('' escapes a quote), numbers, true, false, null
 
-A property that is not there makes every comparison false, as in IoT Hub.
+A property that is not there makes every comparison false, as in IoT Hub. A configuration's target condition is
+narrower (`parse_target_condition`): IoT Hub refuses `IN` there (InvalidConfigurationTargetCondition) and any path
+but deviceId, tags and properties.reported.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class _Parser:
             self.tokens.append((kind, value))
             pos = match.end()
         self.pos = 0
+        self.paths: list[tuple[str, ...]] = []
+        """Every property path a condition reads, in order."""
+        self.uses_in = False
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
@@ -149,14 +154,15 @@ class _Parser:
         if kind == "kw" and value in _FUNCTIONS:
             self.pos += 1
             self.take("op", "(")
-            path = _split_path(self.take("path"))
+            path = self.path()
             self.take("op", ")")
             defined = value == "IS_DEFINED"
             return lambda row: (lookup(row, path) is not _MISSING) == defined
-        path = _split_path(self.take("path"))
+        path = self.path()
         negate = self.accept("kw", "NOT")
         if negate or self.peek() == ("kw", "IN"):
             self.take("kw", "IN")
+            self.uses_in = True
             options = self.literal_list()
             return lambda row: _in(lookup(row, path), options) != negate
         op = self.take("op")
@@ -165,6 +171,11 @@ class _Parser:
         literal = self.literal()
         compare = _COMPARE[op]
         return lambda row: _compare(lookup(row, path), literal, compare)
+
+    def path(self) -> tuple[str, ...]:
+        path = _split_path(self.take("path"))
+        self.paths.append(path)
+        return path
 
     def literal_list(self) -> list[Any]:
         self.take("op", "[")
@@ -254,6 +265,26 @@ _COMPARE["<>"] = _COMPARE["!="]
 def parse_query(text: str) -> Query:
     """Parse a full SELECT statement; raises QueryError."""
     return _Parser(text).select()
+
+
+TARGET_ROOTS = ("deviceId", "tags", "properties.reported")
+
+
+def parse_target_condition(text: str) -> Predicate:
+    """Parse a configuration's target condition as IoT Hub accepts it: no IN, only deviceId, tags and reported
+    properties (the hub's words: "a filter condition based on 'deviceId', 'tags', or 'properties.reported'")."""
+    if text.strip() == "*":
+        return lambda row: True
+    parser = _Parser(text)
+    predicate = parser.condition()
+    parser.done()
+    if parser.uses_in:
+        raise QueryError(f"IN is not accepted in a target condition (write a = 'x' OR a = 'y'): {text!r}")
+    for path in parser.paths:
+        if not any(".".join(path) == root or ".".join(path).startswith(root + ".") for root in TARGET_ROOTS):
+            raise QueryError(f"a target condition must be based on deviceId, tags or properties.reported, not "
+                             f"{'.'.join(path)!r}")
+    return predicate
 
 
 def parse_condition(text: str) -> Predicate:

@@ -3,6 +3,9 @@
 Routes (api-version 2021-04-12): /configurations[/{id}] GET PUT DELETE, /configurations/testQueries POST,
 /twins/{id} GET PATCH, /twins/{id}/modules/{mid} GET PATCH, /devices/query POST (x-ms-max-item-count,
 x-ms-continuation). `outage` makes every request answer 503, as a hub that is down or throttled does.
+
+Two devhub routes beside them, signed with the same service token, so another shell can rehearse with a running
+fleet: POST /devhub/outage {"seconds": N} (503 for everything else for N seconds) and POST /devhub/down.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
@@ -62,7 +65,9 @@ class RestApi:
                  policies: Mapping[str, str]) -> None:
         self.service = service
         self.policies = dict(policies)
-        self.outage = False
+        self.outage_until = 0.0
+        self.on_down: Callable[[], None] | None = None
+        """What POST /devhub/down does (`fleet up` sets its stop); None: the route answers 404."""
         self.requests = 0
         self._server = ThreadingHTTPServer((ip, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -72,6 +77,19 @@ class RestApi:
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.ip, self.port = ip, int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
+
+    @property
+    def outage(self) -> bool:
+        """True while every service call answers 503."""
+        return time.monotonic() < self.outage_until
+
+    @outage.setter
+    def outage(self, on: bool) -> None:
+        self.outage_until = float("inf") if on else 0.0
+
+    def start_outage(self, seconds: float) -> None:
+        """Answer 503 to every service call for `seconds` from now."""
+        self.outage_until = time.monotonic() + seconds
 
     @property
     def hostname(self) -> str:
@@ -126,10 +144,16 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         self.api.requests += 1
         try:
+            url = urlsplit(self.path)
+            if url.path.startswith("/devhub/"):
+                verify_service_token(self.headers.get("Authorization"), self.api.hostname, self.api.policies,
+                                     time.time())
+                status, answer, headers = self._devhub(method, url.path, json.loads(raw) if raw else {})
+                self._send(status, answer, headers)
+                return
             if self.api.outage:
                 raise ServiceError(503, "ServiceUnavailable", "the hub is unavailable (devhub outage)")
             verify_service_token(self.headers.get("Authorization"), self.api.hostname, self.api.policies, time.time())
-            url = urlsplit(self.path)
             version = parse_qs(url.query).get("api-version", [""])[0]
             if version != API_VERSION:
                 raise ServiceError(400, "InvalidProtocolVersion", f"api-version {version!r} is not supported")
@@ -143,6 +167,20 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = 400, {}
             answer = {"Message": f"ErrorCode:BadRequest;{err}", "ExceptionMessage": str(err)}
         self._send(status, answer, headers)
+
+    def _devhub(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        """The rehearsal routes: an outage of N seconds, or stopping the fleet."""
+        if (method, path) == ("POST", "/devhub/outage"):
+            seconds = _object(body).get("seconds")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds <= 86400:
+                raise ServiceError(400, "BadRequest", "seconds: a number from 0 to 86400")
+            self.api.start_outage(float(seconds))
+            _log.warning("devhub outage: every service call answers 503 for %.0f s", seconds)
+            return 200, {"seconds": seconds}, {}
+        if (method, path) == ("POST", "/devhub/down") and self.api.on_down is not None:
+            self.api.on_down()
+            return 202, {"stopping": True}, {}
+        raise ServiceError(404, "NotFound", f"{method} {path} is not served by devhub")
 
     def _route(self, method: str, parts: list[str], body: Any) -> tuple[int, Any, dict[str, str]]:
         service = self.api.service

@@ -21,17 +21,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 from visionedge.acks import merge_patch
+from visionedge.fleet.twinrules import twin_problem
 
 from visionedge_devhub.deployments import DESIRED, SYSTEM_MODULES, diff_patch, module_desired, modules_content, select
 from visionedge_devhub.emulator import HubEmulator
-from visionedge_devhub.query import QueryError, parse_condition, parse_query
+from visionedge_devhub.query import QueryError, parse_condition, parse_query, parse_target_condition
 
 _log = logging.getLogger(__name__)
 
 MAX_CONFIGURATIONS = 100
 MAX_CUSTOM_METRICS = 5
+MAX_MODULES = 50
 MAX_PROPERTY_BYTES = 4096
-_CONFIG_ID = re.compile(r"^[a-z0-9_\-:+%#*?!(),=@;$']{1,128}$")
+MAX_PRIORITY = 2**31 - 1
+_CONFIG_ID = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
 
 Document = dict[str, Any]
 
@@ -393,18 +396,25 @@ def _check_property_sizes(document: Mapping[str, Any], where: str) -> None:
 
 
 def _validate_configuration(config_id: str, body: Mapping[str, Any]) -> None:
-    """What the hub checks on PUT: id, priority, target condition, metric count and queries, property sizes."""
+    """What the hub checks on PUT (docs/fleet.md lists each rule and its source): id, priority, labels, target
+    condition, metrics, and the content: `$edgeAgent` present, at most 50 modules, twin rules on every value."""
     if not _CONFIG_ID.match(config_id):
         raise ServiceError(400, "InvalidConfigurationId",
-                           f"configuration id {config_id!r}: lowercase letters, digits and -:+%_#*?!(),=@;$' only")
+                           f"configuration id {config_id!r}: 1-128 lowercase letters, digits and -+%_*!' only")
     if body.get("id") not in (None, config_id):
         raise ServiceError(400, "BadRequest", f"body id {body.get('id')!r} differs from the URL's {config_id!r}")
     priority = body.get("priority")
-    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
-        raise ServiceError(400, "BadRequest", f"priority must be a non-negative integer, not {priority!r}")
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= MAX_PRIORITY:
+        raise ServiceError(400, "BadRequest", f"priority must be an integer from 0 to {MAX_PRIORITY}, not {priority!r}")
+    labels = body.get("labels") or {}
+    if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
+        raise ServiceError(400, "BadRequest", "labels must map names to strings")
     try:
         if body.get("targetCondition"):
-            parse_condition(str(body["targetCondition"]))
+            parse_target_condition(str(body["targetCondition"]))
+    except QueryError as err:
+        raise ServiceError(400, "InvalidConfigurationTargetCondition", str(err)) from err
+    try:
         queries = dict((body.get("metrics") or {}).get("queries") or {})
         for text in queries.values():
             parse_query(str(text))
@@ -413,12 +423,24 @@ def _validate_configuration(config_id: str, body: Mapping[str, Any]) -> None:
     if len(queries) > MAX_CUSTOM_METRICS:
         raise ServiceError(400, "TooManyCustomMetrics",
                            f"{len(queries)} custom metrics; a configuration may have {MAX_CUSTOM_METRICS}")
-    content = body.get("content") or {}
-    for module_id, block in (content.get("modulesContent") or {}).items():
-        if module_id in SYSTEM_MODULES or not isinstance(block, Mapping):
-            continue
+    modules = (body.get("content") or {}).get("modulesContent") or {}
+    if modules and "$edgeAgent" not in modules:
+        raise ServiceError(400, "BadRequest", "an edge deployment's modulesContent must include $edgeAgent "
+                                              "(a layered one: a properties.desired.<path> of it)")
+    if len([m for m in modules if m not in SYSTEM_MODULES]) > MAX_MODULES:
+        raise ServiceError(400, "BadRequest", f"more than {MAX_MODULES} modules in one deployment")
+    for module_id, block in modules.items():
+        if not isinstance(block, Mapping):
+            raise ServiceError(400, "BadRequest", f"modulesContent.{module_id} must be an object")
         for key, value in block.items():
-            if key == DESIRED and isinstance(value, Mapping):
-                _check_property_sizes(value, f"{module_id}.{DESIRED}")
-            else:
-                _check_property_sizes({key: value}, module_id)
+            if key != DESIRED and not key.startswith(DESIRED + "."):
+                raise ServiceError(400, "BadRequest", f"modulesContent.{module_id}: {key!r} is neither "
+                                                      f"{DESIRED} nor {DESIRED}.<path>")
+            problem = twin_problem(value, f"{module_id}.{key}", key.count(".") - 2)
+            if problem:
+                raise ServiceError(400, "BadRequest", problem)
+            if module_id not in SYSTEM_MODULES:
+                if key == DESIRED and isinstance(value, Mapping):
+                    _check_property_sizes(value, f"{module_id}.{DESIRED}")
+                else:
+                    _check_property_sizes({key: value}, module_id)

@@ -1,4 +1,4 @@
-"""Assembles config, model, source and sinks into a running pipeline; the CLI and the IoT Edge runtime share it."""
+"""What every command shares: the fetcher, model loading, the sample video, stop signals and the data dir check."""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ import os
 import signal
 import tempfile
 import threading
-import time
-import uuid
 from pathlib import Path
 from types import FrameType
 
-from visionedge import __version__
 from visionedge.config import LocalSettings, ModuleConfig
 from visionedge.download import DownloadPolicy
 from visionedge.errors import DataDirError
-from visionedge.metrics import Metrics
 from visionedge.models.catalog import SAMPLE_VIDEO
 from visionedge.models.fetch import Fetcher, mirrors_from_env, resolve_model
 from visionedge.models.model import Model
 from visionedge.models.variants import open_model, variants_root
-from visionedge.pipeline import Pipeline
-from visionedge.state import ModelSnapshot, ModuleSnapshot, source_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +94,3 @@ def _unwritable(path: Path, err: OSError) -> str:
     return (f"data dir {path} is not writable by uid {os.getuid()} ({err.strerror}): {existing} is owned by "
             f"{info.st_uid}:{info.st_gid} with mode {info.st_mode & 0o7777:04o}; make it writable for this user "
             f"(e.g. chown -R {os.getuid()}:{os.getgid()} on the host), use a named volume, or set --data-dir")
-
-
-def local_metrics(config: ModuleConfig, pipeline: Pipeline) -> Metrics:
-    """/metrics and /healthz for a run outside IoT Edge, the same views as under it (the image's HEALTHCHECK)."""
-    instance, started = str(uuid.uuid4()), time.time()
-
-    def snapshot() -> ModuleSnapshot:
-        model = pipeline.model
-        feeds = [(s, pipeline.feed(s.id)) for s in config.desired.source_list()]
-        return ModuleSnapshot(
-            module_version=__version__, instance=instance, started_at=started, desired_version=0, last_error="",
-            hub_connected=False,
-            sources=tuple(source_snapshot(s, feed.source if feed else None, feed) for s, feed in feeds),
-            model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant), model_update=None,
-            telemetry=None,
-        )
-
-    metrics = Metrics({"iothub": "", "edge_device": "", "module": "", "instance_number": instance}, snapshot)
-    pipeline.on_record = metrics.observe
-    metrics.start(config.local.metrics_port, config.local.metrics_host)
-    return metrics

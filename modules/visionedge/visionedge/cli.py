@@ -25,11 +25,11 @@ from visionedge.app import (
     check_data_dir,
     install_stop_handlers,
     load_model,
-    local_metrics,
     make_fetcher,
     sample_video,
     stop_after,
 )
+from visionedge.assembly import Assembly
 from visionedge.compare import Figures, FrameComparison, compare_frames
 from visionedge.config import ModuleConfig, SourceSettings, describe_validation_error, load_config
 from visionedge.errors import ConfigError, VisionEdgeError
@@ -318,32 +318,29 @@ def cmd_run(args: argparse.Namespace, config: ModuleConfig) -> int:
         from visionedge.edge import run_edge_module
 
         return run_edge_module(config, stop, duration=args.duration)
-    fetcher = make_fetcher(config)
-    sources = [open_source(s, resolve_sample=lambda: sample_video(fetcher)) for s in config.desired.source_list()]
-    model = load_model(config.desired.model.name, config, fetcher, args.manifest)
     sinks = [parse_sink(s) for s in (args.sink or ["stdout"])]
     for sink in sinks:
         sink.on_broken = stop.set
-    pipeline = Pipeline(sources, model, sinks, gate=config.desired.inference.gate)
+    assembly = Assembly(config, sinks=sinks, stop=stop)
+    sources = assembly.open_sources(config.desired)
+    model = load_model(config.desired.model.name, config, assembly.fetcher, args.manifest)
+    assembly.use_model(model)
     if config.desired.analytics:
-        pipeline.scene = SceneAnalytics(config.local.data_dir / "analytics")
         try:
-            pipeline.scene.configure(config.desired.analytics, model.manifest.task, [s.source_id for s in sources])
+            assembly.apply_analytics(config.desired)
         except ValueError as err:
             raise ConfigError(f"analytics: {err}") from err
-    metrics = local_metrics(config, pipeline)
+    pipeline = assembly.build_pipeline(config.desired, sources, model)
+    assembly.metrics.start(config.local.metrics_port, config.local.metrics_host)
     stop_after(args.duration, stop)
-    log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources),
+    log.info("running %s on %s (%s)", model.name, ", ".join(s.description for s in sources.values()),
              ", ".join(s.name for s in sinks))
     started = time.monotonic()
     try:
         stats = pipeline.run(stop)
     finally:
-        for sink in sinks:
-            sink.close()
-        metrics.close()
-        if pipeline.scene is not None:
-            pipeline.scene.save()
+        assembly.close()
+        assembly.metrics.close()
     log.info("stopped after %.1f s: %s", time.monotonic() - started,
              summary_line(stats, pipeline.gate_stats()))
     if len(pipeline.feeds) > 1:

@@ -34,7 +34,9 @@ def _plain(annotation: Any) -> str:
 def _type_name(info: FieldInfo) -> str:
     if "Annotated" in str(info.annotation):
         return _plain(info.annotation)
-    text = str(info.annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "")
+    # Python 3.13 names Path's module pathlib._local
+    text = str(info.annotation).replace("typing.", "").replace("pathlib._local.", "").replace("pathlib.", "")
+    text = text.replace("<class '", "")
     return text.replace("'>", "").replace("NoneType", "null").replace("Literal", "one of ")
 
 

@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """JSON through write_bytes_atomic, indented for people who inspect the volume."""
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def move_aside(path: Path, companions: Sequence[str] = ()) -> Path:
+    """Rename a corrupt file to `<name>.corrupt-<UTC time>` (with companions such as SQLite's `-wal`), kept for a
+    post-mortem and out of the way of every later start; returns the new path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, aside)
+    for suffix in companions:
+        extra = Path(f"{path}{suffix}")
+        if extra.exists():
+            os.replace(extra, Path(f"{aside}{suffix}"))
+    return aside
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -31,6 +31,21 @@ class AcceleratorError(VisionEdgeError):
     """An accelerator was required but only the CPU is available."""
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """Text as one line of at most `limit` characters, whitespace runs collapsed; when cut, both ends are kept: the
+    start says what failed, the end holds the system's reason."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return f"{text[:head]}…{text[len(text) - (limit - head - 1):]}"
+
+
+def describe_error(err: BaseException, limit: int = 300) -> str:
+    """An error as a one-line reason: ours by its message, anything else (a bug, a library's) with its type too."""
+    return one_line(str(err) if isinstance(err, VisionEdgeError) else f"{type(err).__name__}: {err}", limit)
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
     """An error's first line, at most `limit` characters: runtimes raise pages of internals, users need one line."""
     text = str(err).strip()

@@ -6,14 +6,15 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from visionedge.config import GateSettings
 from visionedge.errors import VisionEdgeError
 from visionedge.frame import Frame, Geometry, Inference
-from visionedge.gate import SceneGate
+from visionedge.gate import SceneGate, gate_for
 from visionedge.models.model import Model
 from visionedge.sources import Source, SourceState
 from visionedge.supervise import Part
@@ -53,7 +54,8 @@ class Counters:
 
 @dataclass
 class FeedStats(Counters):
-    """Counters of one source that status, metrics and the closing summary read (one writer thread each)."""
+    """Counters of one source that status, metrics and the closing summary read; only `Feed` changes them, each on
+    one thread (captured: capture; frame ages: dispatch, under the pipeline's condition; the rest: publishing)."""
 
     ages: deque[float] = field(default_factory=lambda: deque(maxlen=AGE_SAMPLES))
     """Recent frame ages, for percentiles."""
@@ -126,14 +128,13 @@ class Feed:
         self.gate: SceneGate | None = None
         """Scene-change gate of this source (consulted at dispatch, under the pipeline's condition)."""
         self.gated_model: Model | None = None
-        self.last_inference: Inference | None = None
+        self._last_inference: Inference | None = None
         """The result a frame the gate found unchanged reuses (publish thread; None after a failure)."""
         # Scheduling state, changed only under the pipeline's condition.
         self.next_due = 0.0
         self.rate_skipped = 0
-        self.dispatched = 0
+        self._dispatched = 0
         # Publishing state, changed only on the publish thread.
-        self.expected = 0
         self._recent: deque[float] = deque(maxlen=64)
         self._last_frame = time.monotonic()
         self._thread = threading.Thread()
@@ -145,6 +146,11 @@ class Feed:
     def source_id(self) -> str:
         """The id every record of this source carries."""
         return self.source.source_id
+
+    @property
+    def last_error(self) -> str:
+        """Why this source's frames last went unanalysed: the error that ended it, else the last frame that failed."""
+        return str(self.fatal) if self.fatal is not None else self.stats.last_error
 
     def skipped(self) -> int:
         """Frames captured but never analysed: overwritten by newer ones, or over the target rate."""
@@ -177,6 +183,25 @@ class Feed:
         self.stop()
         self.start()
 
+    def set_gate(self, settings: GateSettings) -> None:
+        """A scene-change gate as the settings say (`auto`: live sources only), under the pipeline's condition."""
+        self.gate = gate_for(settings, self.source.live)
+
+    def dispatch(self, now: float, model: Model) -> tuple[int, Job, bool] | None:
+        """The next due frame (caller holds the pipeline's condition): its number in this source's dispatch order,
+        the job, and whether the gate found it unchanged for `model`; None when no frame is due."""
+        job = self.handoff.pop()
+        while job is not None and not self.due(now):
+            job = self.handoff.pop()
+        if job is None:
+            return None
+        age = max(time.time() - job.frame.timestamp, 0.0)
+        self.stats.frame_age_s = age
+        self.stats.ages.append(age)
+        seq = self._dispatched
+        self._dispatched += 1
+        return seq, job, self.unchanged(job.frame, model)
+
     def due(self, now: float) -> bool:
         """Rate limit at dispatch (caller holds the condition): a frame before the next due time is skipped."""
         if not self.period:
@@ -197,13 +222,43 @@ class Feed:
             self.gated_model = model
         return not gate.should_infer(frame.image, frame.timestamp)
 
+    # ---- publishing (the publish thread only) ---------------------------------------------------------------
+
     def note_result(self) -> None:
-        """One frame of this source came out of the model (publish thread): refresh the recent rate."""
+        """One frame of this source came out of the model: refresh the recent rate."""
         self.stats.inferred += 1
         now = time.monotonic()
         self._recent.append(now)
         span = now - self._recent[0]
         self.stats.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
+
+    def decoded(self, inference: Inference) -> None:
+        """A frame's fresh result: the one the next unchanged frames reuse."""
+        self._last_inference = inference
+
+    def reuse(self) -> Inference | None:
+        """The result an unchanged frame takes; None, counted as an error, when the frame it follows failed."""
+        if self._last_inference is None:
+            self.stats.errors += 1
+            return None
+        return replace(self._last_inference, inference_ms=0.0)
+
+    def failed(self, reason: str) -> None:
+        """A frame's inference or decoding failed: counted and said, and no later frame reuses a result from before."""
+        self._last_inference = None
+        if self.gate is not None:
+            self.gate.reset()  # the next frame must not reuse a result that never came
+        self.stats.errors += 1
+        self.stats.last_error = reason
+
+    def analysed(self, frame: Frame, inference: Inference, counts: Mapping[str, int]) -> None:
+        """A record of this source is about to leave: its frame is the newest, its labels are counted."""
+        self.latest = (frame, inference)
+        self.stats.label_counts.update(counts)
+
+    def published(self) -> None:
+        """Every sink took the record."""
+        self.stats.published += 1
 
     def _capture(self, stop: threading.Event) -> None:
         ordered = not self.handoff.latest
@@ -217,8 +272,7 @@ class Feed:
                 # hand-off would throw most of that work away, so there the worker prepares.
                 self.handoff.put(self._prepare(frame) if ordered else Job(frame), stop)
         except VisionEdgeError as err:
-            self.fatal = err
-            self.stats.last_error = str(err)
+            self.fatal = err  # this thread's only error: last_error reads it, publishing writes stats.last_error
             log.error("%s", err)
         if not stop.is_set():
             self.handoff.close()

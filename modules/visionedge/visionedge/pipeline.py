@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from visionedge.config import GateSettings
 from visionedge.feed import POLL_S, Counters, Feed, Job
 from visionedge.frame import Frame, Geometry, Inference
-from visionedge.gate import GateStats, gate_for
+from visionedge.gate import GateStats
 from visionedge.models.model import Model
 from visionedge.result import to_record
 from visionedge.sinks import Sink
@@ -56,6 +56,26 @@ class Ran:
     reused: bool = False
     shadow: ShadowRun | None = None
     """A candidate model's outputs for the same frame, during a model update's shadow phase."""
+
+
+class InOrder:
+    """One source's results put back in its dispatch order (publish thread only; kept across a publish restart)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._waiting: dict[int, Ran] = {}
+
+    def add(self, ran: Ran) -> None:
+        """A result arrived, in any order."""
+        self._waiting[ran.ticket.seq] = ran
+
+    def take(self) -> Ran | None:
+        """The next result in order once it arrived; counted as taken before publishing, so a record that crashes
+        publishing is skipped, not retried."""
+        ran = self._waiting.pop(self._next, None)
+        if ran is not None:
+            self._next += 1
+        return ran
 
 
 @dataclass
@@ -105,7 +125,7 @@ class Pipeline:
         self._started = time.monotonic()
         self._turn = 0
         self._running_workers = 0
-        self._pending: dict[tuple[int, int], Ran] = {}
+        self._order = {f.source_id: InOrder() for f in self.feeds}
         self.parts: dict[str, Part] = {}
         """Workers and publishing; each is restarted after an unexpected error, down while it crash-loops."""
         self.batched = 0
@@ -140,7 +160,7 @@ class Pipeline:
             total.label_counts.update(s.label_counts)
             total.fps += s.fps
             total.frame_age_s = max(total.frame_age_s, s.frame_age_s)
-            total.last_error = s.last_error or total.last_error
+            total.last_error = feed.last_error or total.last_error
             total.skipped += feed.skipped()
         return total
 
@@ -148,7 +168,7 @@ class Pipeline:
         """A scene-change gate per source as the settings say (`auto`: live sources only); from the next frame."""
         with self._cond:
             for feed in self.feeds:
-                feed.gate = gate_for(settings, feed.source.live)
+                feed.set_gate(settings)
 
     def gate_stats(self) -> GateStats | None:
         """What the gates of every source saved; None when no source is gated."""
@@ -192,7 +212,7 @@ class Pipeline:
 
     def skipped(self) -> int:
         """Frames captured but never analysed, over every source."""
-        return sum(f.skipped() for f in self.feeds)
+        return self.stats.skipped
 
     def feed(self, source_id: str) -> Feed | None:
         """The feed of one source, by id."""
@@ -220,16 +240,11 @@ class Pipeline:
         now = time.monotonic()
         for step in range(count):
             feed = self.feeds[(self._turn + step) % count]
-            job = feed.handoff.pop()
-            while job is not None and not feed.due(now):
-                job = feed.handoff.pop()
-            if job is None:
+            due = feed.dispatch(now, model)
+            if due is None:
                 continue
-            age = max(time.time() - job.frame.timestamp, 0.0)
-            feed.stats.frame_age_s = age
-            feed.stats.ages.append(age)
-            tickets.append(Ticket(feed, feed.dispatched, job, reuse=feed.unchanged(job.frame, model)))
-            feed.dispatched += 1
+            seq, job, reuse = due
+            tickets.append(Ticket(feed, seq, job, reuse=reuse))
             if len(tickets) >= batch:
                 self._turn = (self._turn + step + 1) % count
                 break
@@ -316,26 +331,22 @@ class Pipeline:
 
     def _publish(self) -> None:
         """Results arrive in any order from the workers; each source's records leave in its dispatch order."""
-        pending = self._pending  # kept across a restart, so no source waits forever for a record it lost
         while True:
-            ran = self.results.get()
-            if ran is None:
+            arrived = self.results.get()
+            if arrived is None:
                 return
-            feed = ran.ticket.feed
-            key = id(feed)
-            pending[(key, ran.ticket.seq)] = ran
-            while (key, feed.expected) in pending:
-                ran = pending.pop((key, feed.expected))
-                feed.expected += 1  # before publishing: a record that crashes publishing is skipped, not retried
+            order = self._order[arrived.ticket.feed.source_id]
+            order.add(arrived)
+            while (ran := order.take()) is not None:
                 self._publish_one(ran)
 
     def _publish_one(self, ran: Ran) -> None:
         feed, frame = ran.ticket.feed, ran.ticket.job.frame
         if ran.reused:
-            if feed.last_inference is None:  # its reference failed: no result to reuse
-                feed.stats.errors += 1
+            reused = feed.reuse()
+            if reused is None:  # its reference failed: no result to reuse
                 return
-            inference = replace(feed.last_inference, inference_ms=0.0)
+            inference = reused
         elif ran.error is None and ran.raw is not None and ran.geometry is not None:
             feed.note_result()
             try:  # decoding here overlaps it with the next frames' inference
@@ -343,31 +354,28 @@ class Pipeline:
             except Exception as err:  # noqa: BLE001 - one undecodable frame must not stop the pipeline
                 self._failed(feed, ran.model, frame, err)
                 return
-            feed.last_inference = inference
+            feed.decoded(inference)
         else:
             self._failed(feed, ran.model, frame, ran.error or RuntimeError("no output"))
             return
-        self.latest = feed.latest = (frame, inference)
         record = to_record(frame, inference)
         if ran.reused:
             record["reused"] = True
         if self.scene is not None:
             self.scene.observe(frame, inference, record, ran.reused)
-        feed.stats.label_counts.update(record.get("counts", {}))
+        feed.analysed(frame, inference, record.get("counts", {}))
+        self.latest = feed.latest
         for sink in self.sinks:
             sink.publish(record)
-        feed.stats.published += 1
+        feed.published()
         if self.on_record is not None:
             self.on_record(record)
         if ran.shadow is not None:
             ran.shadow.compare(frame, inference)
 
     def _failed(self, feed: Feed, model: Model, frame: Frame, err: Exception) -> None:
-        feed.last_inference = None
-        if feed.gate is not None:
-            feed.gate.reset()  # the next frame must not reuse a result that never came
-        feed.stats.errors += 1
-        feed.stats.last_error = f"inference failed on frame {frame.index} of {frame.source_id}: {err}"
-        log.warning("%s", feed.stats.last_error)
+        reason = f"inference failed on frame {frame.index} of {frame.source_id}: {err}"
+        feed.failed(reason)
+        log.warning("%s", reason)
         if self.on_inference_error is not None:
             self.on_inference_error(model, err)

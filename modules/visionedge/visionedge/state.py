@@ -1,27 +1,63 @@
 """One typed snapshot of the module; status, health, heartbeat, getStatus and the metrics are pure views of it.
 
-`EdgeModule.snapshot()` is the only code that reads the live objects. To show a new piece of state everywhere, add a
-field here, fill it in that one function, and read it in the views below that should show it.
+`read_snapshot` is the only code that reads the live objects for a view. To show a new piece of state everywhere, add
+a field here, fill it in that one function, and read it in the views below that should show it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from visionedge.config import SourceSettings
+from visionedge import __version__
+from visionedge.config import DesiredProperties, SourceSettings
 from visionedge.gate import GateStats
-from visionedge.models.variants import VariantChoice
+from visionedge.models.choice import VariantChoice
 from visionedge.modelstore.health import ModelHealth
 from visionedge.result import iso_utc
 from visionedge.sources import Source, SourceState
-from visionedge.supervise import PartState
+from visionedge.supervise import Part, PartState, states
 from visionedge.telemetry.sink import TelemetryStats, heartbeat_telemetry
 from visionedge.urls import redact_url
 
 if TYPE_CHECKING:
     from visionedge.feed import Feed
+    from visionedge.models.model import Model
+    from visionedge.modelstore import ModelManager
+    from visionedge.pipeline import Pipeline
+    from visionedge.telemetry.sink import TelemetrySink
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What a snapshot shows of the control plane around the running parts: the desired settings in force and
+    their version, the hub link and the control threads (a local run: its config, version 0, no hub, no threads)."""
+
+    settings: Callable[[], DesiredProperties]
+    version: Callable[[], int] = lambda: 0
+    hub_connected: Callable[[], bool] = lambda: False
+    parts: Callable[[], list[Part]] = list
+
+
+class Live(Protocol):
+    """The running parts a snapshot is read from (`visionedge.assembly.Assembly`)."""
+
+    instance_id: str
+    started_at: float
+    last_error: str
+    control: Control
+    manager: ModelManager | None
+    sources: dict[str, Source]
+    pipeline: Pipeline | None
+    telemetry: TelemetrySink | None
+
+    @property
+    def model(self) -> Model | None:
+        """The model serving now (read from its one holder)."""
+
+    def parts(self) -> list[Part]:
+        """Every supervised thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +244,27 @@ def source_snapshot(settings: SourceSettings, source: Source | None, feed: Feed 
         errors=stats.errors if stats else 0,
         frame_age_s=stats.frame_age_s if stats else 0.0,
         reopened=feed.reopened if feed else 0,
-        last_error=stats.last_error if stats else "",
+        last_error=feed.last_error if feed else "",
         gate=feed.gate.stats() if feed is not None and feed.gate is not None else None,
+    )
+
+
+def read_snapshot(live: Live) -> ModuleSnapshot:
+    """The one place the module's state is read from the live objects; every view is a function of what it returns."""
+    model, manager, telemetry, pipeline = live.model, live.manager, live.telemetry, live.pipeline
+    update = manager.status() if manager is not None else None
+    return ModuleSnapshot(
+        module_version=__version__,
+        instance=live.instance_id,
+        started_at=live.started_at,
+        desired_version=live.control.version(),
+        last_error=live.last_error,
+        hub_connected=live.control.hub_connected(),
+        sources=tuple(source_snapshot(s, live.sources.get(s.id), pipeline.feed(s.id) if pipeline else None)
+                      for s in live.control.settings().source_list()),
+        model=ModelSnapshot(model.name, model.version, tuple(model.providers), model.variant) if model else None,
+        model_update=ModelUpdateSnapshot(str(update["state"]), update) if update is not None else None,
+        telemetry=telemetry.stats() if telemetry is not None else None,
+        parts=states(live.parts()),
+        model_health=manager.health() if manager is not None else None,
     )

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from visionedge.errors import one_line
+from visionedge.retry import backoff_delay
+
 log = logging.getLogger(__name__)
+
+RESTART_JITTER = 0.2
+"""+-20 %: the threads of one process need less spread than a fleet reconnecting together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +70,8 @@ class Part:
         if ran_s >= self.stable_s:
             self._attempt = 0
         self._attempt += 1
-        base = min(self.max_s, self.initial_s * 2.0 ** (self._attempt - 1))
-        delay = base * random.uniform(0.8, 1.2)
-        self.reason = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+        delay = backoff_delay(self._attempt - 1, self.initial_s, self.max_s, jitter=RESTART_JITTER)
+        self.reason = one_line(f"{type(err).__name__}: {err}")
         self._down_until = self.clock() + delay + self.stable_s
         if self.reason not in self._logged:
             self._logged.add(self.reason)

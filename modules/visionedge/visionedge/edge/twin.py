@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_origin
@@ -16,7 +14,7 @@ from pydantic.fields import FieldInfo
 
 from visionedge.acks import ack, merge_patch
 from visionedge.config import DesiredProperties, describe_validation_error
-from visionedge.durable import write_json_atomic
+from visionedge.durable import move_aside, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +91,8 @@ class DesiredState:
         """Keep a corrupt file for inspection, out of the way of every later start."""
         assert self.cache is not None
         self.moved_aside += 1
-        aside = self.cache.with_name(f"{self.cache.name}.corrupt-{int(time.time())}")
         try:
-            os.replace(self.cache, aside)
+            aside = move_aside(self.cache)
             log.error("saved settings %s are unusable (%s): moved to %s; starting on the defaults until the hub "
                       "sends the desired properties", self.cache, reason, aside.name)
         except OSError as err:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionedge.fleet.hub import CA_ENV, CONNECTION_ENV, FleetHub, HubError
+from visionedge.fleet.hub import CA_ENV, CLIENT_ENV, CLIENTS, CONNECTION_ENV, FleetHub, HubError, connect
 from visionedge.fleet.plan import (
     LABEL_RING,
     LABEL_ROLE,
@@ -33,12 +34,36 @@ class UsageError(Exception):
     """A wrong argument: exit code 2."""
 
 
+def _number(low: float, high: float = math.inf, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type for a gate: a finite number in [low, high] (above `low` when `above`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or value > high or (above and value == low):
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number {bound}"
+                                             + (f" and at most {high:g}" if math.isfinite(high) else ""))
+        return value
+
+    return parse
+
+
+PERCENT = _number(0.0, 100.0)
+SECONDS = _number(0.0)
+POSITIVE_SECONDS = _number(0.0, above=True)
+
+
 def add_parser(sub: Any) -> None:
     """Register `fleet` and its subcommands on the main parser."""
     fleet = sub.add_parser("fleet", help="roll a model out across a fleet in rings, through IoT Hub deployments")
     fleet.add_argument("--connection-string", help=f"IoT Hub service connection string (default: ${CONNECTION_ENV}); "
                                                    "never printed")
     fleet.add_argument("--hub-ca", type=Path, help=f"extra CA (PEM) trusted for the hub (default: ${CA_ENV})")
+    fleet.add_argument("--client", choices=CLIENTS, help=f"how to reach the hub: sdk (azure-iot-hub) or rest (its "
+                                                         f"REST API over requests) (default: ${CLIENT_ENV}, else sdk)")
     fsub = fleet.add_subparsers(dest="fleet_command", required=True)
 
     rings = fsub.add_parser("rings", help="ring tags on devices")
@@ -59,15 +84,17 @@ def add_parser(sub: Any) -> None:
 
     plan = model_command("plan", "print the layered deployments a rollout would create, checked against the hub")
     plan.add_argument("--offline", action="store_true", help="do not contact the hub (checks the model block only)")
+    plan.add_argument("--json", action="store_true", help="print the deployments as JSON (what `az iot edge "
+                                                          "deployment create` takes), not a summary")
     rollout = model_command("rollout", "create the ring deployments one wave at a time, gated on device health")
-    rollout.add_argument("--min-applied", type=float, default=90.0, help="%% of a ring acked 200 to pass (90)")
-    rollout.add_argument("--max-failed", type=float, default=10.0, help="%% refused/rolled back that halts (10)")
+    rollout.add_argument("--min-applied", type=PERCENT, default=90.0, help="%% of a ring acked 200 to pass (90)")
+    rollout.add_argument("--max-failed", type=PERCENT, default=10.0, help="%% refused/rolled back that halts (10)")
     rollout.add_argument("--min-finished", type=int, default=1, help="devices with a verdict before --max-failed "
                                                                      "counts (1)")
-    rollout.add_argument("--soak", type=float, default=0.0, help="seconds a ring must stay healthy (0)")
-    rollout.add_argument("--wave-timeout", type=float, default=1800.0, help="seconds before a ring that does not "
-                                                                            "pass halts the rollout (1800)")
-    rollout.add_argument("--poll", type=float, default=15.0, help="seconds between metric reads (15)")
+    rollout.add_argument("--soak", type=SECONDS, default=0.0, help="seconds a ring must stay healthy (0)")
+    rollout.add_argument("--wave-timeout", type=POSITIVE_SECONDS, default=1800.0,
+                         help="seconds before a ring that does not pass halts the rollout (1800)")
+    rollout.add_argument("--poll", type=POSITIVE_SECONDS, default=15.0, help="seconds between metric reads (15)")
     status = fsub.add_parser("status", help="rollouts on the hub and their rings")
     status.add_argument("rollout", nargs="?", help="only this rollout")
     status.add_argument("--json", action="store_true")
@@ -80,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch `visionedge fleet ...`; one line on stderr for every expected failure."""
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "rings": _rings, "plan": _plan, "rollout": _rollout, "status": _status, "rollback": _rollback}
+    args.opened = []
     try:
         return commands[args.fleet_command](args)
     except UsageError as err:
@@ -88,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     except (HubError, PlanError, RingError) as err:
         sys.stderr.write(f"visionedge fleet: error: {err}\n")
         return int(Exit.ERROR)
+    finally:
+        for hub in args.opened:
+            hub.close()
 
 
 def _hub(args: argparse.Namespace) -> FleetHub:
@@ -96,7 +127,9 @@ def _hub(args: argparse.Namespace) -> FleetHub:
     if not connection:
         raise UsageError(f"no hub: pass --connection-string or set {CONNECTION_ENV}")
     ca = args.hub_ca or (Path(os.environ[CA_ENV]) if os.environ.get(CA_ENV) else None)
-    return FleetHub(connection, ca)
+    hub = connect(connection, ca, args.client or os.environ.get(CLIENT_ENV) or "sdk")
+    args.opened.append(hub)
+    return hub
 
 
 def _out(text: str) -> None:
@@ -140,7 +173,15 @@ def _checked_plan(args: argparse.Namespace, hub: FleetHub | None) -> Any:
 
 def _plan(args: argparse.Namespace) -> int:
     plan = _checked_plan(args, None if args.offline else _hub(args))
-    _out(json.dumps(plan.to_json(), indent=2))
+    if args.json:
+        _out(json.dumps(plan.to_json(), indent=2))
+    else:
+        _out(f"rollout {plan.rollout_id}: {plan.model['name']} {plan.model['version']}, one wave per ring")
+        for wave in plan.waves:
+            _out(f"  {wave['id']}  priority {wave['priority']}  {wave['targetCondition']}")
+        _out(f"then, once every ring passed: {plan.current['id']}  priority {plan.current['priority']}  "
+             f"{plan.current['targetCondition']}")
+        _out("(--json prints the deployments in full)")
     for warning in plan.warnings:
         sys.stderr.write(f"visionedge fleet: warning: {warning}\n")
     return 0

@@ -1,24 +1,30 @@
-"""The hub as the fleet commands see it: configurations and twins through the official service SDK, as plain dicts.
+"""The hub as the fleet commands see it: seven calls on configurations and twins, as plain REST-shaped dicts.
 
-The connection string is a secret: it is kept only inside the SDK objects, never printed, logged or put in an
-error message (errors name the hub by its HostName). An extra CA (`--hub-ca`) is added to the system store;
-verification is never turned off.
+Everything above this interface (rings, plan, rollout, status) is written against `FleetHub` only. Two clients
+implement it: `sdk.py`, the official service SDK `azure-iot-hub` (the only file that imports it), and `rest.py`,
+IoT Hub's documented REST API over `requests` (no uamqp, so it installs on any Python). Replacing the SDK is a
+change to `sdk.py`, or `--client rest`.
+
+The connection string is a secret: it is kept only inside the client, never printed, logged or put in an error
+message (errors name the hub by its HostName). An extra CA (`--hub-ca`) is added to the system store in a bundle
+file that lives as long as the client; verification is never turned off.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import certifi
 
-log = logging.getLogger(__name__)
-
 CONNECTION_ENV = "IOTHUB_CONNECTION_STRING"
 CA_ENV = "VISIONEDGE_HUB_CA"
+CLIENT_ENV = "VISIONEDGE_HUB_CLIENT"
+CLIENTS = ("sdk", "rest")
 PAGE = 1000
 TIMEOUT_S = 30
 
@@ -31,140 +37,85 @@ class HubError(RuntimeError):
         self.status = status
 
 
-def host_of(connection_string: str) -> str:
-    """The HostName of a service connection string (the only part that may be shown); raises HubError."""
+class FleetHub(Protocol):
+    """What a replacement client must provide: every call the fleet commands make, dicts in the REST API's shape.
+
+    Errors are HubError with the HTTP status (404 absent, 409 exists, 412 etag changed, 0 unreachable); a
+    message never holds the connection string.
+    """
+
+    host: str
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """GET /configurations: every configuration (deployment) on the hub."""
+
+    def get(self, config_id: str) -> dict[str, Any] | None:
+        """GET /configurations/{id}, or None on 404."""
+
+    def create(self, config: dict[str, Any]) -> dict[str, Any]:
+        """PUT /configurations/{id} without If-Match; on 409 the existing one is returned (a re-run creates none)."""
+
+    def update(self, config: dict[str, Any]) -> dict[str, Any]:
+        """PUT /configurations/{id} with If-Match: the etag it was read with (412 when someone changed it)."""
+
+    def delete(self, config_id: str) -> bool:
+        """DELETE /configurations/{id} with If-Match '*'; False when it was already gone."""
+
+    def query(self, text: str) -> Iterator[dict[str, Any]]:
+        """POST /devices/query, every page (x-ms-continuation), each row as the hub returns it."""
+
+    def set_tags(self, device_id: str, tags: dict[str, Any], etag: str) -> None:
+        """PATCH /twins/{id} {"tags": ...} with If-Match: the twin's etag."""
+
+    def close(self) -> None:
+        """Release the client's files and connections."""
+
+
+def parse_connection_string(connection_string: str) -> dict[str, str]:
+    """HostName, SharedAccessKeyName and SharedAccessKey of a service connection string; raises HubError."""
     fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     missing = [k for k in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(k)]
     if missing:
         raise HubError(f"the connection string lacks {', '.join(missing)}: use the hub's service connection "
                        "string (az iot hub connection-string show --policy-name registryReadWrite)")
-    return fields["HostName"]
+    return fields
 
 
-def _bundle(extra_ca: Path) -> Path:
-    """A CA bundle file: the system store (certifi) plus `extra_ca`."""
-    try:
-        extra = extra_ca.read_text(encoding="ascii")
-    except OSError as err:
-        raise HubError(f"cannot read the hub CA {extra_ca}: {err.strerror}") from err
-    if "BEGIN CERTIFICATE" not in extra:
-        raise HubError(f"the hub CA {extra_ca} is not a PEM certificate")
-    system = Path(certifi.where()).read_text(encoding="ascii")
-    with tempfile.NamedTemporaryFile("w", prefix="visionedge-hub-ca-", suffix=".pem", delete=False) as handle:
-        handle.write(system + "\n" + extra)
-    return Path(handle.name)
+def host_of(connection_string: str) -> str:
+    """The HostName of a service connection string (the only part that may be shown); raises HubError."""
+    return parse_connection_string(connection_string)["HostName"]
 
 
-class FleetHub:
-    """Configurations (deployments) and twins of one hub, via IoTHubConfigurationManager and IoTHubRegistryManager."""
+class CaBundle:
+    """The system store (certifi) plus an extra CA, in a file removed by `close()` or when the owner is collected."""
 
-    def __init__(self, connection_string: str, ca_file: Path | None = None) -> None:
-        self.host = host_of(connection_string)
+    def __init__(self, owner: object, extra_ca: Path) -> None:
         try:
-            from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
-        except ImportError as err:
-            raise HubError("the fleet commands need the [fleet] extra: pip install 'visionedge[fleet]' "
-                           f"({err.name} is missing)") from err
-        for noisy in ("msrest", "azure", "uamqp", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        self._configs = IoTHubConfigurationManager.from_connection_string(connection_string)
-        self._registry = IoTHubRegistryManager.from_connection_string(connection_string)
-        verify: str | bool = str(_bundle(ca_file)) if ca_file is not None else True
-        for client in (self._configs.protocol, self._registry.protocol):
-            client.config.connection.verify = verify
-            client.config.connection.timeout = TIMEOUT_S
+            extra = extra_ca.read_text(encoding="ascii")
+        except (OSError, ValueError) as err:
+            raise HubError(f"cannot read the hub CA {extra_ca}: {getattr(err, 'strerror', None) or err}") from err
+        if "BEGIN CERTIFICATE" not in extra:
+            raise HubError(f"the hub CA {extra_ca} is not a PEM certificate")
+        system = Path(certifi.where()).read_text(encoding="ascii")
+        fd, name = tempfile.mkstemp(prefix="visionedge-hub-ca-", suffix=".pem")
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(system + "\n" + extra)
+        self.path = Path(name)
+        self._remove = weakref.finalize(owner, self.path.unlink, True)
 
-    def _call(self, what: str, func: Any, *args: Any) -> Any:
-        """Run one SDK call, turning its exceptions into a HubError that names the hub but holds no secret."""
-        from msrest.exceptions import ClientRequestError, HttpOperationError
+    def close(self) -> None:
+        """Remove the bundle file now."""
+        self._remove()
 
-        try:
-            return func(*args)
-        except HttpOperationError as err:
-            status = err.response.status_code if err.response is not None else 0
-            detail = ""
-            try:
-                body = err.response.json()
-                detail = str(body.get("Message") or body)[:200]
-            except (ValueError, AttributeError):
-                detail = (err.response.text or "")[:200] if err.response is not None else ""
-            raise HubError(f"{self.host}: {what} failed: HTTP {status} {detail}".rstrip(), status) from None
-        except ClientRequestError as err:
-            raise HubError(f"{self.host}: {what} failed: hub unreachable ({type(err.inner_exception).__name__})"
-                           ) from None
 
-    # ---- configurations -------------------------------------------------------------------------------------
+def connect(connection_string: str, ca_file: Path | None = None, client: str = "sdk") -> FleetHub:
+    """A hub client of the kind asked for (`sdk` or `rest`)."""
+    if client == "rest":
+        from visionedge.fleet.rest import RestHub
 
-    def configurations(self) -> list[dict[str, Any]]:
-        """Every configuration (deployment) on the hub, as REST-shaped dicts."""
-        items = self._call("listing deployments", self._configs.get_configurations, 1000)
-        return [item.serialize(keep_readonly=True) for item in items]
+        return RestHub(connection_string, ca_file)
+    if client == "sdk":
+        from visionedge.fleet.sdk import SdkHub
 
-    def get(self, config_id: str) -> dict[str, Any] | None:
-        """One configuration, or None when it does not exist."""
-        try:
-            item = self._call(f"reading deployment {config_id}", self._configs.get_configuration, config_id)
-        except HubError as err:
-            if err.status == 404:
-                return None
-            raise
-        result: dict[str, Any] = item.serialize(keep_readonly=True)
-        return result
-
-    def create(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Create a configuration; an existing one with this id is returned as is (a re-run creates nothing)."""
-        from azure.iot.hub.models import Configuration
-
-        try:
-            item = self._call(f"creating deployment {config['id']}", self._configs.create_configuration,
-                              Configuration.deserialize(config))
-        except HubError as err:
-            if err.status != 409:
-                raise
-            existing = self.get(config["id"])
-            if existing is None:
-                raise
-            return existing
-        result: dict[str, Any] = item.serialize(keep_readonly=True)
-        return result
-
-    def update(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Update labels, target condition, priority or metrics, guarded by the etag it was read with."""
-        from azure.iot.hub.models import Configuration
-
-        item = self._call(f"updating deployment {config['id']}", self._configs.update_configuration,
-                          Configuration.deserialize(config), config["etag"])
-        result: dict[str, Any] = item.serialize(keep_readonly=True)
-        return result
-
-    def delete(self, config_id: str) -> bool:
-        """Delete a configuration; False when it was already gone."""
-        try:
-            self._call(f"deleting deployment {config_id}", self._configs.delete_configuration, config_id)
-        except HubError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
-
-    # ---- twins ----------------------------------------------------------------------------------------------
-
-    def query(self, text: str) -> Iterator[dict[str, Any]]:
-        """Every row of a twin query, page by page."""
-        from azure.iot.hub.models import QuerySpecification
-
-        token = None
-        while True:
-            page = self._call("querying twins", self._registry.query_iot_hub, QuerySpecification(query=text),
-                              token, PAGE)
-            for item in page.items or []:
-                yield item.serialize(keep_readonly=True) if hasattr(item, "serialize") else item
-            token = page.continuation_token
-            if not token:
-                return
-
-    def set_tags(self, device_id: str, tags: dict[str, Any], etag: str) -> None:
-        """Merge tags into a device twin, only if it is unchanged since it was read."""
-        from azure.iot.hub.models import Twin
-
-        self._call(f"tagging {device_id}", self._registry.update_twin, device_id, Twin(tags=tags), etag)
+        return SdkHub(connection_string, ca_file)
+    raise HubError(f"unknown hub client {client!r}: use one of {', '.join(CLIENTS)}")

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from visionedge.config import ModelRef, describe_validation_error
 from visionedge.download import DownloadPolicy
-from visionedge.fleet.rings import RING_TAG, ring_condition
+from visionedge.fleet.rings import ring_condition
+from visionedge.fleet.twinrules import twin_problem
+from visionedge.intake import IntakeError, check_tree, read_json
 from visionedge.modelstore.errors import UpdateRejected
 from visionedge.modelstore.refs import block_of, resolve
 
@@ -30,6 +32,10 @@ CURRENT_PRIORITY = 90
 MAX_DEPLOYMENTS = 100
 MAX_METRICS = 5
 MAX_PROPERTY_BYTES = 4096
+MAX_MODEL_FILE_BYTES = 64 * 1024
+"""MODEL.json on disk: a 4 KB block with room for indentation; refused before it is read past this."""
+TWIN_DEPTH = 10
+"""IoT Hub refuses twin documents nested deeper than 10 levels; the block counts as the first."""
 SCHEMAS_ENV = "VISIONEDGE_SCHEMAS_DIR"
 MANIFEST_SCHEMA = "azure-iot-edge-deployment-2.0.json"
 
@@ -45,6 +51,9 @@ LABEL_REASON = "visionedge.reason"
 
 ROLE_RING = "ring"
 ROLE_CURRENT = "current"
+AGENT_SCHEMA = "1.1"
+"""The edgeAgent schemaVersion every layer restates: IoT Hub wants `$edgeAgent` in every edge deployment's content,
+and this is the one path a layer can set to the value the base already has, changing nothing on the device."""
 
 
 class PlanError(ValueError):
@@ -56,6 +65,7 @@ class Plan:
     """What a rollout will create, wave by wave, and the layer it leaves behind."""
 
     rollout_id: str
+    module_id: str
     model: dict[str, Any]
     rings: tuple[str, ...]
     waves: tuple[dict[str, Any], ...]
@@ -69,15 +79,18 @@ class Plan:
 
 
 def load_model_block(path: Path) -> dict[str, Any]:
-    """Read MODEL.json (a twin `model` block, or {"model": block}) and check it as the module would."""
+    """Read MODEL.json (a twin `model` block, or {"model": block}) and check it as the module would.
+
+    A regular file of at most 64 KB, nested at most as deep as a twin allows, finite numbers only: anything else is
+    one line of error, before it can hang (a FIFO), exhaust memory (a huge file) or the stack (deep nesting).
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise PlanError(f"cannot read {path}: {err.strerror}") from err
-    except ValueError as err:
-        raise PlanError(f"{path} is not JSON: {err}") from err
-    if isinstance(data, dict) and set(data) == {"model"}:
-        data = data["model"]
+        data = read_json(path, MAX_MODEL_FILE_BYTES, "MODEL.json", depth=TWIN_DEPTH + 1)
+        if isinstance(data, dict) and set(data) == {"model"}:
+            data = data["model"]
+        check_tree(data, f"the model block in {path}", TWIN_DEPTH)
+    except IntakeError as err:
+        raise PlanError(str(err)) from None
     return check_model_block(data, str(path))
 
 
@@ -87,6 +100,9 @@ def check_model_block(data: Any, origin: str = "the model block") -> dict[str, A
     if size > MAX_PROPERTY_BYTES:
         raise PlanError(f"{origin}: the model block is {size} bytes; IoT Hub takes at most {MAX_PROPERTY_BYTES} per "
                         "property (move an inline manifest to manifest_url)")
+    problem = twin_problem(data, origin)
+    if problem:
+        raise PlanError(f"IoT Hub would refuse the block: {problem}")
     try:
         ref = ModelRef.model_validate(data)
     except ValidationError as err:
@@ -154,7 +170,8 @@ def build_plan(block: dict[str, Any], rings: list[str], *, module_id: str = MODU
                         f"ring priority ({priority})")
     rid = rollout_id(block)
     metrics = metric_queries(block, module_id)
-    content = {"modulesContent": {module_id: {"properties.desired.model": block}}}
+    content = {"modulesContent": {"$edgeAgent": {"properties.desired.schemaVersion": AGENT_SCHEMA},
+                                  module_id: {"properties.desired.model": block}}}
     model_label = f"{block['name']}@{block['version']}"[:128]
     waves = []
     for index, ring in enumerate(rings):
@@ -167,11 +184,10 @@ def build_plan(block: dict[str, Any], rings: list[str], *, module_id: str = MODU
             "content": content,
             "metrics": {"queries": metrics},
         })
-    ring_list = ", ".join(_quote(r) for r in rings)
     current = {
         "id": f"{rid}-current",
         "priority": current_priority,
-        "targetCondition": f"{RING_TAG} IN [{ring_list}]",
+        "targetCondition": " OR ".join(ring_condition(r) for r in rings),  # IoT Hub refuses IN in a target
         "labels": {LABEL_ROLLOUT: rid, LABEL_ROLE: ROLE_CURRENT, LABEL_RINGS: ",".join(rings),
                    LABEL_MODEL: model_label, LABEL_STATE: "current"},
         "content": content,
@@ -182,7 +198,7 @@ def build_plan(block: dict[str, Any], rings: list[str], *, module_id: str = MODU
     for deployment in (*waves, current):
         if len(str(deployment["id"])) > 128:
             raise PlanError(f"deployment id {deployment['id']!r} is longer than 128 characters")
-    return Plan(rid, block, tuple(rings), tuple(waves), current)
+    return Plan(rid, module_id, block, tuple(rings), tuple(waves), current)
 
 
 # ---- checks against the hub -----------------------------------------------------------------------------------
@@ -206,12 +222,16 @@ def check_against_hub(plan: Plan, existing: list[dict[str, Any]], ring_sizes: di
     bases = [c for c in existing if not is_layered(c) and (c.get("content") or {}).get("modulesContent")]
     if not bases:
         raise PlanError("the hub has no base deployment: layered deployments apply only on top of one")
-    module_id = next(iter(plan.waves[0]["content"]["modulesContent"]))
+    module_id = plan.module_id
     for base in bases:
         if int(base.get("priority") or 0) >= plan.current["priority"]:
             raise PlanError(f"base deployment {base['id']} has priority {base.get('priority')}: the rollout's layers "
                             f"({plan.current['priority']}, {plan.waves[0]['priority']}) must rank above every base")
         agent = base["content"]["modulesContent"].get("$edgeAgent", {}).get("properties.desired", {})
+        if agent.get("schemaVersion") != AGENT_SCHEMA:
+            raise PlanError(f"base deployment {base['id']} has $edgeAgent schemaVersion "
+                            f"{agent.get('schemaVersion')!r}; the rollout's layers restate {AGENT_SCHEMA!r} (IoT Hub "
+                            "wants $edgeAgent in every layer), which would change it")
         if module_id not in (agent.get("modules") or {}):
             warnings.append(f"base deployment {base['id']} does not deploy module {module_id!r}")
         if schemas_dir is not None:
@@ -240,7 +260,12 @@ def _validate_effective(base: dict[str, Any], plan: Plan, schemas_dir: Path) -> 
     manifest = json.loads(json.dumps({"modulesContent": base["content"]["modulesContent"]}))
     for module_id, block in plan.waves[0]["content"]["modulesContent"].items():
         desired = manifest["modulesContent"].setdefault(module_id, {}).setdefault("properties.desired", {})
-        desired["model"] = block["properties.desired.model"]
+        for key, value in block.items():
+            *parents, leaf = key.split(".")[2:]
+            node = desired
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
     errors = sorted(Draft4Validator(schema).iter_errors(manifest), key=lambda e: list(e.absolute_path))
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path)

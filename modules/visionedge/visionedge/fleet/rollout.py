@@ -5,7 +5,9 @@ Gates (AWS IoT Jobs' abort criteria are the model): a ring passes when at least 
 devices acknowledge the model with 200 (after an optional soak), confirmed by two consecutive fresh reads; any
 started ring fails when, once `min_finished` devices have a verdict, more than `max_failed` % of them refused it or
 rolled it back. Metrics count only once the hub's targeted count matches the ring's tagged devices; a failed read
-(hub outage) restarts the confirmation and the soak, so nothing is promoted on data from before an outage.
+(hub outage) restarts the confirmation and the soak, so nothing is promoted on data from before an outage. A resumed
+controller keeps the wave timeout of the ring's `visionedge.started` label but soaks from its own first good read:
+it cannot vouch for the time no controller watched.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ class Controller:
 
     def _confirm_rollback(self, rings: list[str]) -> str:
         """Wait until every device of the started rings runs the model its twin now asks for again, or time out."""
-        module = next(iter(self.plan.waves[0]["content"]["modulesContent"]))
+        module = self.plan.module_id
         deadline = time.monotonic() + min(self.gates.wave_timeout_s, ROLLBACK_CONFIRM_S)
         devices: set[str] = set()
         back: set[str] = set()

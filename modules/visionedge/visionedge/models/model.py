@@ -7,20 +7,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from visionedge.config import InferenceSettings, RuntimeSettings
 from visionedge.errors import ModelError
 from visionedge.frame import Geometry, Inference
+from visionedge.models.choice import VariantChoice
 from visionedge.models.decoders import Thresholds
 from visionedge.models.manifest import ModelManifest
 from visionedge.models.preprocess import Preprocessor
 from visionedge.models.runtime import create_session
-
-if TYPE_CHECKING:
-    from visionedge.models.variants import VariantChoice
 
 log = logging.getLogger(__name__)
 

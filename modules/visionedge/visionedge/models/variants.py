@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from visionedge.config import LocalSettings, RuntimeSettings
 from visionedge.download import sha256_file
 from visionedge.errors import ModelError, VisionEdgeError
+from visionedge.models.choice import VariantChoice
 from visionedge.models.manifest import ModelManifest, load_manifest
 from visionedge.models.model import Model
 
@@ -44,23 +45,6 @@ class Candidate:
     path: Path
     labels: Path
     agreement: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class VariantChoice:
-    """What ran, why, and the timings behind it: reported in status and logged at start-up."""
-
-    requested: str
-    chosen: str
-    file: str
-    reason: str
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    agreement: float | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """The reported `variant` block."""
-        return {"requested": self.requested, "chosen": self.chosen, "file": self.file, "reason": self.reason,
-                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}, "agreement": self.agreement}
 
 
 def variants_root(local: LocalSettings) -> Path:

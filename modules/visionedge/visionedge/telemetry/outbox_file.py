@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from visionedge.durable import move_aside
 from visionedge.errors import VisionEdgeError
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ class OutboxFile:
             if isinstance(err, sqlite3.DatabaseError) and \
                     (getattr(err, "sqlite_errorcode", 0) & 0xFF) not in _CORRUPT_CODES:
                 raise
-            aside = self._move_aside()
+            aside = move_aside(self.path, ("-wal", "-shm"))  # kept for a post-mortem
             log.error("outbox %s is corrupt (%s): moved it to %s and started an empty outbox; the events it held "
                       "are lost", self.path, err, aside)
         conn = self._connect()
@@ -151,17 +150,6 @@ class OutboxFile:
             conn.close()
             raise
         return conn
-
-    def _move_aside(self) -> Path:
-        """Rename the database (and its WAL) out of the way, keeping it for a post-mortem."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        os.replace(self.path, aside)
-        for suffix in ("-wal", "-shm"):
-            extra = Path(f"{self.path}{suffix}")
-            if extra.exists():
-                os.replace(extra, Path(f"{aside}{suffix}"))
-        return aside
 
 
 def set_meta(conn: sqlite3.Connection, values: Mapping[str, str]) -> None:

@@ -64,6 +64,7 @@ class TelemetrySink:
         transport: Transport | None = None,
         local: LocalMqttPublisher | None = None,
         heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
+        heartbeat: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
         steady: Callable[[], float] = time.monotonic,
         tick_s: float = 1.0,
@@ -71,12 +72,15 @@ class TelemetrySink:
         billing_unit_bytes: int = UNIT_BYTES,
         local_client_id: str | None = None,
     ) -> None:
+        """`heartbeat_fields` adds fields to the sink's own; `heartbeat` gives them all (the module's snapshot view,
+        which carries the telemetry path's fields read once with everything else)."""
         self.clock = clock
         self.steady = steady
         self.local_client_id = local_client_id
         self.tick_s = tick_s
         self.local = local
         self._user_fields = heartbeat_fields
+        self._heartbeat = heartbeat
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tick_thread: threading.Thread | None = None
@@ -104,14 +108,14 @@ class TelemetrySink:
 
     @classmethod
     def from_config(cls, config: ModuleConfig, transport: Transport | None, *,
-                    heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
+                    heartbeat: Callable[[], Mapping[str, Any]] | None = None,
                     client_id: str | None = None) -> TelemetrySink:
         """The module's wiring: outbox under data_dir, the configured source id, local MQTT when enabled."""
         desired = config.desired
         return cls(desired.telemetry, desired.outbox, data_dir=config.local.data_dir,
                    source_id=desired.source_list()[0].id,
                    transport=transport, local=local_publisher(desired.local_mqtt, config.local, client_id),
-                   heartbeat_fields=heartbeat_fields, local_client_id=client_id,
+                   heartbeat=heartbeat, local_client_id=client_id,
                    billing_unit_bytes=int(desired.telemetry.billing_unit_kb * 1024))
 
     def start(self) -> None:
@@ -267,7 +271,9 @@ class TelemetrySink:
             "compacted_total": stats.compacted, "outbox_depth": stats.depth}, now)
 
     def _heartbeat_fields(self) -> dict[str, Any]:
-        """The telemetry path's own fields, then the caller's (the module's, which carry them too)."""
+        """The caller's whole heartbeat when given; else the telemetry path's own fields, then the caller's extra."""
+        if self._heartbeat is not None:
+            return dict(self._heartbeat())
         fields = heartbeat_telemetry(self.stats())
         if self._user_fields is not None:
             fields.update(self._user_fields())
