@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+from pathlib import Path
 
 import pytest
 from visionedge.config import RuntimeSettings
-from visionedge.models.runtime import CPU, Layout, plan_layout
+from visionedge.models.runtime import CPU, Layout, bound, plan_layout, usable_cores
 from visionedge.pipeline import Pipeline
 from visionedge.sources import VideoFileSource
 
@@ -71,3 +73,16 @@ def test_after_a_swap_no_record_of_the_old_model_follows_one_of_the_new(short_vi
     switch = names.index("squeezenet-fp32")
     assert set(names[:switch]) == {"squeezenet"}
     assert set(names[switch:]) == {"squeezenet-fp32"}, "an old model's record followed a new one"
+
+
+def test_runtime_settings_are_bounded_by_the_usable_cores_and_the_cgroup_quota(tmp_path: Path) -> None:
+    """Workers and thread counts above the cores are lowered, with the reason; a cgroup v2 quota lowers the cores."""
+    settings, said = bound(RuntimeSettings(workers=64, intra_op_threads=256, inter_op_threads=1), 2)
+    assert (settings.workers, settings.intra_op_threads, settings.inter_op_threads) == (2, 2, 1)
+    assert said == "lowered to the 2 usable core(s): workers 64 -> 2, intra_op_threads 256 -> 2"
+    assert bound(RuntimeSettings(), 2) == (RuntimeSettings(), "")
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n", encoding="ascii")  # docker run --cpus 1.5
+    assert usable_cores(quota) == min(2, len(os.sched_getaffinity(0)))
+    quota.write_text("max 100000\n", encoding="ascii")
+    assert usable_cores(quota) == len(os.sched_getaffinity(0))

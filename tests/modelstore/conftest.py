@@ -104,9 +104,10 @@ def make_harness(tmp_path: Path, policy: DownloadPolicy, fetcher: Fetcher) -> It
     made: list[Harness] = []
 
     def make(video: Path | None = None, policy_: DownloadPolicy | None = None, shadow: ShadowSettings | None = None,
-             **rollback: Any) -> Harness:
+             first_boot: bool = False, **rollback: Any) -> Harness:
         settings = RollbackSettings(**{"watch_frames": 0, "watch_s": 0.0, **rollback})
-        harness = Harness(tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video, shadow)
+        harness = Harness(tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video, shadow,
+                          first_boot)
         made.append(harness)
         return harness
 

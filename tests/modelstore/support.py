@@ -186,10 +186,13 @@ class Harness:
     """Store, manager and (optionally) a real pipeline on vtest.avi, wired the way the module wires them."""
 
     def __init__(self, root: Path, policy: DownloadPolicy, fetcher: Fetcher, rollback: RollbackSettings,
-                 video: Path | None = None, shadow: ShadowSettings | None = None) -> None:
-        """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap."""
+                 video: Path | None = None, shadow: ShadowSettings | None = None, first_boot: bool = False) -> None:
+        """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap. Unless
+        `first_boot`, the twin already asked for the built-in default it starts on (as devhub's twin does)."""
         self.store = ModelStore(root, policy, fetcher)
         self.store.cleanup_staging()
+        if not first_boot:
+            self.store.write_updates({"served": True})
         self.initial = self.store.load_active(RUNTIME)
         self.acks: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
@@ -205,7 +208,7 @@ class Harness:
                                     report_health=self.health.append)
         if video is not None:
             source = VideoFileSource(video, "vtest", loop=True, realtime=False)
-            self.pipeline = Pipeline(source, self.initial, [self], on_record=self.manager.observe_record,
+            self.pipeline = Pipeline(source, lambda: self.manager.model, [self], on_record=self.manager.observe_record,
                                      on_inference_error=self.manager.observe_error)
             self._thread = threading.Thread(target=self.pipeline.run, args=(self._stop,), name="test-pipeline",
                                             daemon=True)
@@ -226,8 +229,6 @@ class Harness:
 
     def _swap(self, model: Model) -> None:
         self.swaps.append(f"{model.name}@{model.version}")
-        if self.pipeline is not None:
-            self.pipeline.swap_model(model)
 
     def _attach(self, shadow: Shadow | None) -> None:
         assert self.pipeline is not None

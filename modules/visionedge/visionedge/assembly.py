@@ -20,6 +20,7 @@ from visionedge.frame import Frame, Inference
 from visionedge.metrics import Metrics
 from visionedge.models.catalog import builtin_manifest, builtin_names
 from visionedge.models.model import Model
+from visionedge.models.runtime import bound, usable_cores
 from visionedge.modelstore import ModelManager, ModelStore
 from visionedge.modelstore.shadow import Shadow
 from visionedge.pipeline import Pipeline
@@ -62,7 +63,10 @@ class Assembly:
         self.store: ModelStore | None = None
         self.manager: ModelManager | None = None
         self.shadow: Shadow | None = None
-        self.model: Model | None = None
+        self._local_model: Model | None = None
+        """The local run's one model; under IoT Edge the model manager holds the serving model instead."""
+        self.applied_notes: dict[str, str] = {}
+        """What an applier changed from the value asked for (runtime bounded by the cores), for its ack."""
         self.sources: dict[str, Source] = {}
         self.source_hung: list[SourceSettings] | None = None
         """Sources whose opening timed out: not retried until the settings change (each try holds the caller)."""
@@ -84,9 +88,14 @@ class Assembly:
 
     # ---- the model -------------------------------------------------------------------------------------------
 
+    @property
+    def model(self) -> Model | None:
+        """The model serving now, read from its one holder: the model manager, or the local run's model."""
+        return self.manager.model if self.manager is not None else self._local_model
+
     def use_model(self, model: Model) -> None:
         """Serve one model, with no model store or manager behind it (the local run)."""
-        self.model = model
+        self._local_model = model
 
     def start_model(self, settings: DesiredProperties) -> None:
         """The last good model from the store, offline; the manager then follows the twin."""
@@ -99,7 +108,6 @@ class Assembly:
             log.error("no usable model: %s", err)
             return
         model.set_overrides(settings.inference)
-        self.model = model
         self.manager = ModelManager(
             store, model, swap=self._swap_model, report=lambda a: self._report({"model": a}),
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
@@ -110,26 +118,24 @@ class Assembly:
 
     def apply_inference(self, settings: DesiredProperties) -> None:
         """Thresholds and the scene-change gate, from the next frame."""
-        if self.model is not None:
-            self.model.set_overrides(settings.inference)
+        if self._local_model is not None:
+            self._local_model.set_overrides(settings.inference)
         if self.pipeline is not None:
             self.pipeline.set_gate(settings.inference.gate)
         if self.manager is not None:
             self.manager.update_settings(inference=settings.inference)
 
     def apply_runtime(self, settings: DesiredProperties) -> None:
-        """The active model loaded again with the new execution settings (a new pipeline when its workers change)."""
-        active = self.store.active() if self.store is not None else None
-        if active is not None and self.store is not None:
-            store = self.store
-            model = call_with_timeout(lambda: store.load(active, settings.runtime), MODEL_LOAD_TIMEOUT_S,
-                                      f"loading model {active} with the new runtime settings", self.stop)
-            model.set_overrides(settings.inference)
-            self._swap_model(model)
-            if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
-                self.start_pipeline(settings)  # the worker count is fixed while a pipeline runs
-        if self.manager is not None:
-            self.manager.update_settings(runtime=settings.runtime)
+        """The serving model loaded again with the new execution settings, in its holder (a new pipeline when its
+        workers change); values above the usable cores are lowered, said in the ack."""
+        _, self.applied_notes["runtime"] = bound(settings.runtime, usable_cores())
+        manager = self.manager
+        if manager is None:
+            return  # the model, once it loads, loads with these settings
+        model = call_with_timeout(lambda: manager.reload(settings.runtime), MODEL_LOAD_TIMEOUT_S,
+                                  f"loading model {manager.model.name} with the new runtime settings", self.stop)
+        if self.pipeline is not None and self.pipeline.workers != model.layout.workers:
+            self.start_pipeline(settings)  # the worker count is fixed while a pipeline runs
 
     def reset_counters(self, source_id: str, name: str) -> dict[str, Any] | None:
         """The resetCounters method's door: the telemetry sink holds the scene's running totals."""
@@ -158,10 +164,7 @@ class Assembly:
             self.manager.update_settings(rollback=settings.rollback, shadow=settings.shadow)
 
     def _swap_model(self, model: Model) -> None:
-        """Called by the model manager (its thread) and on runtime changes: takes effect at the next frame."""
-        self.model = model
-        if self.pipeline is not None:
-            self.pipeline.swap_model(model)
+        """Called by the model manager when the model serving changed (the pipeline reads it at the next frame)."""
         if self.telemetry is not None:
             self.telemetry.emit("model_active", {"model": {"name": model.name, "version": model.version},
                                                  "providers": model.providers})
@@ -209,7 +212,8 @@ class Assembly:
                 raise
         return sources
 
-    def build_pipeline(self, settings: DesiredProperties, sources: dict[str, Source], model: Model) -> Pipeline:
+    def build_pipeline(self, settings: DesiredProperties, sources: dict[str, Source],
+                       model: Model | Callable[[], Model]) -> Pipeline:
         """The pipeline over these sources and this model, with every callback wired (not started)."""
         self._adopt(sources)
         pipeline = Pipeline(list(sources.values()), model, self.sinks, on_record=self._on_record,
@@ -228,7 +232,9 @@ class Assembly:
             self._adopt(sources)
             log.error("no usable model: the pipeline waits for a valid desired 'model'")
             return
-        pipeline = self.build_pipeline(settings, sources, self.model)
+        manager = self.manager
+        serving = (lambda: manager.model) if manager is not None else self.model
+        pipeline = self.build_pipeline(settings, sources, serving)
         self._pipeline_stop = threading.Event()
         self._pipeline_thread = threading.Thread(target=pipeline.run, args=(self._pipeline_stop,),
                                                  name="pipeline", daemon=True)

@@ -240,7 +240,8 @@ class ShadowSettings(Strict):
     enabled: bool = Field(True, description="false = swap candidates in without a shadow phase")
     min_agreement: float = Field(0.8, ge=0.0, le=1.0,
                                  description="top-1 agreement (classifiers) or mean F1 (detectors) a candidate needs")
-    max_latency_ratio: float = Field(2.0, gt=0, description="refuse a candidate slower than this x (p95)")
+    max_latency_ratio: float = Field(2.0, gt=0, description="same kind of model: refuse a candidate slower than this "
+                                     "x at p95 and at the median (another kind must keep up with the frame rate)")
     frames: int = Field(150, ge=1, le=100000, description="decide after comparing this many frames")
     min_frames: int = Field(30, ge=1, le=100000, description="fewer compared frames by max_s: refused, inconclusive")
     max_s: float = Field(120.0, gt=0, le=86400, description="decide at the latest after this many seconds")

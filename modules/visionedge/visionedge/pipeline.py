@@ -101,16 +101,17 @@ class Pipeline:
     batches grow with load and add no waiting. The model can be swapped between two frames.
     """
 
-    def __init__(self, sources: Source | Sequence[Source], model: Model, sinks: Sequence[Sink], *,
+    def __init__(self, sources: Source | Sequence[Source], model: Model | Callable[[], Model], sinks: Sequence[Sink], *,
                  fps: float | None = None, on_record: Callable[[Record], None] | None = None,
                  on_inference_error: Callable[[Model, Exception], None] | None = None,
                  watchdog_s: float | None = None, workers: int | None = None,
                  gate: GateSettings | None = None) -> None:
-        self.model = model
+        self._serving: Callable[[], Model] = (lambda: model) if isinstance(model, Model) else model
+        """Where each dispatch reads the model: a fixed one, or its holder's (the IoT Edge module's model manager)."""
         self.sinks = sinks
         self.on_record = on_record
         self.on_inference_error = on_inference_error
-        self.workers = workers or model.layout.workers
+        self.workers = workers or self.model.layout.workers
         self._cond = threading.Condition()
         listed = [sources] if isinstance(sources, Source) else list(sources)
         self.feeds = [Feed(s, self._cond, lambda: self.model, s.fps if s.fps is not None else fps,
@@ -135,6 +136,11 @@ class Pipeline:
         """A candidate model compared on sampled frames (model update shadow phase); its results are never published."""
         self.scene: SceneAnalytics | None = None
         """Tracks, lines and zones per source, fed each published record before the sinks see it."""
+
+    @property
+    def model(self) -> Model:
+        """The model the next frame runs on."""
+        return self._serving()
 
     @property
     def fatal(self) -> Exception | None:
@@ -172,9 +178,9 @@ class Pipeline:
         return GateStats(sum(g.gated for g in stats), sum(g.inferred for g in stats), sum(g.cpu_s for g in stats))
 
     def swap_model(self, model: Model) -> None:
-        """Take effect at the next frame; frames in flight finish on the old model."""
+        """Take effect at the next frame; frames in flight finish on the old model (a pipeline holding its model)."""
         with self._cond:
-            self.model = model
+            self._serving = lambda: model
 
     def run(self, stop: threading.Event) -> PipelineStats:
         """Run until every source ends or stop is set; returns the final counters."""

@@ -50,11 +50,14 @@ class Live(Protocol):
     started_at: float
     last_error: str
     control: Control
-    model: Model | None
     manager: ModelManager | None
     sources: dict[str, Source]
     pipeline: Pipeline | None
     telemetry: TelemetrySink | None
+
+    @property
+    def model(self) -> Model | None:
+        """The model serving now (read from its one holder)."""
 
     def parts(self) -> list[Part]:
         """Every supervised thread."""

@@ -176,9 +176,6 @@ class EdgeModule:
             self._refuse_patch(patch, version, err)
             return
         reported = dict(outcome.reported)
-        manager = self.assembly.manager
-        if "model" in patch and manager is not None:
-            manager.request(self.state.document.get("model", {}), version)
         for key in sorted(outcome.changed - DEFERRED):
             live = (self.assembly.model, self.assembly.pipeline)
             try:
@@ -186,7 +183,14 @@ class EdgeModule:
             except Exception as err:  # noqa: BLE001 - any failure of a real apply is a refusal, never a crash
                 touched = live != (self.assembly.model, self.assembly.pipeline)
                 self._refuse(key, before, err, version, reported, touched=touched)
-        self.state.commit()
+            else:
+                note = self.assembly.applied_notes.pop(key, "")
+                if note and key in reported:
+                    reported[key] = {**reported[key], "ad": f"applied; {note}"}
+        self.state.commit()  # persisted before anything is acknowledged, the model manager's 202s included
+        manager = self.assembly.manager
+        if "model" in patch and manager is not None:
+            manager.request(self.state.document.get("model", {}), version)
         reported["status"] = self.status()
         self.reporter.report(reported)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,32 @@ def choose_providers(settings: RuntimeSettings, available: list[str] | None = No
     return chosen
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2 CPU quota of this container: "<quota> <period>" or "max <period>"."""
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may run on: its CPU set (a container's, not the host's count), lowered to the cgroup CPU
+    quota rounded up (`docker run --cpus 1.5` on 8 cores: 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable here: the CPU set is the bound
+    return cores
+
+
+def bound(settings: RuntimeSettings, cores: int) -> tuple[RuntimeSettings, str]:
+    """The settings with workers and thread counts no larger than the usable cores, and what was lowered ("" if
+    nothing): more threads than cores only queue behind each other, and each one costs memory and a stack."""
+    lowered = {name: cores for name in ("workers", "intra_op_threads", "inter_op_threads")
+               if getattr(settings, name) > cores}
+    if not lowered:
+        return settings, ""
+    said = ", ".join(f"{name} {getattr(settings, name)} -> {cores}" for name in lowered)
+    return settings.model_copy(update=lowered), f"lowered to the {cores} usable core(s): {said}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +86,11 @@ def create_session(path: Path, settings: RuntimeSettings) -> tuple[ort.Inference
     """Load a model with its layout; raise a one-line ModelError for files that are not usable ONNX."""
     requested = settings.resolved_providers()
     chosen = choose_providers(settings)
-    layout = plan_layout(settings, chosen, usable_cores())
+    cores = usable_cores()
+    settings, lowered = bound(settings, cores)
+    if lowered:
+        log.warning("runtime settings %s", lowered)
+    layout = plan_layout(settings, chosen, cores)
     ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -43,6 +43,10 @@ class DeliveryLedger:
         handled, latest = data.get("handled"), data.get("latest")
         self.handled: Delivery | None = (int(handled[0]), str(handled[1])) if _is_delivery(handled) else None
         self.latest: Delivery | None = (int(latest[0]), str(latest[1])) if _is_delivery(latest) else None
+        served = data.get("served")
+        self.served = served if isinstance(served, bool) else self.handled is not None
+        """A desired block has made its model serve on this device (false: first boot, the built-in default runs,
+        which nobody asked for); a memory from before this flag counts as served."""
 
     def delivered(self, version: int, text: str) -> bool:
         """Note the newest delivery; True unless this exact delivery was already handled."""
@@ -63,13 +67,15 @@ class DeliveryLedger:
             while len(self._refused) > REMEMBERED:
                 self._refused.pop(next(iter(self._refused)))
 
-    def handle(self, delivery: Delivery | None) -> None:
-        """Mark a delivery handled and persist it; a failure to write only costs a repeated no-op update later."""
+    def handle(self, delivery: Delivery | None, served: bool = False) -> None:
+        """Mark a delivery handled (served: its model serves now) and persist it; a failure to write only costs a
+        repeated no-op update later."""
         with self._lock:
             if delivery is not None:
                 self.handled = delivery
+            self.served = self.served or served
             data = {"handled": list(self.handled) if self.handled else None,
-                    "latest": list(self.latest) if self.latest else None}
+                    "latest": list(self.latest) if self.latest else None, "served": self.served}
         try:
             self._write(data)
         except OSError as err:
@@ -106,7 +112,7 @@ class Acknowledger:
         """Terminal acknowledgement: remembered (and persisted) so a re-delivery of this version is a no-op."""
         if code >= 400:
             self.last_error = text
-        self.ledger.handle((job.av, job.text))
+        self.ledger.handle((job.av, job.text), served=code == 200)
         self.emit(job.av, code, text, value)
 
     def refuse(self, job: Delivered, code: int, text: str, value: dict[str, Any]) -> None:

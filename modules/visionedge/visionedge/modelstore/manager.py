@@ -25,12 +25,8 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from visionedge.config import (
     InferenceSettings,
@@ -38,121 +34,86 @@ from visionedge.config import (
     RollbackSettings,
     RuntimeSettings,
     ShadowSettings,
-    describe_validation_error,
 )
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
-from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.health import HealthBook, HealthFn, ModelHealth
+from visionedge.modelstore.jobs import Job, as_ref, pair
 from visionedge.modelstore.ledger import Acknowledger, DeliveryLedger, ReportFn
+from visionedge.modelstore.phase import PhaseBook, UpdateState
 from visionedge.modelstore.progress import ProgressPacer
-from visionedge.modelstore.refs import Resolved, canonical, split_key, version_key
+from visionedge.modelstore.refs import canonical, split_key, version_key
 from visionedge.modelstore.rollbacks import RollbackDesk
-from visionedge.modelstore.shadow import AttachFn, Shadow, effective_every, run_shadow
+from visionedge.modelstore.serving import InUse, Serving, SwapFn
+from visionedge.modelstore.shadow import AttachFn
 from visionedge.modelstore.store import ModelStore
+from visionedge.modelstore.update import MANUAL_ROLLBACK, POLL_S, UpdateRun
 from visionedge.modelstore.watch import LatencyWindow, Watch
 from visionedge.supervise import Part
 
 log = logging.getLogger(__name__)
 
-SwapFn = Callable[[Model], None]
+__all__ = ["ModelManager", "SwapFn", "UpdateState"]
 
-POLL_S = 0.1
-MANUAL_ROLLBACK = "rolled back on request (rollbackModel)"
 REASON_CHARS = 200
 """Inference errors can carry pages of runtime internals; a reported reason stays one short line."""
 HEALTH_FILE = "health.json"
 """Beside updates.json in the store: the last modelHealth and the candidate in its shadow phase, if any."""
 
 
-class UpdateState(str, Enum):
-    """What the manager is doing, as shown in status()."""
-
-    IDLE = "idle"
-    DOWNLOADING = "downloading"
-    VALIDATING = "validating"
-    INSTALLING = "installing"
-    SHADOW = "shadow"
-    WATCHING = "watching"
-    ROLLING_BACK = "rolling back"
-
-
-@dataclass
-class _Job:
-    """One desired block to apply; av follows re-deliveries of the same block."""
-
-    ref: ModelRef | None
-    av: int
-    text: str
-    invalid: str = ""
-    """Why the block is not even a valid `model` setting (then ref is None)."""
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _InUse:
-    """The model the pipeline runs, with its key and the twin block that produced it."""
-
-    model: Model
-    key: str
-    block: dict[str, Any]
-
-
 class ModelManager:
-    """The only writer of the model store while the module runs; every other thread talks to it through calls.
+    """The only writer of the model store while the module runs, and the one holder of the serving model; every
+    other thread talks to it through calls.
 
-    Threading: request(), rollback_now(), status(), update_settings() and the observe*() hooks may be called from
-    any thread and never block on downloads (rollback_now waits for its own result). Staging, swap(), the watch
-    and report() calls all happen on the "model-manager" thread, so acknowledgements are emitted in order.
+    Threading: request(), rollback_now(), reload(), status(), update_settings() and the observe*() hooks may be called
+    from any thread and never block on downloads (rollback_now waits for its own result, reload for its load).
+    Staging, swaps, the watch and report() calls all happen on the "model-manager" thread (a reload on its caller's),
+    so acknowledgements are emitted in order.
     """
 
     def __init__(self, store: ModelStore, initial: Model, *, swap: SwapFn, report: ReportFn,
                  runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
                  rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None,
                  attach_shadow: AttachFn | None = None, report_health: HealthFn | None = None) -> None:
-        """attach_shadow(shadow) puts a candidate beside the live pipeline's model (None takes it away); without
-        it there are no live frames to compare on and the shadow phase is skipped. report_health receives the
-        `modelHealth` block whenever it changes."""
+        """swap(model) hears of each change of the serving model; attach_shadow(shadow) puts a candidate beside the
+        live pipeline's model (None takes it away): without it there are no live frames to compare on and the shadow
+        phase is skipped. report_health receives the `modelHealth` block whenever it changes."""
         self.store = store
-        self._swap = swap
-        self._attach_shadow = attach_shadow
-        self._runtime = runtime or RuntimeSettings()
-        self._inference = inference or InferenceSettings()
+        self.attach_shadow = attach_shadow
         self._rollback = rollback or RollbackSettings()
         self._shadow_settings = shadow or ShadowSettings()
         key = version_key(initial.name, initial.version)
-        self._in_use = _InUse(initial, key, store.block(key))
-        self._fallback: _InUse | None = None
-        self._watch: Watch | None = None
-        self._latency = LatencyWindow()
+        self.serving = Serving(store, InUse(initial, key, store.block(key), runtime or RuntimeSettings()),
+                               inference or InferenceSettings(), swap)
+        self.watch: Watch | None = None
+        self.latency = LatencyWindow()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.part = Part("model-manager")
         """A bug in the worker loop restarts it (logged, /healthz 503 meanwhile) instead of ending updates silently."""
-        self._pending: _Job | None = None
-        self._job: _Job | None = None
-        self._rollbacks = RollbackDesk()
-        self._state = UpdateState.IDLE
-        self._progress: float | None = None
-        self._pacer = ProgressPacer()
-        self._acks = Acknowledger(DeliveryLedger(store.read_updates, store.write_updates), report,
-                                  last_error="; ".join(store.load_errors))
-        self._health = HealthBook(store.root / HEALTH_FILE, _pair(key), report_health)
+        self._pending: Job | None = None
+        self._job: Job | None = None
+        self.rollbacks = RollbackDesk()
+        self.pacer = ProgressPacer()
+        self.acks = Acknowledger(DeliveryLedger(store.read_updates, store.write_updates), report,
+                                 last_error="; ".join(store.load_errors))
+        self.healthbook = HealthBook(store.root / HEALTH_FILE, pair(key), report_health)
+        self.phases = PhaseBook(self.healthbook)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Report the restored modelHealth and start the worker thread."""
-        self._health.publish()
-        self._thread = self.part.thread(self._run, self._stop)
+        self.healthbook.publish()
+        self._thread = self.part.thread(self._run, self.stopping)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel a download and stop; a model still on probation is not committed, so a restart comes up on the
         previous one and applies the block again when the twin re-delivers it."""
-        self._stop.set()
+        self.stopping.set()
         with self._lock:
             for job in (self._job, self._pending):
                 if job is not None:
@@ -160,7 +121,7 @@ class ModelManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._rollbacks.answer({"status": 503, "payload": {"error": "the model manager is stopping"}})
+        self.rollbacks.answer({"status": 503, "payload": {"error": "the model manager is stopping"}})
 
     # ---- calls from other threads --------------------------------------------------------------------------
 
@@ -169,10 +130,10 @@ class ModelManager:
 
         An invalid raw block is acknowledged 400 in order with every other acknowledgement, and still supersedes.
         """
-        ref, invalid = _as_ref(block)
+        ref, invalid = as_ref(block)
         text = canonical(ref) if ref is not None else json.dumps(block, sort_keys=True, default=str)
         with self._lock:
-            fresh = self._acks.ledger.delivered(desired_version, text)
+            fresh = self.acks.ledger.delivered(desired_version, text)
             pending, job = self._pending, self._job
             if pending is not None and pending.text == text:
                 pending.av = desired_version
@@ -185,7 +146,7 @@ class ModelManager:
             if job is not None and not job.cancel.is_set():
                 log.info("desired version %d supersedes %d", desired_version, job.av)
                 job.cancel.set()
-            self._pending = _Job(ref, desired_version, text, invalid)
+            self._pending = Job(ref, desired_version, text, invalid)
         self._wake.set()
         return True
 
@@ -194,12 +155,12 @@ class ModelManager:
         if self._thread is None or not self._thread.is_alive():
             return {"status": 503, "payload": {"error": "the model manager is not running"}}
         with self._lock:
-            request = self._rollbacks.ask()
+            request = self.rollbacks.ask()
             for job in (self._job, self._pending):
                 if job is not None:
                     job.cancel.set()
             self._pending = None
-            watch = self._watch
+            watch = self.watch
         if watch is not None:
             watch.abort(MANUAL_ROLLBACK)
         self._wake.set()
@@ -207,13 +168,17 @@ class ModelManager:
             return {"status": 504, "payload": {"error": f"the rollback did not finish within {timeout:g} s"}}
         return request.result
 
+    def reload(self, runtime: RuntimeSettings) -> Model:
+        """New runtime settings: the serving model is loaded again with them (see Serving.reload)."""
+        return self.serving.reload(runtime)
+
     def observe(self, model_key: str, inference_ms: float, ok: bool = True, reason: str = "") -> None:
         """One analysed frame (any thread, O(1)): feeds the watch of a new model or the latency baseline."""
-        watch = self._watch
+        watch = self.watch
         if watch is not None and model_key == watch.key:
             watch.add(inference_ms, ok, reason)
         elif ok and model_key == self._baseline_key():
-            self._latency.add(inference_ms)
+            self.latency.add(inference_ms)
 
     def observe_record(self, record: Mapping[str, Any]) -> None:
         """Pipeline(on_record=...) hook: a result record names its model and inference time."""
@@ -226,48 +191,61 @@ class ModelManager:
         """Pipeline(on_inference_error=...) hook: a frame the model failed on."""
         self.observe(version_key(model.name, model.version), 0.0, ok=False, reason=first_line(err, REASON_CHARS))
 
-    def update_settings(self, runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
-                        rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None) -> None:
+    def update_settings(self, inference: InferenceSettings | None = None, rollback: RollbackSettings | None = None,
+                        shadow: ShadowSettings | None = None) -> None:
         """New twin settings for the next update; threshold overrides also apply to the models held now."""
         with self._lock:
-            self._runtime = runtime or self._runtime
             self._rollback = rollback or self._rollback
             self._shadow_settings = shadow or self._shadow_settings
-            if inference is not None:
-                self._inference = inference
-                for held in (self._in_use, self._fallback):
-                    if held is not None:
-                        held.model.set_overrides(inference)
+        if inference is not None:
+            self.serving.set_inference(inference)
+
+    def rollback_settings(self) -> RollbackSettings:
+        """The twin's `rollback` section now."""
+        with self._lock:
+            return self._rollback
+
+    def shadow_settings(self) -> ShadowSettings:
+        """The twin's `shadow` section now."""
+        with self._lock:
+            return self._shadow_settings
+
+    def cancelled_by_rollback(self) -> bool:
+        """An update ended by rollbackModel with no newer block queued to answer its desired version."""
+        with self._lock:
+            return self.rollbacks.waiting() and self._pending is None
 
     def status(self) -> dict[str, Any]:
         """Active and previous versions, state, progress and the last error, for reported properties."""
-        with self._lock:
-            previous = self._fallback.key if self._fallback is not None else self.store.previous()
-            return {
-                "state": self._state.value,
-                "active": split_key(self._in_use.key),
-                "previous": split_key(previous) if previous else None,
-                "trial": self._in_use.key if self._watch is not None else None,
-                "progress": None if self._progress is None else round(self._progress * 100),
-                "desired_version": self._acks.ledger.latest[0] if self._acks.ledger.latest else None,
-                "last_error": self._acks.last_error,
-                "ack": self._acks.last(),
-            }
+        state, progress = self.phases.now()
+        held, fallback = self.serving.held, self.serving.fallback
+        previous = fallback.key if fallback is not None else self.store.previous()
+        latest = self.acks.ledger.latest
+        return {
+            "state": state.value,
+            "active": split_key(held.key),
+            "previous": split_key(previous) if previous else None,
+            "trial": held.key if self.watch is not None else None,
+            "progress": None if progress is None else round(progress * 100),
+            "desired_version": latest[0] if latest else None,
+            "last_error": self.acks.last_error,
+            "ack": self.acks.last(),
+        }
 
     def health(self) -> ModelHealth:
         """The modelHealth value now (any thread)."""
-        return self._health.get()
+        return self.healthbook.get()
 
     @property
     def model(self) -> Model:
-        """The model the pipeline should be running."""
-        return self._in_use.model
+        """The model serving now: the one holder, which the pipeline reads at each dispatch."""
+        return self.serving.model
 
     # ---- the worker ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         """Worker loop: operator rollbacks first, then the newest desired block."""
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self._wake.wait(POLL_S)
             self._wake.clear()
             self._serve_rollbacks()
@@ -277,279 +255,55 @@ class ModelManager:
             if job is None:
                 continue
             try:
-                self._apply(job)
+                UpdateRun(self, job).apply()
             finally:
                 with self._lock:
                     self._job = None
-                    self._state, self._progress = UpdateState.IDLE, None
-
-    def _apply(self, job: _Job) -> None:
-        """One desired block to its terminal acknowledgement; every failure becomes a one-line reason."""
-        try:
-            refused = self._acks.ledger.refusal(job.text)
-            if refused is not None:
-                self._health.change(desired_version=job.av, rollout=_rollout(job))
-                self._acks.finish(job, refused[0], refused[1], self._in_use.block)
-                return
-            if job.ref is None:
-                raise UpdateRejected(job.invalid)
-            resolved = self.store.resolve(job.ref)
-            if resolved.key == self._in_use.key and self.store.has(resolved):
-                self._already_active(job, resolved)
-                return
-            self._consider(job, resolved)
-            for crashed, phase in ((self.store.interrupted_trial, "on probation"),
-                                   (self._health.interrupted, "in its shadow phase")):
-                if resolved.key == crashed:
-                    self._reject(job, 500, f"{resolved.key} was {phase} when the module stopped unexpectedly, "
-                                           "so it is not tried again; publish it under a new version to retry")
-                    return
-            self.store.check_conflict(resolved)
-            model = self._obtain(job, resolved)
-            shadowed = self._shadow(job, resolved, model)
-            if shadowed is not None:
-                self._activate(job, resolved, model, shadowed)
-        except UpdateCancelled:
-            log.info("update to desired version %d cancelled", job.av)
-            with self._lock:
-                by_rollback = self._rollbacks.waiting() and self._pending is None
-            if by_rollback:  # no newer version will answer this one: its 202 must not stand
-                self._acks.finish(job, 409, f"update to desired version {job.av} cancelled by rollbackModel; publish a "
-                             "new version to try again", self._in_use.block)
-        except UpdateRejected as err:
-            log.warning("model update rejected: %s", err)
-            self._reject(job, 400, str(err))
-        except UpdateFailed as err:
-            log.error("model update failed: %s", err)
-            self._health.change(phase="idle", verdict="rejected", reason=str(err))
-            self._acks.finish(job, 500, str(err), self._in_use.block)
-        except Exception as err:  # the manager must outlive any bug in one update and say why it failed
-            log.exception("model update to desired version %d failed unexpectedly", job.av)
-            text = f"internal error while applying the model: {type(err).__name__}: {err}"
-            self._health.change(phase="idle", verdict="rejected", reason=text)
-            self._acks.finish(job, 500, text, self._in_use.block)
-
-    def _already_active(self, job: _Job, resolved: Resolved) -> None:
-        """The block names the model serving now: for a fleet rollout that device has arrived (promoted)."""
-        text = f"{resolved.key} is already active"
-        health = self._health.get()
-        if health.candidate == health.active and health.verdict == "promoted":
-            self._health.change(rollout=job.ref.rollout if job.ref else None, desired_version=job.av)
-        else:
-            self._health.change(candidate=health.active, rollout=job.ref.rollout if job.ref else None, phase="idle",
-                             verdict="promoted", frames=0, agreement=None, latency_ratio=None, reason=text,
-                             desired_version=job.av)
-        self._acks.finish(job, 200, text, resolved.block)
-
-    def _consider(self, job: _Job, resolved: Resolved) -> None:
-        """A new candidate: modelHealth names it, pending, with empty figures."""
-        self._health.update(lambda health: health.considering(_pair(resolved.key), _rollout(job), "validating", job.av))
-
-    def _reject(self, job: _Job, code: int, text: str) -> None:
-        """Refuse the block for good (this process) and say so in modelHealth too."""
-        self._health.change(phase="idle", verdict="rejected", reason=text)
-        self._acks.refuse(job, code, text, self._in_use.block)
-
-    def _obtain(self, job: _Job, resolved: Resolved) -> Model:
-        """The installed copy when this content is on disk already, else a fresh download into staging."""
-        if self.store.has(resolved):
-            self._progress_ack(job, resolved, "validating", None)
-            try:
-                return self.store.load(resolved.key, self._runtime)
-            except VisionEdgeError as err:
-                log.warning("installed copy of %s is unusable (%s); downloading it again", resolved.key, err)
-        staged = self.store.stage(resolved, self._runtime, cancel=job.cancel,
-                                  progress=lambda phase, fraction: self._progress_ack(job, resolved, phase, fraction))
-        if job.cancel.is_set():
-            self.store.discard(staged)
-            raise UpdateCancelled("cancelled after validation")
-        self._set_state(UpdateState.INSTALLING, None)
-        self.store.install(staged)
-        return staged.model
-
-    def _shadow(self, job: _Job, resolved: Resolved, model: Model) -> str | None:
-        """Run the candidate beside the active model on sampled live frames until the gates can decide. Returns the
-        one-line outcome to carry into the final acknowledgement, or None when the candidate was refused (500)."""
-        with self._lock:
-            settings = self._shadow_settings.with_gates(job.ref.shadow if job.ref else None)
-            active = self._in_use.model
-            model.set_overrides(self._inference)
-        if not settings.enabled:
-            return "shadow skipped (shadow: false)"
-        if self._attach_shadow is None:
-            return ""
-        shadow = Shadow(active, model, settings)
-        self._set_state(UpdateState.SHADOW, None)
-        log.info("%s", shadow.describe())
-        self._acks.emit(job.av, 202, shadow.describe(), resolved.block)
-        verdict = run_shadow(shadow, self._attach_shadow, self._health, resolved.key, lambda: (
-            "stopping" if self._stop.is_set() else "superseded or cancelled" if job.cancel.is_set() else None), POLL_S)
-        log.info("shadow of %s over %d frames (every %d-th frame on average): %s", resolved.key,
-                 verdict.figures.frames, effective_every(shadow), verdict.reason)
-        # published here when passed; a refusal changes the verdict next and publishes then
-        self._health.update(lambda health: health.with_figures(verdict.figures, verdict.reason),
-                            publish=verdict.passed)
-        if verdict.passed:
-            return verdict.reason
-        log.error("model update refused: %s", verdict.reason)
-        self.store.prune()
-        self._reject(job, 500, verdict.reason)
-        return None
-
-    def _activate(self, job: _Job, resolved: Resolved, model: Model, shadowed: str) -> None:
-        """Swap between two frames, then watch; commit the pointer only once the watch passes."""
-        with self._lock:
-            if job.cancel.is_set():
-                raise UpdateCancelled("cancelled before the swap")
-            model.set_overrides(self._inference)
-            settings = self._rollback
-            old = self._in_use
-        watch = Watch(resolved.key, settings, self._latency.median())
-        watching = settings.watch_frames > 0 or settings.watch_s > 0
-        if watching:
-            self.store.begin_trial(resolved.key)
-            self._health.change(phase="probation")
-        with self._lock:
-            self._in_use, self._fallback = _InUse(model, resolved.key, resolved.block), old
-            self._watch = watch if watching else None
-            self._state, self._progress = UpdateState.WATCHING, None
-        self._swap(model)
-        log.info("model swapped: %s -> %s", old.key, resolved.key)
-        verdict = None
-        if watching:
-            self._acks.emit(job.av, 202, watch.describe(), resolved.block)
-            verdict = self._await(watch, old.key)
-        if verdict is None:
-            self.store.commit(resolved.key)
-            with self._lock:
-                self._fallback, self._watch = None, None
-                self._latency = LatencyWindow(watch.latencies)
-            log.info("model %s passed its watch (%d frames) and is active", resolved.key, watch.frames)
-            text = f"{resolved.key} is active" + (f" ({shadowed})" if shadowed else "")
-            self._health.change(active=_pair(resolved.key), phase="idle", verdict="promoted", reason=shadowed or text)
-            self._acks.finish(job, 200, text, resolved.block)
-            return
-        self._set_state(UpdateState.ROLLING_BACK, None)
-        self._swap(old.model)
-        self.store.abort_trial()
-        self.store.prune()
-        with self._lock:
-            self._in_use, self._fallback, self._watch = old, None, None
-        self._health.change(phase="idle", verdict="rolledBack", reason=f"probation: {verdict}")
-        if verdict == MANUAL_ROLLBACK:
-            text = f"rolled back {resolved.key} to {old.key} on request (rollbackModel)"
-            self._acks.overrule(text, job, self._in_use.block)
-            self._rollbacks.answer(self._rollback_result(text))
-            return
-        text = f"rolled back {resolved.key} to {old.key}: {verdict}"
-        log.error("%s", text)
-        self._acks.refuse(job, 500, text, self._in_use.block)
-
-    def _await(self, watch: Watch, fallback_key: str) -> str | None:
-        """The watch's verdict. Stopping first clears the trial, so a restart retries the model on its next
-        delivery; a crash (no stop) leaves the trial in the pointer, and the restart distrusts that model."""
-        while True:
-            remaining = watch.remaining()
-            if watch.wait(POLL_S if remaining is None else max(min(POLL_S, remaining), 0.0)):
-                return watch.verdict()
-            if remaining is not None and remaining <= 0:
-                return watch.verdict()
-            if self._stop.is_set():
-                self.store.abort_trial()
-                log.info("stopping while %s is on probation; a restart comes up on %s", watch.key, fallback_key)
-                raise UpdateCancelled("stopping during the watch")
+                self.phases.enter(UpdateState.IDLE)
 
     def _serve_rollbacks(self) -> None:
         """Answer rollbackModel calls that arrived while no watch was running."""
-        if not self._rollbacks.waiting():
+        if not self.rollbacks.waiting():
             return
-        self._set_state(UpdateState.ROLLING_BACK, None)
+        self.phases.enter(UpdateState.ROLLING_BACK)
         try:
             result = self._manual_rollback()
         finally:
-            self._set_state(UpdateState.IDLE, None)
-        self._rollbacks.answer(result)
+            self.phases.enter(UpdateState.IDLE)
+        self.rollbacks.answer(result)
 
     def _manual_rollback(self) -> dict[str, Any]:
-        """Swap to the previous committed version (verified from disk) and move the pointer back."""
-        current = self._in_use.key
+        """Move the pointer back to the previous committed version (verified from disk), then swap to it."""
+        current = self.serving.held.key
         previous = self.store.previous()
         if previous is None:
             return {"status": 409, "payload": {"error": "no previous model version to roll back to",
                                                "active": split_key(current)}}
         try:
-            model = self.store.load(previous, self._runtime)
+            back = self.serving.load(previous)
         except VisionEdgeError as err:
             log.error("cannot roll back to %s: %s", previous, err)
             return {"status": 500, "payload": {"error": f"cannot roll back to {previous}: {err}",
                                                "active": split_key(current)}}
-        with self._lock:
-            model.set_overrides(self._inference)
-        self._swap(model)
         self.store.rollback()
-        with self._lock:
-            self._in_use = _InUse(model, previous, self.store.block(previous))
-            self._latency = LatencyWindow()
+        self.serving.swap_in(back, keep_fallback=False)
+        self.latency = LatencyWindow()
         text = f"rolled back {current} to {previous} on request (rollbackModel)"
-        self._health.change(active=_pair(previous), candidate=_pair(current), phase="idle", verdict="rolledBack",
-                         reason=text)
-        self._acks.overrule(text, None, self._in_use.block)
-        return self._rollback_result(text)
+        self.phases.enter(UpdateState.ROLLING_BACK, active=pair(previous), candidate=pair(current),
+                          verdict="rolledBack", reason=text)
+        self.acks.overrule(text, None, back.block)
+        return self.rollback_result(text)
 
-    def _rollback_result(self, text: str) -> dict[str, Any]:
+    def rollback_result(self, text: str) -> dict[str, Any]:
         """The rollbackModel response after a successful rollback."""
         previous = self.store.previous()
-        return {"status": 200, "payload": {"message": text, "active": split_key(self._in_use.key),
+        return {"status": 200, "payload": {"message": text, "active": split_key(self.serving.held.key),
                                            "previous": split_key(previous) if previous else None}}
-
-    # ---- acknowledgements ----------------------------------------------------------------------------------
-
-    def _progress_ack(self, job: _Job, resolved: Resolved, phase: str, fraction: float | None) -> None:
-        """Stage progress as 202s: one per PROGRESS_STEP percent, so the twin is not flooded."""
-        if phase == "downloading":
-            with self._lock:
-                first = self._state != UpdateState.DOWNLOADING
-                self._state, self._progress = UpdateState.DOWNLOADING, fraction
-            if first:
-                self._health.change(phase="downloading")
-            said = self._pacer.note(fraction, first)
-            if said is not None:
-                self._acks.emit(job.av, 202, f"downloading {resolved.key}{said}", resolved.block)
-        else:
-            self._set_state(UpdateState.VALIDATING, None)
-            self._health.change(phase="validating")
-            self._acks.emit(job.av, 202, f"validating {resolved.key}", resolved.block)
-
-    def _set_state(self, state: UpdateState, progress: float | None) -> None:
-        """What status() shows."""
-        with self._lock:
-            self._state, self._progress = state, progress
 
     def _baseline_key(self) -> str:
         """The committed model, whose inference times are the yardstick for the next one."""
-        held = self._fallback or self._in_use
+        held = self.serving.fallback or self.serving.held
         return held.key
-
-
-def _pair(key: str) -> tuple[str, str]:
-    """(name, version) of a version key."""
-    parts = split_key(key)
-    return parts["name"], parts["version"]
-
-
-def _rollout(job: _Job) -> str | None:
-    """The fleet rollout id the block carries, echoed in modelHealth."""
-    return job.ref.rollout if job.ref is not None else None
-
-
-def _as_ref(block: ModelRef | Mapping[str, Any]) -> tuple[ModelRef | None, str]:
-    """The block as a ModelRef, or None and the one-line reason it is not a valid `model` setting."""
-    if isinstance(block, ModelRef):
-        return block, ""
-    try:
-        return ModelRef.model_validate(block), ""
-    except ValidationError as err:
-        return None, f"invalid model setting: {describe_validation_error(err, 'model')}"
 
 
 def _non_finite(record: Mapping[str, Any]) -> str:
