@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from visionedge.telemetry.events import dumps
-from visionedge.telemetry.scene import SceneLayout, SceneTotals
+from visionedge.telemetry.localmqtt import LocalMqttPublisher
+from visionedge.telemetry.scene import SceneLayout, SceneOutput, SceneTotals
 
 ALL: Final = "all"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -78,3 +79,28 @@ def owned_filters(discovery_prefix: str | None, prefix: str, node: str) -> tuple
     """Subscriptions that match every retained topic these functions make, and no other topic of the module's."""
     scene = f"{prefix}/+/+/+"
     return (scene,) if discovery_prefix is None else (scene, f"{discovery_prefix}/sensor/{level(node)}/+/config")
+
+
+class RetainedScene:
+    """The retained scene topics of one local MQTT node; discovery configs are remade only when the geometry or the
+    MQTT settings change, never per frame."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.configured = False
+        """False until the first geometry arrives: before it, an empty layout must not clear what a restart kept."""
+        self._discovery: dict[str, bytes] = {}
+
+    def publish(self, local: LocalMqttPublisher | None, scene: SceneOutput, rediscover: bool = False) -> None:
+        """Retain the scene's topics as they are now (and remake the discovery configs when `rediscover`)."""
+        if local is None or not self.configured:
+            return
+        settings = local.settings
+        layouts = list(scene.layouts.values())
+        discovery = settings.discovery_prefix if settings.discovery else None
+        if rediscover:
+            self._discovery = {} if discovery is None else discovery_topics(discovery, settings.topic_prefix,
+                                                                            self.node, layouts)
+        values = state_topics(settings.topic_prefix, layouts, scene.totals())
+        values.update(self._discovery)
+        local.retain(values, owned_filters(discovery, settings.topic_prefix, self.node))

@@ -39,7 +39,7 @@ from visionedge.telemetry.localmqtt import LocalMqttPublisher
 from visionedge.telemetry.outbox import Outbox, OutboxStats
 from visionedge.telemetry.policy import TelemetryPolicy
 from visionedge.telemetry.scene import MAX_FOLD, SceneLayout, SceneOutput, SceneTotals
-from visionedge.telemetry.scenemqtt import discovery_topics, owned_filters, state_topics
+from visionedge.telemetry.scenemqtt import RetainedScene
 from visionedge.telemetry.sender import Sender, SenderOptions, SenderStats, Transport
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class TelemetrySink:
         self.scene.restore(self.outbox.meta_like("scene."))
         self._scene_saved = -math.inf
         self._scene_dirty = False
-        self._scene_configured = False
-        self._discovery: dict[str, bytes] = {}
-        """Home Assistant discovery configs for the current geometry and local MQTT settings (made when they change,
-        not per frame)."""
+        self.retained = RetainedScene(local_client_id or "visionedge")
         self.sender = None if transport is None else Sender(
             self.outbox, transport, self.budget, live_first=settings.live_first, batch=settings.batch,
             options=sender_options)
@@ -174,7 +171,7 @@ class TelemetrySink:
                 self.sender.urgent()  # before storing: the sender wakes on the store
             if events or frame.events or self.steady() - self._scene_saved >= SCENE_SAVE_S:
                 self._store(events, self._scene_state())
-            self._retain_scene()
+            self.retained.publish(self.local, self.scene)
 
     def set_layouts(self, layouts: Sequence[SceneLayout]) -> None:
         """The scene geometry now (at start and after every accepted analytics change): names, directions and
@@ -182,8 +179,8 @@ class TelemetrySink:
         with self._lock:
             self.scene.set_layouts(layouts)
             self.budget.alarms = alarm_reserve(self.budget.limit) if any(x.alarms for x in layouts) else 0
-            self._scene_configured = True
-            self._retain_scene(rediscover=True)
+            self.retained.configured = True
+            self.retained.publish(self.local, self.scene, rediscover=True)
 
     def reset_counters(self, source_id: str, name: str) -> dict[str, Any] | None:
         """Zero a line's or zone's running totals (not the count windows, which say what happened in them); the
@@ -196,7 +193,7 @@ class TelemetrySink:
                 return None
             fields = {"source": source_id, "name": name, **before}
             self._store([self.policy.event("counters-reset", fields, source_id=source_id)], self._scene_state())
-            self._retain_scene()
+            self.retained.publish(self.local, self.scene)
             return fields
 
     def scene_totals(self) -> dict[str, SceneTotals]:
@@ -274,7 +271,7 @@ class TelemetrySink:
         if new is not None:
             new.start()
             with self._lock:
-                self._retain_scene(rediscover=True)
+                self.retained.publish(self.local, self.scene, rediscover=True)
 
     def stats(self) -> TelemetryStats:
         """A snapshot of every counter (after close, the last one taken)."""
@@ -320,23 +317,6 @@ class TelemetrySink:
         """The scene output's state to persist with the events being stored (marks it saved)."""
         self._scene_saved, self._scene_dirty = self.steady(), False
         return self.scene.state()
-
-    def _retain_scene(self, rediscover: bool = False) -> None:
-        """Local MQTT's retained scene topics (and discovery configs, remade when `rediscover`) as they are now
-        (caller holds the lock)."""
-        local = self.local
-        if local is None or not self._scene_configured:
-            return
-        settings = local.settings
-        layouts = list(self.scene.layouts.values())
-        node = self.local_client_id or "visionedge"
-        discovery = settings.discovery_prefix if settings.discovery else None
-        if rediscover:
-            self._discovery = {} if discovery is None else discovery_topics(discovery, settings.topic_prefix, node,
-                                                                            layouts)
-        values = state_topics(settings.topic_prefix, layouts, self.scene.totals())
-        values.update(self._discovery)
-        local.retain(values, owned_filters(discovery, settings.topic_prefix, node))
 
     def _store(self, events: Sequence[Event], meta: Mapping[str, str] | None = None) -> None:
         """Outbox first (durable, with `meta` in the same commit), then local MQTT; a storage failure is logged and
