@@ -104,8 +104,10 @@ def test_a_genuinely_slower_like_for_like_model_is_still_refused_at_default_gate
     ad = model_ack(hub, version, 500, timeout=240)["ad"]
     # on a loaded machine its 10% share of the inference time may fit fewer than min_frames runs: refused then too,
     # with the same ratios (the camera delivered, so it is not "inconclusive")
+    # (fewer than the 30 frames a ratio needs: the ratios are shown, not judged, and the share refuses it)
     shown = re.fullmatch(r"shadow: (agreement 1\.00 over \d+ frames|only \d+ frames .* too slow for its 10% share "
-                         r"of the inference time); latency p95 (\d+\.\d\d)x, p50 (\d+\.\d\d)x > 2x", ad)
+                         r"of the inference time); latency p95 (\d+\.\d\d)x, p50 (\d+\.\d\d)x"
+                         r"( > 2x|, not judged on \d+ frames \(30 needed; probation still watches it\))", ad)
     assert shown, ad
     assert min(float(shown.group(2)), float(shown.group(3))) > 2.0
     hub.emulator.clear_telemetry()

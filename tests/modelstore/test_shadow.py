@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from visionedge.config import ShadowSettings
+from visionedge.modelstore.shadow import LATENCY_MIN_FRAMES
 
 from .conftest import MakeHarness, Refs
 
@@ -48,8 +49,10 @@ def test_a_slower_model_is_refused_by_the_latency_gate_and_results_keep_flowing(
                                                                                 refs: Refs, server: Any,
                                                                                 served: dict[str, bytes],
                                                                                 video: Path) -> None:
-    """Same answers, a MatMul chain on an extra output: agreement 1.00 but p95 far above 2x, so 500 and no swap."""
-    h = make_harness(video=video, shadow=FAST.model_copy(update={"frames": 10, "min_frames": 5}))
+    """Same answers, a MatMul chain on an extra output: agreement 1.00 but p95 far above 2x over the 30 frames a
+    ratio needs to be judged, so 500 and no swap."""
+    h = make_harness(video=video, shadow=FAST.model_copy(update={"frames": LATENCY_MIN_FRAMES,
+                                                                 "min_frames": LATENCY_MIN_FRAMES}))
     h.wait_records(5)
     block = refs("squeezenet", "slow", url=server.url("squeezenet-slow.onnx"),
                  sha256=hashlib.sha256(served["squeezenet-slow.onnx"]).hexdigest(),
