@@ -81,7 +81,7 @@ def test_ten_levels_are_what_a_twin_allows(tmp_path: Path) -> None:
     path = tmp_path / "ten.json"
     path.write_text(json.dumps(nested(10)), encoding="utf-8")
     # past the reader's 10-level cap, the module's own schema answers (its inline manifest allows 8 levels)
-    with pytest.raises(PlanError, match="model.manifest: ") as refused:
+    with pytest.raises(PlanError, match=r"model\.manifest: ") as refused:
         load_model_block(path)
     assert "deeper than 10 levels" not in str(refused.value)
 
