@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,21 @@ class HubError(RuntimeError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+def create_once(config_id: str, create: Callable[[], dict[str, Any]],
+                get: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+    """Create a configuration; on 409 the existing one with this id is returned as is, so a resumed controller
+    re-running a step never fails on what it already made (both clients share this rule)."""
+    try:
+        return create()
+    except HubError as err:
+        if err.status != 409:
+            raise
+        existing = get(config_id)
+        if existing is None:
+            raise
+        return existing
 
 
 class FleetHub(Protocol):

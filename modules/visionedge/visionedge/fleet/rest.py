@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
-from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, parse_connection_string
+from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, create_once, parse_connection_string
 
 API_VERSION = "2021-04-12"
 TOKEN_TTL_S = 3600
@@ -101,17 +101,12 @@ class RestHub:
 
     def create(self, config: dict[str, Any]) -> dict[str, Any]:
         """Create a configuration; an existing one with this id is returned as is."""
-        try:
+        def create() -> dict[str, Any]:
             created: dict[str, Any] = self._request(f"creating deployment {config['id']}", "PUT",
                                                     f"configurations/{config['id']}", config).json()
-        except HubError as err:
-            if err.status != 409:
-                raise
-            existing = self.get(config["id"])
-            if existing is None:
-                raise
-            return existing
-        return created
+            return created
+
+        return create_once(config["id"], create, self.get)
 
     def update(self, config: dict[str, Any]) -> dict[str, Any]:
         """Update labels, target condition, priority or metrics, guarded by the etag it was read with."""

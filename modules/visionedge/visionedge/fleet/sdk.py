@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, host_of
+from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, create_once, host_of
 
 
 class SdkHub:
@@ -80,18 +80,13 @@ class SdkHub:
         """Create a configuration; an existing one with this id is returned as is."""
         from azure.iot.hub.models import Configuration
 
-        try:
+        def create() -> dict[str, Any]:
             item = self._call(f"creating deployment {config['id']}", self._configs.create_configuration,
                               Configuration.deserialize(config))
-        except HubError as err:
-            if err.status != 409:
-                raise
-            existing = self.get(config["id"])
-            if existing is None:
-                raise
-            return existing
-        result: dict[str, Any] = item.serialize(keep_readonly=True)
-        return result
+            result: dict[str, Any] = item.serialize(keep_readonly=True)
+            return result
+
+        return create_once(config["id"], create, self.get)
 
     def update(self, config: dict[str, Any]) -> dict[str, Any]:
         """Update labels, target condition, priority or metrics, guarded by the etag it was read with."""
