@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from visionedge.telemetry.outbox import Outbox
 from visionedge_devhub.broker import Broker
 
 from .support import Clock
@@ -33,3 +35,22 @@ def local_broker(tmp_path: Path) -> Iterator[Broker]:
 def clock() -> Clock:
     """Simulated time starting on a window boundary."""
     return Clock()
+
+
+OpenOutbox = Callable[..., Outbox]
+
+
+@pytest.fixture
+def open_outbox() -> Iterator[OpenOutbox]:
+    """`open_outbox(data_dir, settings, ...)`: an Outbox exactly as constructed, closed after the test (an unclosed
+    SQLite connection is a ResourceWarning from Python 3.13 on, reported in whichever test collects it)."""
+    opened: list[Outbox] = []
+
+    def open_(*args: Any, **kwargs: Any) -> Outbox:
+        outbox = Outbox(*args, **kwargs)
+        opened.append(outbox)
+        return outbox
+
+    yield open_
+    for outbox in opened:
+        outbox.close()

@@ -22,6 +22,7 @@ from visionedge.telemetry.budget import (
 from visionedge.telemetry.events import Event, Sequencer
 from visionedge.telemetry.outbox import Outbox, OutboxItem
 
+from .conftest import OpenOutbox
 from .support import Clock
 
 DAY = 86400.0
@@ -108,21 +109,22 @@ def test_batching_never_costs_more_and_keeps_every_event_in_order(specs: list[tu
     assert len(plain) == len(items)
 
 
-def test_usage_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+def test_usage_survives_a_restart(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """Messages and units sent today are persisted in the outbox database."""
     outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     budget = DailyBudget(100, outbox, clock=clock)
     for cost in (1, 1, 3):
         budget.record(cost)
     outbox.close()
-    again = DailyBudget(100, Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady), clock=clock).stats()
+    reopened = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    again = DailyBudget(100, reopened, clock=clock).stats()
     assert (again.messages_sent_today, again.units_used_today, again.budget_remaining) == (3, 5, 95)
 
 
-def test_the_budget_resets_at_utc_midnight(tmp_path: Path, clock: Clock) -> None:
+def test_the_budget_resets_at_utc_midnight(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """Spent at 23:59:59 UTC, it allows sending again at 00:00:00, also after a restart across midnight."""
     clock.now = (clock.now // DAY + 1) * DAY - 1
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     budget = DailyBudget(2, outbox, clock=clock)
     budget.record(2)
     assert not budget.allows(1, heartbeat=True)
@@ -133,12 +135,14 @@ def test_the_budget_resets_at_utc_midnight(tmp_path: Path, clock: Clock) -> None
     assert restarted.stats().units_used_today == 0
 
 
-def test_heartbeats_keep_a_reserve_and_nothing_exceeds_the_budget(tmp_path: Path, clock: Clock) -> None:
+def test_heartbeats_keep_a_reserve_and_nothing_exceeds_the_budget(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Results stop at limit minus the heartbeat reserve; heartbeats go on until the limit, then nothing."""
     assert heartbeat_reserve(8000, 300) == 288
     assert heartbeat_reserve(1000, 60) == 100
     assert heartbeat_reserve(0, 60) == 0
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     budget = DailyBudget(10, outbox, reserve=2, clock=clock)
     budget.record(8)
     assert not budget.allows(1, heartbeat=False)

@@ -11,6 +11,7 @@ from visionedge.telemetry.events import Sequencer
 from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.policy import TelemetryPolicy
 
+from .conftest import OpenOutbox
 from .support import Clock, record
 
 YEARS_56 = 56 * 365 * 86400.0
@@ -23,10 +24,10 @@ def put(outbox: Outbox, sequencer: Sequencer, clock: Clock, n: int) -> None:
         outbox.put([sequencer.make("result", "cam", record({"person": 1}), clock.advance(1.0))])
 
 
-def test_ntp_setting_a_1970_clock_expires_nothing(tmp_path: Path) -> None:
+def test_ntp_setting_a_1970_clock_expires_nothing(tmp_path: Path, open_outbox: OpenOutbox) -> None:
     """Booted at 1970, 30 events queued, then NTP jumps the clock 56 years: all 30 wait, aged seconds, not years."""
     clock = Clock(now=3600.0)
-    outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     put(outbox, sequencer, clock, 30)
     clock.step(YEARS_56)
@@ -36,10 +37,10 @@ def test_ntp_setting_a_1970_clock_expires_nothing(tmp_path: Path) -> None:
     assert 29 <= stats.oldest_age_s <= 31
 
 
-def test_a_clock_set_back_still_expires_on_time(tmp_path: Path) -> None:
+def test_a_clock_set_back_still_expires_on_time(tmp_path: Path, open_outbox: OpenOutbox) -> None:
     """Clock set back a day: events older than max_age_h (in steady time) still expire."""
     clock = Clock()
-    outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     put(outbox, sequencer, clock, 5)
     clock.step(-DAY)
@@ -48,7 +49,7 @@ def test_a_clock_set_back_still_expires_on_time(tmp_path: Path) -> None:
     assert (outbox.stats().depth, outbox.stats().expired) == (1, 5)
 
 
-def test_ages_continue_across_a_reboot(tmp_path: Path) -> None:
+def test_ages_continue_across_a_reboot(tmp_path: Path, open_outbox: OpenOutbox) -> None:
     """After a reboot the steady clock starts again near zero: queued events keep the age they had, no more."""
     clock = Clock()
     clock.mono = 50_000.0
@@ -56,7 +57,7 @@ def test_ages_continue_across_a_reboot(tmp_path: Path) -> None:
     put(outbox, Sequencer(outbox.epoch), clock, 10)
     outbox.close()
     clock.mono = 12.0
-    reopened = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
+    reopened = open_outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
     assert 9 <= reopened.stats().oldest_age_s <= 10
     clock.advance(3600)
     put(reopened, Sequencer(reopened.epoch, reopened.last_seqs()), clock, 1)
@@ -84,10 +85,10 @@ def test_heartbeats_and_aggregates_keep_their_cadence_through_steps_both_ways() 
     assert aggregates[-1] >= 240
 
 
-def test_a_clock_set_back_does_not_re_grant_a_spent_budget(tmp_path: Path) -> None:
+def test_a_clock_set_back_does_not_re_grant_a_spent_budget(tmp_path: Path, open_outbox: OpenOutbox) -> None:
     """Budget of 3 spent; the clock goes back two days: nothing more may go until the next real UTC day."""
     clock = Clock()
-    budget = DailyBudget(3, Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady), clock=clock)
+    budget = DailyBudget(3, open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady), clock=clock)
     for _ in range(3):
         budget.record(1)
     clock.step(-2 * DAY)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from visionedge.config import OutboxSettings
 from visionedge.telemetry.events import Event, Sequencer
 from visionedge.telemetry.outbox import FILENAME, Outbox, OutboxError, OutboxItem
 
+from .conftest import OpenOutbox
 from .support import Clock, record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +36,9 @@ def seqs(items: list[OutboxItem]) -> list[tuple[str, int]]:
     return [(i.event.source_id, i.event.seq) for i in items]
 
 
-def test_events_come_out_in_order_per_source(tmp_path: Path, clock: Clock) -> None:
+def test_events_come_out_in_order_per_source(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """Interleaved sources come back oldest first, each in seq order, with bodies intact."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(5):
         outbox.put(results(sequencer, "a", 2, clock) + results(sequencer, "b", 1, clock))
@@ -47,9 +49,11 @@ def test_events_come_out_in_order_per_source(tmp_path: Path, clock: Clock) -> No
     assert outbox.next_batch(4, live_first=False) == items[:4]
 
 
-def test_live_events_go_before_the_backlog_after_an_outage(tmp_path: Path, clock: Clock) -> None:
+def test_live_events_go_before_the_backlog_after_an_outage(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """After mark_link_up, events put since go first (oldest first), then the backlog oldest first."""
-    outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 5, clock))
     outbox.mark_link_up()
@@ -59,7 +63,9 @@ def test_live_events_go_before_the_backlog_after_an_outage(tmp_path: Path, clock
     assert [s for _, s in seqs(outbox.next_batch(100, live_first=False))] == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_acked_events_are_gone_and_counted_and_state_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+def test_acked_events_are_gone_and_counted_and_state_survives_a_restart(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Ack deletes; depth, counters, epoch and last seqs persist across reopening the file."""
     outbox = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
@@ -68,7 +74,7 @@ def test_acked_events_are_gone_and_counted_and_state_survives_a_restart(tmp_path
     epoch = outbox.epoch
     outbox.close()
 
-    reopened = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    reopened = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     stats = reopened.stats()
     assert (stats.depth, stats.sent, stats.dropped) == (6, 4, 0)
     assert reopened.epoch == epoch
@@ -79,11 +85,11 @@ def test_acked_events_are_gone_and_counted_and_state_survives_a_restart(tmp_path
 def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
     """Another connection sees journal_mode wal."""
     Outbox(tmp_path, OutboxSettings()).close()
-    with sqlite3.connect(tmp_path / FILENAME) as conn:
+    with closing(sqlite3.connect(tmp_path / FILENAME)) as conn:  # a Connection's `with` commits, it does not close
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_every_committed_event_survives_kill_9(tmp_path: Path) -> None:
+def test_every_committed_event_survives_kill_9(tmp_path: Path, open_outbox: OpenOutbox) -> None:
     """A child prints each seq after put returned; after SIGKILL every printed seq is in the database."""
     with subprocess.Popen([sys.executable, "-m", "tests.telemetry.children", "outbox-writer", str(tmp_path)],
                           cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as child:
@@ -93,16 +99,18 @@ def test_every_committed_event_survives_kill_9(tmp_path: Path) -> None:
         child.wait(10)
         printed += [int(line) for line in child.stdout.read().split()]
 
-    outbox = Outbox(tmp_path, OutboxSettings())
+    outbox = open_outbox(tmp_path, OutboxSettings())
     stored = {i.event.seq for i in outbox.next_batch(100_000, live_first=False)}
     assert set(printed) <= stored
     assert printed == list(range(1, len(printed) + 1))
     assert outbox.last_seqs()["cam"] >= printed[-1]
 
 
-def test_a_full_outbox_compacts_old_results_into_aggregates(tmp_path: Path, clock: Clock) -> None:
+def test_a_full_outbox_compacts_old_results_into_aggregates(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Over max_mb, the oldest results become per-window aggregates: counted, and no detection is lost."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), compact_window_s=60, clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_mb=0.05), compact_window_s=60, clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(40):
         outbox.put(results(sequencer, "cam", 10, clock, step=1.0))
@@ -124,9 +132,10 @@ def test_a_full_outbox_compacts_old_results_into_aggregates(tmp_path: Path, cloc
     assert covered == list(range(1, merged + 1))
 
 
-def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock) -> None:
+def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """With overflow drop-oldest the oldest events go, the newest stay, and every drop is counted."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05, overflow="drop-oldest"), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_mb=0.05, overflow="drop-oldest"), clock=clock,
+                         steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for _ in range(40):
         outbox.put(results(sequencer, "cam", 10, clock))
@@ -138,10 +147,13 @@ def test_drop_oldest_drops_and_counts(tmp_path: Path, clock: Clock) -> None:
     assert kept == list(range(stats.dropped + 1, 401))
 
 
-def test_a_full_outbox_drops_heartbeats_then_results_and_keeps_the_loss_notice(tmp_path: Path, clock: Clock) -> None:
+def test_a_full_outbox_drops_heartbeats_then_results_and_keeps_the_loss_notice(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Under a cap that compaction cannot meet, stale heartbeats go first, then results, then aggregates; the rare
     events (a state change, the dropped-telemetry notice) are kept even though they are the oldest."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.03, overflow="drop-oldest"), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_mb=0.03, overflow="drop-oldest"), clock=clock,
+                         steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put([sequencer.make("event", "cam", {"event": "telemetry-dropped", "dropped": 1}, clock.advance(0.1)),
                 sequencer.make("event", "cam", {"event": "source_state", "state": "lost"}, clock.advance(0.1))])
@@ -155,10 +167,12 @@ def test_a_full_outbox_drops_heartbeats_then_results_and_keeps_the_loss_notice(t
     assert 0 < kinds["result"] < 400
 
 
-def test_a_batch_in_flight_bigger_than_the_cap_does_not_make_every_new_event_go(tmp_path: Path, clock: Clock) -> None:
+def test_a_batch_in_flight_bigger_than_the_cap_does_not_make_every_new_event_go(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """During an outage the sender holds a batch (up to 200 events) that may alone exceed a small cap; it is not
     counted while in flight, so events stored meanwhile (the loss notice among them) are kept within the cap."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=1), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_mb=1), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 200, clock))
     leased = outbox.next_batch(200, live_first=False)
@@ -172,9 +186,11 @@ def test_a_batch_in_flight_bigger_than_the_cap_does_not_make_every_new_event_go(
     assert outbox.stats().dropped == 0
 
 
-def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path, clock: Clock) -> None:
+def test_events_older_than_max_age_are_dropped_and_counted(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Past max_age_h an event is dropped, counted as dropped and as expired."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_age_h=1), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 3, clock))
     clock.advance(1800)
@@ -185,9 +201,11 @@ def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path, clock
     assert (stats.depth, stats.dropped, stats.expired) == (2, 3, 3)
 
 
-def test_events_in_flight_are_neither_compacted_nor_dropped(tmp_path: Path, clock: Clock) -> None:
+def test_events_in_flight_are_neither_compacted_nor_dropped(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Rows handed to the sender stay untouched by the bounds until acknowledged, so an ack never removes others."""
-    outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     outbox.put(results(sequencer, "cam", 5, clock))
     leased = outbox.next_batch(5, live_first=False)
@@ -197,11 +215,13 @@ def test_events_in_flight_are_neither_compacted_nor_dropped(tmp_path: Path, cloc
     assert all(current[i.row_id] == i for i in leased)
 
 
-def test_a_corrupt_database_is_moved_aside_and_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_corrupt_database_is_moved_aside_and_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, open_outbox: OpenOutbox
+) -> None:
     """Garbage in outbox.sqlite: it is renamed, the reason is logged, a fresh outbox with a new epoch works."""
     (tmp_path / FILENAME).write_bytes(b"this is not a database" * 200)
     with caplog.at_level(logging.ERROR):
-        outbox = Outbox(tmp_path, OutboxSettings())
+        outbox = open_outbox(tmp_path, OutboxSettings())
     aside = list(tmp_path.glob(f"{FILENAME}.corrupt-*"))
     assert len(aside) == 1
     assert aside[0].read_bytes().startswith(b"this is not a database")
@@ -221,7 +241,7 @@ def test_an_unusable_data_dir_is_reported_with_the_path(tmp_path: Path) -> None:
                                  f"[Errno 17] File exists: '{tmp_path / 'data'}'")
 
 
-def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock) -> None:
+def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """The in-memory depth and byte count equal a fresh count after mixed puts, acks, compaction and drops."""
     outbox = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
@@ -231,14 +251,16 @@ def test_outbox_bytes_track_the_rows(tmp_path: Path, clock: Clock) -> None:
             outbox.ack([i.row_id for i in outbox.next_batch(3, live_first=True)])
     before = outbox.stats()
     outbox.close()
-    after = Outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady).stats()
+    after = open_outbox(tmp_path, OutboxSettings(max_mb=0.05), clock=clock, steady=clock.steady).stats()
     assert (before.depth, before.bytes) == (after.depth, after.bytes)
     assert Counter({"sent": before.sent}) == Counter({"sent": after.sent})
 
 
-def test_compaction_never_folds_two_models_into_one_aggregate(tmp_path: Path, clock: Clock) -> None:
+def test_compaction_never_folds_two_models_into_one_aggregate(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """Results of model a, then b, then a again in one window become three aggregates, one model each."""
-    outbox = Outbox(tmp_path, OutboxSettings(), compact_window_s=60, clock=clock, steady=clock.steady)
+    outbox = open_outbox(tmp_path, OutboxSettings(), compact_window_s=60, clock=clock, steady=clock.steady)
     sequencer = Sequencer(outbox.epoch)
     for model in ("a", "b", "a"):
         outbox.put([sequencer.make("result", "cam", record({"person": 1}, model=model), clock.advance(0.1))

@@ -20,6 +20,7 @@ from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
 
+from .conftest import OpenOutbox
 from .support import Clock, PahoTransport, Recorder, crossing, record, scene
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,9 @@ def test_alarms_leave_before_the_backlog(tmp_path: Path, broker: Broker) -> None
         "alarm": "crossing", "geometry": "gate", "class": "person", "source_id": "cam"}
 
 
-def test_counts_wait_for_the_budget_while_alarms_use_their_reserve(tmp_path: Path, broker: Broker) -> None:
+def test_counts_wait_for_the_budget_while_alarms_use_their_reserve(
+    tmp_path: Path, broker: Broker, open_outbox: OpenOutbox
+) -> None:
     """With the day's budget spent down to the reserves, an alarm still leaves and a counts window waits."""
     store = Outbox(tmp_path, OutboxSettings())
     DailyBudget(200, store).store.set_meta({"budget.day": DailyBudget(200, store)._today(),
@@ -128,7 +131,7 @@ def test_counts_wait_for_the_budget_while_alarms_use_their_reserve(tmp_path: Pat
     sink.close()
     transport.close()
     assert "counts" not in transport.types()
-    waiting = [i.event.kind for i in Outbox(tmp_path, OutboxSettings()).next_batch(100, live_first=False)]
+    waiting = [i.event.kind for i in open_outbox(tmp_path, OutboxSettings()).next_batch(100, live_first=False)]
     assert waiting.count("counts") == 2
 
 

@@ -12,11 +12,11 @@ from visionedge.edge.methods import DirectMethods
 from visionedge.metrics import LABELS, ModuleCollector
 from visionedge.state import ModuleSnapshot, SourceSnapshot, status_view
 from visionedge.telemetry.events import dumps
-from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.scene import MAX_CLASSES, LineSpec, SceneLayout, SceneTotals, ZoneSpec
 from visionedge.telemetry.sceneviews import STATUS_MAX_BYTES, status_block
 from visionedge.telemetry.sink import TelemetrySink
 
+from .conftest import OpenOutbox
 from .support import Clock, crossing, scene, zone_event
 
 LAYOUT = SceneLayout("cam", (LineSpec("door"),), (ZoneSpec("queue", classes=("person",)),))
@@ -94,7 +94,9 @@ def test_metrics_count_crossings_occupancy_and_dwell_with_bounded_labels(tmp_pat
     sink.close()
 
 
-def test_reset_counters_answers_with_what_it_zeroed_and_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+def test_reset_counters_answers_with_what_it_zeroed_and_survives_a_restart(
+    tmp_path: Path, clock: Clock, open_outbox: OpenOutbox
+) -> None:
     """resetCounters on the door: 200 with the counts it held, the reset announced, the door still zero after a
     restart; an unknown name 404, a bad payload 400."""
     sink = busy_sink(tmp_path, clock)
@@ -109,7 +111,7 @@ def test_reset_counters_answers_with_what_it_zeroed_and_survives_a_restart(tmp_p
     assert methods.reset_counters({"source": "cam", "name": "queue"})[1]["before"] == {
         "entries": {"person": 2}, "exits": {"person": 1}}
     sink.close()
-    events = [i.event.body for i in Outbox(tmp_path, OutboxSettings()).next_batch(100, False)
+    events = [i.event.body for i in open_outbox(tmp_path, OutboxSettings()).next_batch(100, False)
               if i.event.body.get("event") == "counters-reset"]
     assert [e["name"] for e in events] == ["door", "queue"]
     again = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock,

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from visionedge.config import LocalMqttSettings, LocalSettings, ModuleConfig, OutboxSettings, TelemetrySettings
 from visionedge.telemetry.localmqtt import LocalMqttPublisher
-from visionedge.telemetry.outbox import Outbox
 from visionedge.telemetry.sender import SenderOptions
 from visionedge.telemetry.sink import TelemetrySink, heartbeat_telemetry
 from visionedge_devhub.broker import Broker
 
 from tests.support import wait_until
 
+from .conftest import OpenOutbox
 from .support import Clock, PahoTransport, Recorder, record
 
 FAST = SenderOptions(send_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.5, linger_s=0.05)
@@ -80,7 +80,7 @@ def test_results_reach_the_local_broker_during_a_hub_outage_and_the_hub_after(
     transport.close()
 
 
-def test_close_flushes_the_open_window_into_the_outbox(tmp_path: Path, clock: Clock) -> None:
+def test_close_flushes_the_open_window_into_the_outbox(tmp_path: Path, clock: Clock, open_outbox: OpenOutbox) -> None:
     """Records mid-window, then close: the partial aggregate is stored for the next run to send."""
     sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam", clock=clock,
                          steady=clock.steady)
@@ -89,7 +89,7 @@ def test_close_flushes_the_open_window_into_the_outbox(tmp_path: Path, clock: Cl
         sink.publish(record({"car": 2}))
     sink.emit("model-swapped", {"from": "a", "to": "b"})
     sink.close()
-    reopened = Outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
+    reopened = open_outbox(tmp_path, OutboxSettings(), clock=clock, steady=clock.steady)
     bodies = [i.event.body for i in reopened.next_batch(100, False)]
     assert [b["type"] for b in bodies] == ["result", "event", "aggregate"]
     assert bodies[1]["event"] == "model-swapped"
