@@ -1,9 +1,12 @@
-"""What every test folder shares: waiting for a condition. Free ports come from devhub (`broker.free_port`)."""
+"""What every test folder shares: waiting for a condition, filling a disk. Free ports come from devhub
+(`broker.free_port`)."""
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition", *,
@@ -15,3 +18,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
             suffix = f": {detail()}" if detail is not None else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{suffix}")
         time.sleep(poll)
+
+
+def fill_disk(path: Path) -> None:
+    """Write zeros to `path` until its file system is full (ENOSPC). Unbuffered: a buffered file would retry its
+    refused tail when closed and raise ENOSPC out of the filler itself."""
+    block = b"\0" * (1 << 16)
+    with path.open("wb", buffering=0) as f:
+        try:
+            while f.write(block):
+                pass
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise

@@ -19,7 +19,10 @@ from visionedge import __version__
 from visionedge.models.catalog import ASSETS, builtin_manifest
 from visionedge_devhub.broker import free_port
 
-SIGNAL_EXIT_S = 2.0
+SIGNAL_EXIT_S = 5.0
+"""docker stop and IoT Edge send SIGKILL 10 s after SIGTERM: a clean exit must come well inside that (it takes a
+second or two; 2.1 s was seen on a loaded 2-core machine, so the old 2 s bound failed on load, not on a user's
+concern)."""
 
 
 def _single_error(stderr: str) -> str:
@@ -178,7 +181,8 @@ def _rest_of_stderr(process: subprocess.Popen[str]) -> str:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.timeout(90)
 def test_run_streams_records_and_exits_cleanly_on_signal(signum, cli_env, media, record_validator):
-    """`visionedge run` streams records on stdout; SIGTERM or SIGINT stops it with exit 0 within 2 s."""
+    """`visionedge run` streams records on stdout; SIGTERM or SIGINT stops it with exit 0 well inside
+    the 10 s a container runtime waits before SIGKILL."""
     command = [sys.executable, "-m", "visionedge", "run", "--source", str(media("vtest.avi")), "--model", "squeezenet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
@@ -19,6 +18,8 @@ from visionedge.models.catalog import ASSETS
 from visionedge.models.fetch import Fetcher
 from visionedge.telemetry.events import Event
 from visionedge.telemetry.outbox import Outbox
+
+from tests.support import fill_disk
 
 
 @pytest.fixture
@@ -98,10 +99,7 @@ def test_an_outbox_on_a_full_disk_keeps_true_counts_and_recovers(tmpfs: Callable
                   for i in range(1, 61)]
         outbox.put(events[:50])
         filler = disk / "filler"
-        with filler.open("wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
+        fill_disk(filler)
         batch = outbox.next_batch(10, True)
         for attempt in (lambda: outbox.put(events[50:]), lambda: outbox.ack([i.row_id for i in batch])):
             with pytest.raises(sqlite3.OperationalError, match="full"):

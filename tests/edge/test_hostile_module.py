@@ -20,7 +20,7 @@ from visionedge_devhub.hub import DevHub
 from tests.edge.conftest import ModuleProcess, StartModule
 from tests.edge.test_twin_methods import metric, reported_ack, scrape, wait_running
 from tests.modelstore.conftest import Refs, certs, refs, served, server  # noqa: F401 - fixtures reused here
-from tests.support import wait_until
+from tests.support import fill_disk, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -121,17 +121,6 @@ def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     return tmpfs("8m")
 
 
-def _fill(path: Path) -> None:
-    """Write zeros until the file system refuses."""
-    with path.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
-        except OSError:
-            pass
-
-
 def _status(hub: DevHub) -> dict[str, Any]:
     code, payload = hub.emulator.call_method("getStatus", {}, timeout=10)
     assert code == 200
@@ -158,7 +147,7 @@ def test_a_full_disk_takes_no_thread_down_for_good(hub: DevHub, start_module: St
     wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_outbox_depth") >= 5, timeout=30,
                what="a backlog in the outbox")
     filler = small_disk / "filler"
-    _fill(filler)
+    fill_disk(filler)
     hub.front.set_down(False)
     wait_until(lambda: "telemetry-sender" in _health_detail(module.metrics_port).get("down", {}), timeout=60,
                what="the sender named down on /healthz")
