@@ -20,7 +20,8 @@ from visionedge.edge.twin import ABSENT, SECTIONS
 from visionedge_devhub.hub import DevHub
 
 from tests.edge.conftest import ModuleProcess, StartModule
-from tests.edge.test_twin_methods import wait_running
+from tests.edge.test_twin_methods import status_frames
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -64,7 +65,9 @@ def valid(key: str, document: dict[str, Any]) -> bool:
 def fuzz_session(hub: DevHub, start_module: StartModule) -> tuple[DevHub, ModuleProcess, dict[str, Any]]:
     """A running module, and our copy of the desired document merged exactly as the module merges it."""
     module = start_module(hub, local={"status_interval_s": 30.0})
-    wait_running(hub)
+    # the reported status block comes at start (0 frames) and then every 30 s: ask getStatus once connected instead
+    hub.emulator.wait_for_reported(lambda r: "status" in r, timeout=60)
+    wait_until(lambda: status_frames(hub) > 0, 60, "frames being analysed")
     document = {k: v for k, v in hub.emulator.desired.items() if not k.startswith("$")}
     return hub, module, document
 

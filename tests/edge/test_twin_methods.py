@@ -34,7 +34,8 @@ def wait_running(hub: DevHub, timeout: float = 60.0) -> dict[str, Any]:
     return status
 
 
-def _status_frames(hub: DevHub) -> int:
+def status_frames(hub: DevHub) -> int:
+    """Frames analysed so far, from getStatus (0 when it does not answer 200)."""
     status, payload = hub.emulator.call_method("getStatus", {}, timeout=10)
     return int(payload.get("frames", 0)) if status == 200 else 0
 
@@ -94,9 +95,9 @@ def test_source_that_cannot_open_is_rejected_and_pipeline_keeps_running(hub: Dev
     assert ack["ac"] == 400
     assert "missing.avi does not exist" in ack["ad"]
     assert ack["value"]["uri"] == "sample"
-    before = _status_frames(hub)
+    before = status_frames(hub)
     time.sleep(1.5)
-    assert _status_frames(hub) > before
+    assert status_frames(hub) > before
 
 
 def test_change_made_while_link_is_down_is_applied_after_reconnect(hub: DevHub, start_module: StartModule) -> None:
