@@ -40,6 +40,9 @@ def served(mirror_dirs: list[Path]) -> dict[str, bytes]:
     files["not-a-model.onnx"] = b"this is not an ONNX model\n" * 40
     fp32 = next(d / "squeezenet1.1_fp32.onnx" for d in mirror_dirs if (d / "squeezenet1.1_fp32.onnx").is_file())
     files["squeezenet-slow.onnx"] = slower(fp32.read_bytes())
+    # about 5x SqueezeNet's work: well past a 2x ratio gate, yet fast enough for its 10% share to compare the full
+    # 150 default frames in about 45 s (the 150-MatMul one gets fewer and waits out the 120 s max_s)
+    files["squeezenet-slow50.onnx"] = slower(fp32.read_bytes(), matmuls=50)
     coco = files["coco.names"].decode().splitlines()  # shuffled so that no label keeps its place
     files["coco-shuffled.names"] = "".join(f"{label}\n" for label in coco[1:] + coco[:1]).encode()
     files["bad-manifest.yaml"] = b"task: classify\ndecoder: {type: classification}\nlayout: CHWN\n"
