@@ -16,6 +16,7 @@ from visionedge_devhub.hub import DevHub
 
 from tests.core.support import MjpegCamera
 from tests.edge.conftest import ModuleProcess, StartModule
+from tests.edge.test_twin_methods import metric, scrape
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -161,13 +162,15 @@ def test_full_outbox_compacts_old_results_into_aggregates_and_counts_them(
 ) -> None:
     """With a tiny disk cap and no link, old results are folded into aggregates and counted, and the cloud is told;
     every seq arrives, alone or inside an aggregate."""
-    hub.set_desired({"outbox": {"max_mb": 0.03}, "telemetry": {"policy": "every-frame", "batch": True},
-                     "inference": {"top_k": 1}})
+    # 20 frames/s fill the 30 KB cap in a few seconds (at the fixture's 5 it took about 25 s of outage)
+    hub.set_desired({"source": {"uri": "sample", "fps": 20}, "outbox": {"max_mb": 0.03},
+                     "telemetry": {"policy": "every-frame", "batch": True}, "inference": {"top_k": 1}})
     module = start_module(hub)
     hub.emulator.wait_for_telemetry(lambda m: m.output == "results", timeout=60)
     hub.front.set_down(True)
     hub.front.drop()
-    time.sleep(25)
+    wait_until(lambda: metric(scrape(module.metrics_port)[1], "visionedge_telemetry_dropped_total") >= 50, 90,
+               "50 results compacted in the full outbox while the link is down")
     hub.front.set_down(False)
     drained = wait_drained(hub)
     outbox = drained["telemetry"]["outbox"]
