@@ -11,6 +11,9 @@ from visionedge.sources import VideoFileSource
 
 from .support import CollectSink, epoch
 
+AGE_GROWTH_S = 0.5
+"""How much older the last analysed frames may be than the first, beyond one inference cycle."""
+
 
 @pytest.mark.timeout(60)
 def test_slow_model_on_a_paced_video_drops_frames_instead_of_queueing(fast_video, model):
@@ -43,7 +46,10 @@ def test_slow_model_on_a_paced_video_drops_frames_instead_of_queueing(fast_video
     assert max(started) < cycle + 0.1, f"a frame waited {max(started):.3f} s for a worker"
     late = statistics.mean(ages[-5:])
     early = statistics.mean(ages[:5])
-    assert late < early + cycle + 0.05, f"frame age grew from {early:.3f} s to {late:.3f} s"
+    # With a queue the age keeps growing, to seconds by the end of the clip. A loaded machine delays a few frames
+    # (0.077 s -> 0.241 s seen on Python 3.13 beside other test runs, 0.16 s past the old 0.05 s margin), so the
+    # margin is half a second: about three times that hiccup, a fraction of what a queue builds.
+    assert late < early + cycle + AGE_GROWTH_S, f"frame age grew from {early:.3f} s to {late:.3f} s"
 
 
 @pytest.mark.timeout(60)
