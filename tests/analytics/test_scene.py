@@ -140,15 +140,31 @@ def test_occupancy_counts_each_class_in_every_frame() -> None:
 
 
 def test_a_model_swap_ends_every_track_and_says_so() -> None:
-    """After reset the next frame names the reason, zones report their exits, new ids start."""
+    """After reset the next frame names the reason, zones report the old track's exit (then the new one enters, its
+    0.9 box confident enough for an id at once), new ids start."""
     zone = {"name": "hall", "points": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]}
     scene = engine(zones=[zone])
     before = play(scene, [[person(0.5, 0.6)]] * 3)
     scene.reset("model changed")
     after = play(scene, [[person(0.5, 0.6)]] * 3, start=1.0)
     assert after[0].tracks_reset == "model changed"
-    assert [e.kind for e in after[0].events if isinstance(e, ZoneEvent)] == ["exit"]
+    assert [e.kind for e in after[0].events if isinstance(e, ZoneEvent)] == ["exit", "enter"]
     assert after[-1].track_ids[0] != before[-1].track_ids[0]
+
+
+def test_a_track_gets_its_id_from_enough_evidence() -> None:
+    """A 0.9 box gets an id at once; a person first seen weakly (0.4, 0.45, 0.5) gets one when a 0.7 box joins the
+    track; a lone 0.65 box, seen once, never gets one."""
+    ids = [f.track_ids[0] for f in play(engine(), [[person(0.5, 0.6, 0.9)]])]
+    assert ids[0] is not None
+    ids = [f.track_ids[0] for f in play(engine(), ([person(0.5, 0.6, p)] for p in (0.4, 0.45, 0.5, 0.7, 0.5)))]
+    assert ids[:3] == [None, None, None]
+    assert ids[3] is not None
+    assert ids[4] == ids[3]
+    once = engine()
+    frames = play(once, [[person(0.5, 0.6, 0.65)], [], []])
+    assert all(i is None for f in frames for i in f.track_ids)
+    assert once.tracker.next_id == 1  # no id burned
 
 
 def test_a_new_engine_hands_out_ids_from_where_it_is_told() -> None:
@@ -170,4 +186,4 @@ def test_a_track_that_vanishes_inside_a_zone_exits_at_its_last_sighting() -> Non
     leave, = zone_events(gone, "exit")
     assert leave.timestamp == 0.9
     assert leave.dwell_s is not None
-    assert abs(leave.dwell_s - 0.8) < 1e-6
+    assert abs(leave.dwell_s - 0.9) < 1e-6  # inside from its first frame (a 0.9 box gets its id at once)
