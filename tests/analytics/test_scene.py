@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+from pydantic import ValidationError
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import Crossing, SceneFrame, ZoneEvent
 from visionedge.analytics.settings import SourceAnalytics
@@ -165,6 +167,14 @@ def test_a_track_gets_its_id_from_enough_evidence() -> None:
     frames = play(once, [[person(0.5, 0.6, 0.65)], [], []])
     assert all(i is None for f in frames for i in f.track_ids)
     assert once.tracker.next_id == 1  # no id burned
+
+
+def test_tracker_thresholds_out_of_order_are_refused_with_the_reason() -> None:
+    """An instant-id score below the birth score, or a low stage above the high one, would contradict itself."""
+    for tracker, reason in (({"birth": 0.9}, "tracker.confirm_score must not be below tracker.birth"),
+                            ({"low": 0.6}, "tracker.low must not exceed tracker.high")):
+        with pytest.raises(ValidationError, match=reason):
+            SourceAnalytics.model_validate({"tracker": tracker})
 
 
 def test_a_new_engine_hands_out_ids_from_where_it_is_told() -> None:

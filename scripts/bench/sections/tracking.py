@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 from visionedge.analytics.engine import SceneEngine
+from visionedge.analytics.events import SceneFrame
 from visionedge.analytics.live import SceneAnalytics
 from visionedge.analytics.mot import Boxes, detector_recall, read_mot, score
 from visionedge.analytics.scene import LineCounter, Seen
@@ -203,7 +204,8 @@ class TimedScene(SceneAnalytics):
         self.cpu_s = 0.0
         self.frames = 0
 
-    def observe(self, frame: Frame, inference: Inference, record: dict[str, Any], reused: bool) -> Any:
+    def observe(self, frame: Frame, inference: Inference, record: dict[str, Any],
+                reused: bool) -> SceneFrame | None:
         """The real call, timed."""
         began = time.thread_time()
         try:
