@@ -121,16 +121,17 @@ def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     return tmpfs("8m")
 
 
-def _status(hub: DevHub) -> dict[str, Any]:
-    code, payload = hub.emulator.call_method("getStatus", {}, timeout=10)
+def _status(hub: DevHub, timeout: float = 10.0) -> dict[str, Any]:
+    code, payload = hub.emulator.call_method("getStatus", {}, timeout=timeout)
     assert code == 200
     return dict(payload)
 
 
 def _status_of_a_new_instance(hub: DevHub, old: str) -> dict[str, Any] | None:
-    """getStatus from a restarted module (another instance id), None while it cannot answer yet."""
+    """getStatus from a restarted module (another instance id), None while it cannot answer yet. A request made
+    before it connected is lost, so each try waits 3 s, not 10 (a connected module answers in milliseconds)."""
     try:
-        status = _status(hub)
+        status = _status(hub, timeout=3.0)
     except MethodTimeoutError:
         return None
     return status if status["instance"] != old else None

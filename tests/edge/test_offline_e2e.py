@@ -65,20 +65,24 @@ def wait_complete(hub: DevHub, timeout: float = 15.0) -> int:
             time.sleep(0.2)
 
 
-def status(hub: DevHub) -> dict[str, Any]:
+def status(hub: DevHub, timeout: float = 15.0) -> dict[str, Any]:
     """getStatus from the running module."""
-    code, payload = hub.emulator.call_method("getStatus", {}, timeout=15)
+    code, payload = hub.emulator.call_method("getStatus", {}, timeout=timeout)
     assert code == 200
     result: dict[str, Any] = payload
     return result
+
+
+ASK_AGAIN_S = 3.0
+"""How long wait_drained waits for one getStatus answer (a connected module answers in milliseconds)."""
 
 
 def wait_drained(hub: DevHub, timeout: float = 90.0) -> dict[str, Any]:
     """Wait until the module reports an empty outbox, and return that status."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            current = status(hub)
+        try:  # a request made while the module (re)connects is lost: ask again soon instead of waiting out 15 s
+            current = status(hub, timeout=ASK_AGAIN_S)
         except TimeoutError:
             continue
         if current["telemetry"]["outbox"]["depth"] == 0 and current["telemetry"]["link"] == "up":
