@@ -136,7 +136,8 @@ def accuracy(folder: Path, model_name: str) -> None:
             ("confirm after 1 hit", floor_default, {"tracker": {"confirm_hits": 1}}, 1),
             ("confirm after 3 hits", floor_default, {"tracker": {"confirm_hits": 3}}, 1),
             ("lost tracks kept 2 s (max_lost_s 2)", floor_default, {"tracker": {"max_lost_s": 2.0}}, 1),
-            ("half the frame rate (every 2nd frame)", floor_default, {}, 2)]
+            ("half the frame rate (every 2nd frame)", floor_default, {}, 2),
+            ("a third of the frame rate (every 3rd frame)", floor_default, {}, 3)]
     truth = line_counts(gt, (w, h), fps)
     print(f"{folder.name}: {len(images)} frames {w}x{h} at {fps:g} fps, {sum(len(b) for b in gt.values())} "
           f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
