@@ -8,7 +8,7 @@ only numpy, OpenCV and the two shared media files, and renders each frame on dem
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +33,8 @@ BACKGROUND_STEP = 32
 half of them."""
 
 Box = tuple[float, float, float, float]
-Detector = Callable[[np.ndarray], "list[Detection]"]
-"""An image -> the detections a model passed (its own confidence threshold)."""
+Detector = Callable[[int], "Sequence[Detection]"]
+"""A frame index -> the detections a model passed for that frame's image (its own confidence threshold)."""
 Path2D = Callable[[int], "tuple[float, float] | None"]
 """frame index (from 0) -> where the person's feet are (pixels), or None while not in the scene."""
 
@@ -245,16 +245,16 @@ class Played:
                 if not isinstance(e, Crossing) and e.kind == "exit" and e.dwell_s is not None]
 
 
-def play(scene: SyntheticScene, detect: Detector, label: str = "person") -> Played:
-    """Every frame through `detect` (only `label` kept) and one SceneEngine with SETTINGS at its defaults, 1 / FPS
-    apart in capture time."""
+def play(scene: SyntheticScene, detect: Detector, every: int = 1, label: str = "person") -> Played:
+    """Every `every`-th frame through `detect` (only `label` kept) and one SceneEngine with SETTINGS at its defaults,
+    at the frames' capture times (index / FPS): every=2 is the same scene at 5 fps."""
     engine = SceneEngine("synthetic", SourceAnalytics.model_validate(SETTINGS))
     w, h = scene.size
     detections: dict[int, list[Box]] = {}
     tracks: dict[int, dict[int, Box]] = {}
     events: list[AnalyticsEvent] = []
-    for index in range(scene.frames):
-        dets = [d for d in detect(scene.image(index)) if d.label == label]
+    for index in range(0, scene.frames, every):
+        dets = [d for d in detect(index) if d.label == label]
         answer = engine.update(dets, index / FPS, "synthetic@1")
         pixels = [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in dets]
         detections[index + 1] = pixels
