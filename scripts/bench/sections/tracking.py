@@ -33,8 +33,8 @@ from bench.common import machine_line, spread
 from bench.sections.sources import SOURCE_FPS, measure_sources
 
 DEFAULT_SEQUENCE = Path(__file__).resolve().parents[3].parent / "shared" / "media" / "mot" / "TUD-Stadtmitte"
-COUNT_LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
-"""Across the walkway of TUD-Stadtmitte, where people walk left and right."""
+COUNT_LINE = synthetic.LINE
+"""Across the walkway of TUD-Stadtmitte, where people walk left and right (the synthetic scene's line too)."""
 FLOOR = 0.1
 """The detector runs once at this confidence; each row keeps what its setting would have passed."""
 COST_OBJECTS = (5, 20, 50)
