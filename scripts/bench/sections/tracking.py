@@ -196,6 +196,7 @@ def synthetic_scene(model_name: str) -> None:
         clean = score(truth, {f: {i: b for i, b in t.items() if i not in background}
                               for f, t in played.tracks.items()})
         counted, expected = played.crossings(), scene.crossings()
+        on_truth = line_counts(truth, scene.size, synthetic.FPS)
         print(f"  {synthetic.FPS / every:g} fps: detector recall {detector_recall(truth, played.detections):.3f}; "
               f"MOTA {s.mota:.3f}, IDF1 {s.idf1:.3f}, id switches {s.id_switches}, FN {s.misses}, "
               f"FP {s.false_positives}")
@@ -203,7 +204,8 @@ def synthetic_scene(model_name: str) -> None:
               f"{s.false_positives - clean.false_positives} FP; without them MOTA {clean.mota:.3f}, "
               f"IDF1 {clean.idf1:.3f}")
         print("    line counts (vs truth): " + ", ".join(f"{d} {counted[d]} ({counted[d] - expected[d]:+d})"
-                                                     for d in expected))
+                                                     for d in expected)
+              + "; the rule on the true boxes: " + ", ".join(f"{d} {n}" for d, n in on_truth.items()))
         print("    zone dwell s (vs truth): " + (", ".join(f"{got:.1f} ({got - want:+.1f})" for got, want in zip(
             played.dwell_s(), scene.dwell_s(), strict=False)) or "none") + f"; stays {len(played.dwell_s())} "
               f"(truth {len(scene.dwell_s())})")
