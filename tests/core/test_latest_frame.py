@@ -11,8 +11,10 @@ from visionedge.sources import VideoFileSource
 
 from .support import CollectSink, epoch
 
-AGE_GROWTH_S = 0.5
-"""How much older the last analysed frames may be than the first, beyond one inference cycle."""
+LOAD_MARGIN_S = 0.5
+"""What a loaded machine may add, beyond one inference cycle, to a frame's wait for a worker and to the growth of
+frame age; a queue makes both grow to seconds by the end of the 2 s clip. Seen beside other test runs: a wait of
+0.246 s (cycle 0.088 s) and a growth from 0.077 s to 0.241 s, each past the old margins of 0.1 s and 0.05 s."""
 
 
 @pytest.mark.timeout(60)
@@ -43,13 +45,10 @@ def test_slow_model_on_a_paced_video_drops_frames_instead_of_queueing(fast_video
     # A free worker takes the newest frame; with a queue this age would grow to seconds as the backlog builds.
     started = list(pipeline.feeds[0].stats.ages)
     assert len(started) == stats.inferred
-    assert max(started) < cycle + 0.1, f"a frame waited {max(started):.3f} s for a worker"
+    assert max(started) < cycle + LOAD_MARGIN_S, f"a frame waited {max(started):.3f} s for a worker"
     late = statistics.mean(ages[-5:])
     early = statistics.mean(ages[:5])
-    # With a queue the age keeps growing, to seconds by the end of the clip. A loaded machine delays a few frames
-    # (0.077 s -> 0.241 s seen on Python 3.13 beside other test runs, 0.16 s past the old 0.05 s margin), so the
-    # margin is half a second: about three times that hiccup, a fraction of what a queue builds.
-    assert late < early + cycle + AGE_GROWTH_S, f"frame age grew from {early:.3f} s to {late:.3f} s"
+    assert late < early + cycle + LOAD_MARGIN_S, f"frame age grew from {early:.3f} s to {late:.3f} s"
 
 
 @pytest.mark.timeout(60)
