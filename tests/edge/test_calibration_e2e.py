@@ -171,7 +171,8 @@ def test_kill_9_during_calibration_leaves_the_served_model_untouched_and_no_fram
     hub: DevHub, start_module: StartModule, street: Path, tmp_path: Path
 ) -> None:
     """SIGKILL while the child quantizes: the child dies with the module, the served file is unchanged, and the
-    restart (calibration off) serves fp16 with no sample, no half-made variant and no scratch left."""
+    restart (calibration off) serves fp16 with no sample, no half-made variant and no scratch left. Calibration with
+    a fixed variant is refused 400 with its reason, and nothing changes."""
     hub.set_desired(calibrating(street))
     first = start(hub, start_module, tmp_path)
     variant_state(hub, ("quantizing",), CALIBRATED_S)
@@ -194,6 +195,12 @@ def test_kill_9_during_calibration_leaves_the_served_model_untouched_and_no_fram
     assert not (variants / ".calibration-sample").exists(), "the interrupted sample is deleted at start"
     assert not list(variants.rglob("int8.*")), "nothing half made is discoverable"
     assert not list(variants.rglob("calibrated")), "the child's output and scratch are gone"
+    version = hub.set_desired({"runtime": {"calibrate": "on-device", "variant": "int8"}})
+    ack = hub.emulator.wait_for_reported(lambda r: r.get("runtime", {}).get("av") == version, timeout=30)["runtime"]
+    assert (ack["ac"], ack["ad"]) == (400, "rejected: runtime: Value error, calibrate on-device needs variant auto "
+                                           "(variant is 'int8'): the calibrated variant is chosen the way auto "
+                                           "chooses, only when it agrees; keeping the previous value")
+    status_variant(hub, "fp16", "off")
 
 
 def _alive(pid: int) -> bool:

@@ -139,12 +139,12 @@ class CalibrationPhase:
     def _begin(self, target: Target) -> None:
         """A new model file serves: the previous one's calibrated variant goes, this one's record is read."""
         self._abandon()
-        for record in target.folder.parent.glob(f"*/{RECORD}"):  # kept only for the file serving now
-            made = read_json(record)
-            if record.parent != target.folder:
-                _discard_calibrated(record.parent)
+        for path in target.folder.parent.glob(f"*/{RECORD}"):  # kept only for the file serving now
+            made = read_json(path)
+            if path.parent != target.folder:
+                _discard_calibrated(path.parent)
                 log.info("calibrated variant of %s discarded: %s serves now",
-                         made.get("model") if isinstance(made, dict) else record.parent.name, target.key)
+                         made.get("model") if isinstance(made, dict) else path.parent.name, target.key)
         self.target = target
         shutil.rmtree(target.pending, ignore_errors=True)  # a variant a crash left before its verdict
         record = read_json(target.folder / RECORD)
@@ -234,10 +234,13 @@ class CalibrationPhase:
         self._finish(target, replace(done, state=state, reason=reason))
 
     def _interrupted(self) -> str | None:
-        """A desired model block or a stop ends the calibration's shadow phase without a verdict."""
+        """A stop, a desired model block, a rollbackModel call or calibration turned off ends the calibration's
+        shadow phase without a verdict."""
         if self.m.stopping.is_set():
             return "stopping"
-        return "a model update arrived" if self.m.has_pending() else None
+        if self.m.has_pending() or self.m.rollbacks.waiting():
+            return "a model update or rollback arrived"
+        return "calibration turned off" if self.m.serving.runtime.calibrate != "on-device" else None
 
     # ---- state -----------------------------------------------------------------------------------------------
 

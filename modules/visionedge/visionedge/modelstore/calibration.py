@@ -112,6 +112,8 @@ def _low_priority(nice: int) -> None:
     the module must not leave a child that moves a variant in after the restart cleaned up)."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.nice(nice)
+    if nice == NICE:  # and the idle class: it runs only on CPU time no other process of the device wants
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cores[-1]})
 
