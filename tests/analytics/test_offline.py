@@ -19,10 +19,11 @@ pytestmark = pytest.mark.timeout(300)
 
 WALKWAY = {"lines": [{"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}],
            "zones": [{"name": "left", "points": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]}]}
-MOTA_FLOOR = 0.75
+MOTA_FLOOR = 0.76
 IDF1_FLOOR = 0.78
-"""Measured at default settings: MOTA 0.786, IDF1 0.812 (YOLOX-nano, detector recall 0.837); a regression of a few
-points fails here."""
+"""Measured at default settings: this file (every class tracked: birds and bags count as false positives) MOTA 0.785,
+IDF1 0.809; the bench's people-only figure MOTA 0.796, IDF1 0.814 (YOLOX-nano, detector recall 0.837). A regression
+of a few points fails here."""
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+from pydantic import ValidationError
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import Crossing, SceneFrame, ZoneEvent
 from visionedge.analytics.settings import SourceAnalytics
@@ -40,7 +42,6 @@ def test_one_object_walking_down_through_the_line_counts_once_as_the_first_direc
     frames = play(scene, ([person(0.5, 0.3 + 0.02 * i)] for i in range(26)))
     got = crossings(frames)
     assert [(c.line, c.direction, c.label) for c in got] == [("door", "in", "person")]
-    assert scene.counters()["lines"] == {"door": {"in": {"person": 1}}}
 
 
 def test_walking_up_counts_the_second_direction() -> None:
@@ -115,7 +116,9 @@ def test_dwell_is_measured_within_a_frame_interval_and_long_stays_alarm_once() -
     dwell, = zone_events(frames, "dwell")
     assert dwell.alarm
     assert 2.0 < dwell.dwell_s <= 2.0 + DT + 1e-6
-    assert scene.counters()["zones"]["counter"] == {"occupancy": {}, "entries": {"person": 1}, "exits": {"person": 1}}
+    assert [(e.kind, e.label) for e in zone_events(frames) if e.kind != "dwell"] == [("enter", "person"),
+                                                                                     ("exit", "person")]
+    assert frames[-1].occupancy == {"counter": {}}
 
 
 def test_forbidden_class_entering_is_an_alarm() -> None:
@@ -139,26 +142,49 @@ def test_occupancy_counts_each_class_in_every_frame() -> None:
 
 
 def test_a_model_swap_ends_every_track_and_says_so() -> None:
-    """After reset the next frame names the reason, zones report their exits, new ids start."""
+    """After reset the next frame names the reason, zones report the old track's exit (then the new one enters, its
+    0.9 box confident enough for an id at once), new ids start."""
     zone = {"name": "hall", "points": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]}
     scene = engine(zones=[zone])
     before = play(scene, [[person(0.5, 0.6)]] * 3)
     scene.reset("model changed")
     after = play(scene, [[person(0.5, 0.6)]] * 3, start=1.0)
     assert after[0].tracks_reset == "model changed"
-    assert [e.kind for e in after[0].events if isinstance(e, ZoneEvent)] == ["exit"]
+    assert [e.kind for e in after[0].events if isinstance(e, ZoneEvent)] == ["exit", "enter"]
     assert after[-1].track_ids[0] != before[-1].track_ids[0]
 
 
-def test_counters_survive_a_restart_by_name() -> None:
-    """A new engine restored from the saved counters goes on counting from them, ids keep going up."""
+def test_a_track_gets_its_id_from_enough_evidence() -> None:
+    """A 0.9 box gets an id at once; a person first seen weakly (0.4, 0.45, 0.5) gets one when a 0.7 box joins the
+    track; a lone 0.65 box, seen once, never gets one."""
+    ids = [f.track_ids[0] for f in play(engine(), [[person(0.5, 0.6, 0.9)]])]
+    assert ids[0] is not None
+    ids = [f.track_ids[0] for f in play(engine(), ([person(0.5, 0.6, p)] for p in (0.4, 0.45, 0.5, 0.7, 0.5)))]
+    assert ids[:3] == [None, None, None]
+    assert ids[3] is not None
+    assert ids[4] == ids[3]
+    once = engine()
+    frames = play(once, [[person(0.5, 0.6, 0.65)], [], []])
+    assert all(i is None for f in frames for i in f.track_ids)
+    assert once.tracker.next_id == 1  # no id burned
+
+
+def test_tracker_thresholds_out_of_order_are_refused_with_the_reason() -> None:
+    """An instant-id score below the birth score, or a low stage above the high one, would contradict itself."""
+    for tracker, reason in (({"birth": 0.9}, "tracker.confirm_score must not be below tracker.birth"),
+                            ({"low": 0.6}, "tracker.low must not exceed tracker.high")):
+        with pytest.raises(ValidationError, match=reason):
+            SourceAnalytics.model_validate({"tracker": tracker})
+
+
+def test_a_new_engine_hands_out_ids_from_where_it_is_told() -> None:
+    """Ids go on from `next_id` (the reserved ids of a previous run), so an old id never names a new object."""
     scene = engine(lines=[DOOR])
     play(scene, ([person(0.5, 0.3 + 0.02 * i)] for i in range(26)))
-    saved = scene.counters()
-    again = SceneEngine("camera", SourceAnalytics.model_validate({"lines": [DOOR]}), saved)
+    again = SceneEngine("camera", SourceAnalytics.model_validate({"lines": [DOOR]}), scene.tracker.next_id)
     frames = play(again, ([person(0.5, 0.3 + 0.02 * i)] for i in range(26)), start=100.0)
-    assert again.counters()["lines"] == {"door": {"in": {"person": 2}}}
-    assert min(i for f in frames for i in f.track_ids if i is not None) >= saved["next_track_id"]
+    assert len(crossings(frames)) == 1
+    assert min(i for f in frames for i in f.track_ids if i is not None) == scene.tracker.next_id
 
 
 def test_a_track_that_vanishes_inside_a_zone_exits_at_its_last_sighting() -> None:
@@ -170,4 +196,4 @@ def test_a_track_that_vanishes_inside_a_zone_exits_at_its_last_sighting() -> Non
     leave, = zone_events(gone, "exit")
     assert leave.timestamp == 0.9
     assert leave.dwell_s is not None
-    assert abs(leave.dwell_s - 0.8) < 1e-6
+    assert abs(leave.dwell_s - 0.9) < 1e-6  # inside from its first frame (a 0.9 box gets its id at once)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +39,16 @@ def tracked(hub: DevHub) -> int:
     return sum(1 for body in bodies(hub) for d in body.get("detections", ()) if "track_id" in d)
 
 
+def scene_zones(reported: dict[str, Any]) -> dict[str, Any]:
+    """The camera's zones in the reported status's scene block (the telemetry's running totals)."""
+    return dict(reported.get("status", {}).get("scene", {}).get("camera", {}).get("zones", {}))
+
+
 def test_geometry_patch_applies_while_frames_flow_and_bad_geometry_gets_400(
         detector_hub: DevHub, start_module: StartModule) -> None:
     """Tracks flow with the first line; a patch adds a zone without restarting the camera (frames and track ids keep
-    coming, the counters file names the zone); each bad geometry is refused with its reason and the zone stays."""
+    coming, the reported scene status names the zone); each bad geometry is refused with its reason, the zone
+    stays."""
     hub = detector_hub
     module = start_module(hub)
     wait_running(hub)
@@ -54,9 +59,7 @@ def test_geometry_patch_applies_while_frames_flow_and_bad_geometry_gets_400(
     ack = reported_ack(hub, "analytics", version)
     assert ack["ac"] == 200, ack
     assert [z["name"] for z in ack["value"]["camera"]["zones"]] == ["floor"]
-    counters = module.data_dir / "analytics" / "camera.json"
-    wait_until(lambda: "floor" in json.loads(counters.read_text()).get("zones", {}), timeout=10,
-               what="the counters file to name the new zone")
+    hub.emulator.wait_for_reported(lambda r: "floor" in scene_zones(r), timeout=30)
     assert module.log().count("): streaming") == opened  # the patch did not reopen the camera
     before_frames, before_tracked = len(bodies(hub)), tracked(hub)
     wait_until(lambda: len(bodies(hub)) > before_frames + 3 and tracked(hub) > before_tracked, timeout=30,
@@ -84,7 +87,7 @@ def test_geometry_patch_applies_while_frames_flow_and_bad_geometry_gets_400(
     frames = len(bodies(hub))
     time.sleep(1.5)
     assert len(bodies(hub)) > frames
-    assert "floor" in json.loads(counters.read_text())["zones"]
+    assert "floor" in scene_zones(hub.emulator.reported)
 
 
 def test_analytics_asked_of_a_classifier_get_400(hub: DevHub, start_module: StartModule) -> None:

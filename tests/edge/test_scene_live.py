@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -87,3 +88,40 @@ def test_counts_at_the_hub_add_up_to_offline_analyze_across_an_outage(
                 live[direction] += sum(classes.values())
         assert sum(w["frames"] for w in windows()) == len(records)  # the still went through the classifier
         assert live == offline, [w["lines"] for w in windows()]
+
+
+def test_a_kill_9_after_crossings_loses_no_count_and_the_status_agrees_with_the_hub(
+        tmp_path: Path, start_module: StartModule) -> None:
+    """The module counts people crossing the middle of the sample video and is killed (SIGKILL); restarted on the
+    same data with the line moved where nobody crosses (same name), the reported running totals equal the crossings
+    in the count windows that reached the hub, the window open at the kill included."""
+    middle = {"name": "middle", "points": [[0.5, 0.05], [0.5, 0.95]], "directions": ["east", "west"]}
+    desired: dict[str, Any] = {
+        "source": {"uri": "sample", "fps": 5}, "model": {"name": "yolox-nano"}, "shadow": {"enabled": False},
+        "analytics": {"camera": {"lines": [middle], "window_s": 5}},
+    }
+
+    def crossings(reported: dict[str, Any]) -> dict[str, int]:
+        return dict(reported.get("status", {}).get("scene", {}).get("camera", {}).get("lines", {}).get("middle", {}))
+
+    with sdk_nodelay(), running_devhub(tmp_path / "hub", desired=desired) as hub:
+        first = start_module(hub)
+        hub.emulator.wait_for_reported(lambda r: sum(crossings(r).values()) > 0, timeout=120)
+        first.stop(signal.SIGKILL)
+        killed_geometry = {m.json["geometry"] for m in hub.emulator.telemetry() if m.properties.get("type") == "counts"}
+        quiet = {**middle, "points": [[0.0, 0.0], [0.02, 0.0]]}  # along the top edge: nobody crosses it
+        hub.set_desired({"analytics": {"camera": {"lines": [quiet], "window_s": 5}}})
+        start_module(hub, data_dir=first.data_dir)
+
+        def windows() -> list[dict[str, Any]]:
+            unique = {m.message_id: m.json for m in hub.emulator.telemetry() if m.properties.get("type") == "counts"}
+            return list(unique.values())
+
+        wait_until(lambda: any(w["geometry"] not in killed_geometry for w in windows()), timeout=120,
+                   what="a count window of the restarted module (the one open at the kill is delivered before it)")
+        delivered: Counter[str] = Counter()
+        for window in windows():
+            for direction, classes in window["lines"].get("middle", {}).items():
+                delivered[direction] += sum(classes.values())
+        assert sum(delivered.values()) > 0
+        hub.emulator.wait_for_reported(lambda r: crossings(r) == dict(delivered), timeout=30)

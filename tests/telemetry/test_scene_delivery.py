@@ -67,6 +67,7 @@ def test_an_outage_with_kill_9_loses_no_count_and_no_alarm(tmp_path: Path, broke
     transport = PahoTransport(broker.plain_port)
     sink = TelemetrySink(TelemetrySettings(), OutboxSettings(), data_dir=tmp_path, source_id="cam",
                          transport=transport, tick_s=0.1, sender_options=FAST)
+    sink.set_layouts([LAYOUT])
     sink.start()
     sink.close(drain_s=20)  # the restored window closes now and everything drains
     transport.close()
@@ -82,6 +83,8 @@ def test_an_outage_with_kill_9_loses_no_count_and_no_alarm(tmp_path: Path, broke
     assert len(delivered_alarms - alarms) <= 1  # the frame being stored when the kill came, never printed
     assert crossed["door"] <= counted["door"] <= crossed["door"] + 1
     assert counted["gate"] == len(delivered_alarms)
+    shown = sink.scene_totals()["cam"].lines  # the one holder behind status, metrics and MQTT agrees with the hub
+    assert {line: dirs["in"]["person"] for line, dirs in shown.items()} == counted
 
 
 def test_alarms_leave_before_the_backlog(tmp_path: Path, broker: Broker) -> None:

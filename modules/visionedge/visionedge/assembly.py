@@ -74,7 +74,7 @@ class Assembly:
         self.telemetry: TelemetrySink | None = None
         self.sinks: list[Sink] = list(sinks)
         self.scene = SceneAnalytics(config.local.data_dir / "analytics")
-        """Tracks, lines and zones per source; survives pipeline restarts, its counters survive module restarts."""
+        """Tracks, lines and zones per source; survives pipeline restarts (the counts are the telemetry sink's)."""
         self.last_error = ""
         self._pipeline_stop = threading.Event()
         self._pipeline_thread: threading.Thread | None = None
@@ -273,11 +273,9 @@ class Assembly:
             log.info("model and source are available now: the pipeline runs")
 
     def close(self) -> None:
-        """Stop capture, save the scene counters, stop the model manager, then close every sink (telemetry
-        flushes)."""
+        """Stop capture, stop the model manager, then close every sink (telemetry flushes, the scene totals with
+        it)."""
         self.stop_pipeline()
-        if self.scene.engines:
-            self.scene.save()
         if self.manager is not None:
             self.manager.stop(timeout=1.0)
         for sink in self.sinks:

@@ -278,10 +278,9 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         if mot is not None:
             mot.out.close()
     sys.stderr.write(summary_line(stats, pipeline.gate_stats()) + "\n")
-    if scene is not None:
-        engine = scene.engines[source.source_id]
-        events.extend(engine.finish())
-        for line in summary(engine.counters(), events):
+    if scene is not None and settings is not None:
+        events.extend(scene.engines[source.source_id].finish())
+        for line in summary(settings, events):
             sys.stderr.write(line + "\n")
     if pipeline.fatal is not None:
         raise pipeline.fatal

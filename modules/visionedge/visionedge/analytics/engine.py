@@ -1,9 +1,8 @@
-"""One source's scene analytics: detections in, tracks, crossings, zone events and cumulative counts out."""
+"""One source's scene analytics: detections in, tracks, crossings and zone events out (the counts live downstream)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -13,8 +12,6 @@ from visionedge.analytics.scene import LineCounter, Seen, ZoneWatch, ended
 from visionedge.analytics.settings import SourceAnalytics
 from visionedge.analytics.tracker import Tracker
 from visionedge.frame import Detection
-
-COUNTERS_VERSION = 1
 
 
 def anchor_of(box: tuple[float, float, float, float], anchor: str) -> Point:
@@ -27,22 +24,18 @@ def anchor_of(box: tuple[float, float, float, float], anchor: str) -> Point:
 class SceneEngine:
     """Tracker, lines and zones of one source; `update` once per analysed frame (never for a reused result)."""
 
-    def __init__(self, source_id: str, settings: SourceAnalytics, counters: dict[str, Any] | None = None) -> None:
+    def __init__(self, source_id: str, settings: SourceAnalytics, next_id: int = 1) -> None:
         self.source_id = source_id
         self.settings = settings
         self.geometry = settings.digest()
-        self.tracker = Tracker(settings.tracker)
+        self.tracker = Tracker(settings.tracker, next_id)
         self.lines = [LineCounter(line, source_id) for line in settings.lines]
         self.zones = [ZoneWatch(zone, source_id) for zone in settings.zones]
         self._reset_reason: str | None = None
         self._pending: list[AnalyticsEvent] = []
-        self._last_seen = 0.0
-        if counters is not None:
-            self.restore(counters)
 
     def update(self, detections: Sequence[Detection], timestamp: float, model: str) -> SceneFrame:
         """Track one analysed frame's detections, move lines and zones on, and say what happened."""
-        self._last_seen = timestamp
         if not self.settings.enabled:
             return self._frame(timestamp, model, [], (None,) * len(detections))
         boxes = np.array([d.box for d in detections], dtype=float).reshape(-1, 4)
@@ -70,31 +63,6 @@ class SceneEngine:
                 self._pending.extend(ended((self.lines, self.zones), track.id))
         self.tracker.reset()
         self._reset_reason = reason
-
-    def counters(self) -> dict[str, Any]:
-        """Cumulative counts since counting began (survive restarts through `restore`), and occupancy now."""
-        return {
-            "version": COUNTERS_VERSION,
-            "geometry": self.geometry,
-            "next_track_id": self.tracker.next_id,
-            "lines": {line.settings.name: {d: dict(per) for d, per in line.counts.items()} for line in self.lines},
-            "zones": {zone.settings.name: {"occupancy": zone.occupancy(), "entries": dict(zone.entries),
-                                           "exits": dict(zone.exits)} for zone in self.zones},
-        }
-
-    def restore(self, counters: dict[str, Any]) -> None:
-        """Take saved cumulative counts for the lines and zones that still exist (by name); occupancy starts empty."""
-        self.tracker.next_id = max(self.tracker.next_id, int(counters.get("next_track_id", 1)))
-        saved_lines = counters.get("lines", {})
-        for line in self.lines:
-            per_direction = saved_lines.get(line.settings.name, {})
-            line.counts = {d: {str(k): int(v) for k, v in per.items()} for d, per in per_direction.items()
-                           if d in line.settings.directions}
-        saved_zones = counters.get("zones", {})
-        for zone in self.zones:
-            saved = saved_zones.get(zone.settings.name, {})
-            zone.entries = {str(k): int(v) for k, v in saved.get("entries", {}).items()}
-            zone.exits = {str(k): int(v) for k, v in saved.get("exits", {}).items()}
 
     def finish(self) -> list[AnalyticsEvent]:
         """End of the source: every track still followed ends (zones report exits at their last sighting)."""

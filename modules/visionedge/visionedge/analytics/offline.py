@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from visionedge.analytics.events import AnalyticsEvent, ZoneEvent
+from visionedge.analytics.events import AnalyticsEvent, Crossing
 from visionedge.analytics.mot import write_row
 from visionedge.analytics.settings import SourceAnalytics
 from visionedge.config import describe_validation_error, read_yaml
@@ -33,22 +33,32 @@ def load_settings(path: Path) -> SourceAnalytics:
         raise ConfigError(f"analytics file {path}: {describe_validation_error(err)}") from err
 
 
-def summary(counters: dict[str, Any], events: Iterable[AnalyticsEvent]) -> list[str]:
-    """Closing lines: crossings per line, direction and class; per zone entries, exits and dwell."""
+def summary(settings: SourceAnalytics, events: Iterable[AnalyticsEvent]) -> list[str]:
+    """Closing lines, counted from the run's events: crossings per line, direction and class; per zone entries,
+    exits and dwell."""
+    crossings: dict[str, dict[str, dict[str, int]]] = {line.name: {} for line in settings.lines}
+    zones: dict[str, dict[str, dict[str, int]]] = {zone.name: {"enter": {}, "exit": {}} for zone in settings.zones}
     dwell: dict[str, list[float]] = {}
     for event in events:
-        if isinstance(event, ZoneEvent) and event.kind == "exit" and event.dwell_s is not None:
-            dwell.setdefault(event.zone, []).append(event.dwell_s)
+        if isinstance(event, Crossing):
+            per = crossings[event.line].setdefault(event.direction, {})
+        elif event.kind in ("enter", "exit"):
+            per = zones[event.zone][event.kind]
+            if event.kind == "exit" and event.dwell_s is not None:
+                dwell.setdefault(event.zone, []).append(event.dwell_s)
+        else:
+            continue
+        per[event.label] = per.get(event.label, 0) + 1
     lines = []
-    for name, per_direction in counters["lines"].items():
+    for name, per_direction in crossings.items():
         counts = ", ".join(f"{d} {sum(per.values())} ({_per_class(per)})" for d, per in sorted(per_direction.items()))
         lines.append(f"line {name}: {counts or 'no crossings'}")
-    for name, zone in counters["zones"].items():
+    for name, zone in zones.items():
         stays = dwell.get(name, [])
         told = (f"; dwell mean {sum(stays) / len(stays):.1f} s, max {max(stays):.1f} s over {len(stays)} stays"
                 if stays else "")
-        lines.append(f"zone {name}: entries {sum(zone['entries'].values())} ({_per_class(zone['entries'])}), "
-                     f"exits {sum(zone['exits'].values())} ({_per_class(zone['exits'])}){told}")
+        lines.append(f"zone {name}: entries {sum(zone['enter'].values())} ({_per_class(zone['enter'])}), "
+                     f"exits {sum(zone['exit'].values())} ({_per_class(zone['exit'])}){told}")
     return lines
 
 

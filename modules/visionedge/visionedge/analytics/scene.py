@@ -1,4 +1,8 @@
-"""Lines and zones over tracks: crossings with hysteresis, zone entries, exits, dwell and alarms, cumulative counts."""
+"""Lines and zones over tracks: crossings with hysteresis, zone entries, exits, dwell and alarms.
+
+They say what happened; the running counts are kept once, by the telemetry side (`telemetry/scene.py`'s SceneTotals),
+which persists them with the events that carry them.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,6 @@ class LineCounter:
 
     settings: LineSettings
     source_id: str
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    """direction -> label -> crossings since counting began."""
     _sides: dict[int, tuple[int, Point]] = field(default_factory=dict)
 
     def see(self, tracks: Sequence[Seen], xy: np.ndarray, now: float) -> list[Crossing]:
@@ -51,8 +53,6 @@ class LineCounter:
             if u is None or not 0.0 <= u <= 1.0:
                 continue
             direction = s.directions[0] if now_side > 0 else s.directions[1]
-            per_label = self.counts.setdefault(direction, {})
-            per_label[track.label] = per_label.get(track.label, 0) + 1
             crossings.append(Crossing(self.source_id, s.name, direction, track.label, track.track_id, now, s.alarm))
         return crossings
 
@@ -77,12 +77,10 @@ class Stay:
 
 @dataclass
 class ZoneWatch:
-    """One zone: who is inside now, entries and exits per label, dwell and alarms."""
+    """One zone: who is inside now, their entries, exits, dwell and alarms."""
 
     settings: ZoneSettings
     source_id: str
-    entries: dict[str, int] = field(default_factory=dict)
-    exits: dict[str, int] = field(default_factory=dict)
     inside: dict[int, Stay] = field(default_factory=dict)
     polygon: Polygon = field(init=False)
 
@@ -108,7 +106,6 @@ class ZoneWatch:
             stay = self.inside.get(track.track_id)
             if stay is None and is_in and firm:
                 stay = self.inside[track.track_id] = Stay(now, track.label, now)
-                self.entries[track.label] = self.entries.get(track.label, 0) + 1
                 events.append(self._event("enter", stay, track.track_id, now, s.alarm))
                 if track.label in s.forbidden:
                     events.append(self._event("forbidden", stay, track.track_id, now, True))
@@ -126,7 +123,6 @@ class ZoneWatch:
         """The track left (now) or ended (at its last sighting inside): its exit with the dwell time."""
         stay = self.inside.pop(track_id)
         when = stay.last_seen if now is None else now
-        self.exits[stay.label] = self.exits.get(stay.label, 0) + 1
         return self._event("exit", stay, track_id, when, False)
 
     def occupancy(self) -> dict[str, int]:

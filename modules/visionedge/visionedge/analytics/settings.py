@@ -91,16 +91,21 @@ class TrackerSettings(_Strict):
 
     high: float = Field(0.5, gt=0.0, le=1.0, description="detections at least this confident are matched first")
     low: float = Field(0.1, ge=0.0, le=1.0, description="weaker detections only extend existing tracks")
-    birth: float = Field(0.6, gt=0.0, le=1.0, description="least confidence that starts a new track")
+    birth: float = Field(0.6, gt=0.0, le=1.0, description="a new track gets its id only once one of its detections "
+                         "was at least this confident (it may start from weaker ones)")
     match_iou: float = Field(0.2, gt=0.0, lt=1.0, description="least IoU of a first-stage match")
     low_match_iou: float = Field(0.5, gt=0.0, lt=1.0, description="least IoU of a low-score (second-stage) match")
     confirm_hits: int = Field(2, ge=1, le=30, description="matched frames before a track gets an id")
+    confirm_score: float = Field(0.8, gt=0.0, le=1.0, description="a new track whose first detection is at least "
+                                 "this confident gets its id at once")
     max_lost_s: float = Field(1.0, gt=0.0, le=60.0, description="a track unseen this long ends")
 
     @model_validator(mode="after")
     def _ordered(self) -> TrackerSettings:
         if self.low > self.high:
             raise ValueError("tracker.low must not exceed tracker.high")
+        if self.confirm_score < self.birth:
+            raise ValueError("tracker.confirm_score must not be below tracker.birth")
         return self
 
 

@@ -1,4 +1,7 @@
-"""ByteTrack-style multi-object tracking on capture timestamps: confident boxes first, weak boxes only extend tracks.
+"""ByteTrack-style multi-object tracking on capture timestamps: confident boxes first, weak boxes extend tracks.
+
+A new track gets its id once it has been matched `confirm_hits` times and one of its boxes reached `birth` (a person
+coming out from behind another is first seen weakly), or at once from a box at least `confirm_score` confident.
 
 Pure numpy plus `lap` (Jonker-Volgenant assignment): about a dozen microseconds of assignment for 20 objects, no
 OpenCV GUI build, no matplotlib. Motion is a constant-velocity model in normalized units per second, so a camera that
@@ -38,6 +41,8 @@ class Track:
     velocity: Box = (0.0, 0.0, 0.0, 0.0)
     lost: bool = False
     votes: dict[str, float] = field(default_factory=dict)
+    peak: float = 0.0
+    """The most confident detection it has taken: a track gets its id only once one reached `birth`."""
 
     def predict(self, now: float) -> Box:
         """Where the box should be at `now`, as x1, y1, x2, y2."""
@@ -54,6 +59,7 @@ class Track:
             self.velocity = tuple(v + gain * ((b - o) / dt - v)  # type: ignore[assignment]
                                   for v, b, o in zip(self.velocity, box, self.box, strict=True))
         self.box, self.seen, self.score = box, now, score
+        self.peak = max(self.peak, score)
         self.hits += 1
         self.lost = False
         self.votes[label] = self.votes.get(label, 0.0) + score
@@ -129,22 +135,21 @@ class Tracker:
                     [d for j, d in enumerate(dets) if j not in used_c])
 
         left, high = match(confirmed, high, s.match_iou)
-        still = [t for t in left if not t.lost]
-        unmatched, _ = match(still, low, s.low_match_iou)
+        unmatched, low = match([t for t in left if not t.lost], low, s.low_match_iou)
         for t in unmatched:
             t.lost = True
-        dropped, high = match(tentative, high, max(s.match_iou, 0.3))
+        dropped, rest = match(tentative, high + low, max(s.match_iou, 0.3))
         for t in tentative:
-            if t not in dropped and t.hits >= s.confirm_hits:
+            if t not in dropped and t.hits >= s.confirm_hits and t.peak >= s.birth:
                 t.id, self.next_id = self.next_id, self.next_id + 1
         gone = {id(t) for t in dropped}
         self.tracks = [t for t in self.tracks
                        if id(t) not in gone and (not t.lost or now - t.seen <= s.max_lost_s)]
-        for d in high:
-            if scores[d] >= s.birth:
-                track = Track(centred[d], now, float(scores[d]), labels[d], votes={labels[d]: float(scores[d])})
-                if s.confirm_hits <= 1:
-                    track.id, self.next_id = self.next_id, self.next_id + 1
-                    result[d] = track
-                self.tracks.append(track)
+        for d in rest:  # any detection left may start a track; a weak one needs a confident match to get its id
+            score = float(scores[d])
+            track = Track(centred[d], now, score, labels[d], votes={labels[d]: score}, peak=score)
+            if score >= s.confirm_score or (s.confirm_hits <= 1 and score >= s.birth):
+                track.id, self.next_id = self.next_id, self.next_id + 1
+                result[d] = track
+            self.tracks.append(track)
         return [t if t is not None and t.id else None for t in result]
