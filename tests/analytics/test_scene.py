@@ -100,6 +100,29 @@ def test_a_frame_gap_keeps_the_track() -> None:
     assert first[-1].track_ids == later[-1].track_ids == later[0].track_ids
 
 
+def test_a_person_hidden_for_most_of_a_second_comes_back_with_its_own_id() -> None:
+    """A walks right and goes unseen for 0.8 s (hidden behind B, who walks left in front); seen again 0.18 further on,
+    A's track, extrapolated over the whole gap, takes it back, and B's track is not handed A's box."""
+    scene = engine()
+    frames = [[person(0.78 - 0.02 * i, 0.62)] + ([] if 11 <= i <= 18 else [person(0.1 + 0.02 * i, 0.6)])
+              for i in range(25)]
+    got = play(scene, frames)
+    b_ids = {f.track_ids[0] for f in got}
+    a_ids = {f.track_ids[1] for f in got if len(f.track_ids) == 2}
+    assert len(a_ids) == len(b_ids) == 1
+    assert a_ids != b_ids
+
+
+def test_a_track_seen_in_the_last_frame_keeps_its_person_before_a_lost_one_is_matched() -> None:
+    """B walks left and stops; A, walking right behind B, was last seen a frame earlier and its prediction lands right
+    on B (better than B's own, which expected B to walk on): B keeps its id all the same."""
+    scene = engine()
+    frames = [[person(0.70 - 0.02 * min(i, 10), 0.6)] + ([person(0.28 + 0.02 * i, 0.6)] if i < 10 else [])
+              for i in range(16)]
+    got = play(scene, frames)
+    assert len({f.track_ids[0] for f in got}) == 1
+
+
 def test_dwell_is_measured_within_a_frame_interval_and_long_stays_alarm_once() -> None:
     """Enter at 1.0 s, stay, leave at 4.0 s: dwell 3.0 s +- 0.1 s, one dwell alarm after max_dwell_s."""
     zone = {"name": "counter", "points": [[0.3, 0.4], [0.7, 0.4], [0.7, 0.9], [0.3, 0.9]], "max_dwell_s": 2.0}

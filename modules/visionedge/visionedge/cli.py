@@ -79,6 +79,8 @@ def _analyze_parser(sub: Subparsers) -> None:
                          "settings); records carry track_id and scene, the counts are printed at the end")
     analyze.add_argument("--mot", type=Path, metavar="OUT.txt", help="with --analytics: write the tracks here in "
                          "MOTChallenge format")
+    analyze.add_argument("--mot-classes", nargs="+", metavar="LABEL", help="with --mot: write only the tracks of "
+                         "these labels (e.g. person, to score against a pedestrian ground truth); default every label")
     analyze.add_argument("--preview", type=Path, metavar="FRAME.png", help="with --analytics: draw its lines and "
                          "zones on the first frame, write the picture and stop")
     _export_options(analyze)
@@ -225,6 +227,8 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
         raise ConfigError("analyze needs a path: an image, a folder or a video file")
     if (args.mot or args.preview) and not args.analytics:
         raise ConfigError("--mot and --preview need --analytics FILE.yaml (the lines and zones)")
+    if args.mot_classes and not args.mot:
+        raise ConfigError("--mot-classes needs --mot OUT.txt (the tracks it filters)")
     settings = load_settings(args.analytics) if args.analytics else None
     source = open_source(file_source(args.path),
                          resolve_sample=lambda: sample_video(fetcher), for_analysis=True)
@@ -250,7 +254,11 @@ def cmd_analyze(args: argparse.Namespace, config: ModuleConfig) -> int:
             scene.configure({source.source_id: settings}, model.manifest.task)
         except ValueError as err:
             raise ConfigError(f"--analytics: {err}") from err
-    mot = MotWriter.open(args.mot) if args.mot else None
+    unknown = sorted(set(args.mot_classes or ()) - set(model.labels))
+    if unknown:
+        raise ConfigError(f"--mot-classes: {', '.join(unknown)} not among the labels of {config.desired.model.name} "
+                          f"(e.g. {', '.join(model.labels[:5])})")
+    mot = MotWriter.open(args.mot, frozenset(args.mot_classes) if args.mot_classes else None) if args.mot else None
 
     def on_record(record: dict[str, Any]) -> None:
         if progress is not None:

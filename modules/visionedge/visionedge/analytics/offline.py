@@ -67,24 +67,26 @@ def _per_class(counts: dict[str, int]) -> str:
 
 
 class MotWriter:
-    """Tracks in MOTChallenge format from result records: frame numbers from 1, boxes in pixels."""
+    """Tracks in MOTChallenge format from result records: frame numbers from 1, boxes in pixels; only the labels in
+    `classes` when given, since a ground truth of pedestrians counts every tracked bag or bird as a false positive."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, classes: frozenset[str] | None = None) -> None:
         self.out = out
+        self.classes = classes
 
     @classmethod
-    def open(cls, path: Path) -> MotWriter:
+    def open(cls, path: Path, classes: frozenset[str] | None = None) -> MotWriter:
         """A writer on a new file at path; a one-line ConfigError when it cannot be written."""
         try:
-            return cls(path.open("w", encoding="ascii"))
+            return cls(path.open("w", encoding="ascii"), classes)
         except OSError as err:
             raise ConfigError(f"cannot write {path}: {err.strerror}") from err
 
     def add(self, record: dict[str, Any]) -> None:
-        """Every detection of the record that belongs to a confirmed track."""
+        """Every detection of the record that belongs to a confirmed track (of the chosen classes)."""
         width, height = record["frame_size"]
         for det in record.get("detections", ()):
-            if "track_id" in det:
+            if "track_id" in det and (self.classes is None or det["label"] in self.classes):
                 x1, y1, x2, y2 = det["box"]
                 write_row(self.out, record["frame_index"] + 1, det["track_id"],
                           (x1 * width, y1 * height, x2 * width, y2 * height), det["confidence"])
