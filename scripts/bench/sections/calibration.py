@@ -1,8 +1,8 @@
 """calibration: what on-device calibration's quantizing child costs the serving model: the real pipeline (the fp16
 SqueezeNet a device serves) over the first --frames frames of vtest.avi as fast as it goes, rounds alternating without
-and with the child quantizing a 24-frame sample beside it (nice 19, one core, one thread, as the module starts it):
-serving fps of each, their ratio per round (target >= 0.90), and the child's wall time alone and beside the pipeline
-with the CPU share it got."""
+and with the child quantizing a 24-frame sample beside it (nice 19 in the idle scheduling class, one core, one
+thread, as the module starts it): serving fps of each, their ratio per round (target >= 0.90), and the child's wall
+time alone and beside the pipeline with the CPU share it got."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def work(args: argparse.Namespace, params: list[str]) -> object:
 def run(args: argparse.Namespace) -> int:
     """One worker process, then the table."""
     print(f"calibration: vtest.avi, first {args.frames} frames as fast as the pipeline goes, {args.rounds} rounds "
-          f"alternating without/with the quantizing child (nice 19, one core); {machine_line()}")
+          f"alternating without/with the quantizing child (nice 19, idle class, one core); {machine_line()}")
     r = CalibrationCost(**worker(["calibration"], args))
     ratios = r.ratios()
     head = (f"{'serving':<11} {'fps plain':>10} {'fps beside child':>17} {'child/plain (median, range)':>28} "
