@@ -18,10 +18,10 @@ import numpy as np
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import SceneFrame
 from visionedge.analytics.live import SceneAnalytics
-from visionedge.analytics.mot import Boxes, detector_recall, read_mot, score
+from visionedge.analytics.mot import MATCH_IOU, Boxes, detector_recall, read_mot, score
 from visionedge.analytics.scene import LineCounter, Seen
 from visionedge.analytics.settings import LineSettings, SourceAnalytics
-from visionedge.analytics.tracker import iou_matrix
+from visionedge.analytics.tracker import assign, iou_matrix
 from visionedge.app import load_model, make_fetcher
 from visionedge.config import InferenceSettings, load_config
 from visionedge.frame import Detection, Frame, Inference
@@ -116,6 +116,36 @@ def track(detections: dict[int, list[Detection]], settings: SourceAnalytics, siz
     return out
 
 
+def box_agreement(truth: dict[int, Boxes], boxes: dict[int, list[tuple[float, float, float, float]]]) -> str:
+    """How the detector's boxes sit on the annotated ones: median errors of pairs matched one-to-one at IoU >= 0.3
+    (a letterbox, stride or scale-back error would show as an offset or a ratio off 1), and why each box missed at
+    IoU >= 0.5 is missed (its best-overlapping detection taken by another true box, or overlapping it too little)."""
+    errors, taken, loose, lone = [], 0, 0, 0
+    for frame, people in truth.items():
+        g = np.array(list(people.values())).reshape(-1, 4)
+        d = np.array(boxes.get(frame, []), dtype=float).reshape(-1, 4)
+        iou = iou_matrix(g, d) if len(d) else np.zeros((len(g), 0))
+        for r, c in assign(iou, 0.3):
+            (gx1, gy1, gx2, gy2), (dx1, dy1, dx2, dy2) = g[r], d[c]
+            gw, gh = gx2 - gx1, gy2 - gy1
+            errors.append(((dx1 + dx2 - gx1 - gx2) / 2 / gw, (dy1 + dy2 - gy1 - gy2) / 2 / gh,
+                           (dx2 - dx1) / gw, (dy2 - dy1) / gh))
+        found = dict(assign(iou, MATCH_IOU))
+        for r in set(range(len(g))) - set(found):
+            best = int(iou[r].argmax()) if iou.shape[1] else -1
+            if best < 0 or iou[r, best] == 0.0:
+                lone += 1
+            elif iou[r, best] >= MATCH_IOU or best in found.values():
+                taken += 1
+            else:
+                loose += 1
+    dx, dy, rw, rh = np.median(np.array(errors), axis=0)
+    return (f"boxes vs ground truth ({len(errors)} pairs at IoU >= 0.3): median centre offset {dx:+.3f} of the true "
+            f"width, {dy:+.3f} of its height; median size ratio width {rw:.3f}, height {rh:.3f}. Missed at IoU >= 0.5: "
+            f"{taken} lie under a detection matched to another true box, {loose} overlap a free one by less, "
+            f"{lone} overlap none")
+
+
 def accuracy(folder: Path, model_name: str) -> None:
     """One sequence: the detector once, then each tracker setting over its detections."""
     config = load_config()
@@ -143,6 +173,8 @@ def accuracy(folder: Path, model_name: str) -> None:
           f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
           f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
           + ", ".join(f"{d} {n}" for d, n in truth.items()))
+    print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in v
+                                 if d.confidence >= floor_default] for f, v in raw.items()}))
     head = (f"{'setting':<46} {'det recall':>10} {'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'FN':>5} {'FP':>5} "
             f"{'ms/frame':>9}  line counts (vs ground truth)")
     print(head)
