@@ -1,5 +1,5 @@
-"""On-device calibration: a bounded sample of the camera's own frames, quantized in a low-priority child, checked
-against the serving model with the shadow gates on frames it never saw, and refused when it disagrees."""
+"""On-device calibration's parts: the bounded sample of the camera's own frames and the low-priority quantizing
+child. The phase end to end (switch, refusal, kill -9, discard on update) is tests/edge/test_calibration_e2e.py."""
 
 from __future__ import annotations
 
@@ -8,23 +8,18 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from visionedge.config import RuntimeSettings, ShadowSettings
 from visionedge.download import sha256_file
 from visionedge.frame import Frame
 from visionedge.models.fetch import resolve_model
-from visionedge.models.manifest import load_manifest
-from visionedge.models.model import Model
-from visionedge.modelstore.calibration import FrameSample, check, discard_variant, start_quantizer
+from visionedge.modelstore.calibration import FrameSample, start_quantizer
 from visionedge.quantize import sample_frames
 
 BUILTIN = Path(__file__).resolve().parents[2] / "modules/visionedge/visionedge/models/builtin/squeezenet.yaml"
 CHILD_TIMEOUT_S = 600
 BUSY_MACHINE_NICE = 0
-"""The shared test machine runs other sessions' work at nice 0 (load 10-20 on 2 cores), which would starve a nice-19
-child for half an hour; the tests that need a finished variant run it at 0, and the default priority is checked
-on its own (test_the_quantizer_runs_at_the_lowest_priority_on_one_core)."""
+"""The kill test needs the child to reach its scratch folder soon on a busy shared machine; the default priority is
+checked on its own (test_the_quantizer_runs_at_the_lowest_priority_on_one_core)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +32,6 @@ def fill(sample: FrameSample, frames: list[Frame]) -> None:
     """Offer frames as if they came SAMPLE_EVERY_S apart."""
     for i, frame in enumerate(frames):
         sample.offer(frame, now=i * sample.every_s)
-
-
-def calibrate(squeezenet, sample: FrameSample, out: Path) -> None:
-    """Run the quantizing child to completion."""
-    child = start_quantizer(BUILTIN, squeezenet.model_path, squeezenet.labels_path, sample, out,
-                            nice=BUSY_MACHINE_NICE)
-    _, err = child.communicate(timeout=CHILD_TIMEOUT_S)
-    assert child.returncode == 0, err.decode()[-2000:]
 
 
 def test_the_sample_is_bounded_in_count_and_bytes_and_gone_once_discarded(media, tmp_path):
@@ -63,47 +50,6 @@ def test_the_sample_is_bounded_in_count_and_bytes_and_gone_once_discarded(media,
     assert not (tmp_path / "sample").exists()
     (tmp_path / "small" / "9999.jpg").write_bytes(b"left by a crash")
     assert FrameSample(tmp_path / "small").count == 0
-
-
-@pytest.mark.xfail(strict=True, reason="issue 24 open: on vtest SqueezeNet's top-1 is a near-tie on a quarter of the "
-                   "frames; the variant calibrated on 20 of them agreed 0.90-0.93 on 60 others, under the 0.95 gate")
-def test_calibrated_on_its_own_scene_the_variant_passes_the_shadow_gates(squeezenet, media, tmp_path):
-    """Calibrated on a full sample of the camera's scene, checked on 60 other frames it never saw: let in."""
-    video = media("vtest.avi")
-    sample = FrameSample(tmp_path / "sample")
-    fill(sample, list(sample_frames([video], sample.max_frames)))
-    out = tmp_path / "variants"
-    calibrate(squeezenet, sample, out)
-    sample.discard()
-    info = load_manifest(out / "int8.yaml").variant
-    assert info is not None
-    assert info.reference_sha256 == sha256_file(squeezenet.model_path)
-    serving = Model(squeezenet.manifest, squeezenet.model_path, squeezenet.labels_path)
-    variant = Model(load_manifest(out / "int8.yaml"), out / "int8.onnx", squeezenet.labels_path)
-    verdict = check(serving, variant, sample_frames([video], 60, offset=0.5), ShadowSettings(),
-                    RuntimeSettings().min_variant_agreement)
-    assert verdict.passed, verdict.reason
-
-
-def test_a_variant_calibrated_on_black_frames_is_refused_and_removed(squeezenet, media, tmp_path):
-    """Calibrated on a covered lens, the variant disagrees on the real scene: refused, deleted, fp kept."""
-    video = media("vtest.avi")
-    frames = list(sample_frames([video], 20))
-    black = [Frame(np.zeros_like(f.image), f.source_id, f.index, f.timestamp) for f in frames]
-    sample = FrameSample(tmp_path / "sample")
-    fill(sample, black)
-    out = tmp_path / "variants"
-    calibrate(squeezenet, sample, out)
-    sample.discard()
-    serving = Model(squeezenet.manifest, squeezenet.model_path, squeezenet.labels_path)
-    variant = Model(load_manifest(out / "int8.yaml"), out / "int8.onnx", squeezenet.labels_path)
-    verdict = check(serving, variant, sample_frames([video], 40, offset=0.5), ShadowSettings(),
-                    RuntimeSettings().min_variant_agreement)
-    assert not verdict.passed
-    assert " < 0.95 over " in verdict.reason, verdict.reason
-    discard_variant(out)
-    assert not (out / "int8.yaml").exists()
-    assert not (out / "int8.onnx").exists()
 
 
 def test_kill_9_during_calibration_leaves_no_variant_and_the_served_file_untouched(squeezenet, media, tmp_path):
@@ -132,7 +78,8 @@ def test_kill_9_during_calibration_leaves_no_variant_and_the_served_file_untouch
 
 
 def test_the_quantizer_runs_at_the_lowest_priority_on_one_core(squeezenet, media, tmp_path):
-    """By default the child yields to the serving model: nice 19, one core."""
+    """By default the child yields to the serving model: nice 19, one core (that it dies with the module is
+    tests/edge/test_calibration_e2e.py's kill -9 test)."""
     sample = FrameSample(tmp_path / "sample")
     fill(sample, list(sample_frames([media("vtest.avi")], 4)))
     child = start_quantizer(BUILTIN, squeezenet.model_path, squeezenet.labels_path, sample, tmp_path / "variants")

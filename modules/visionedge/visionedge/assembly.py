@@ -113,6 +113,7 @@ class Assembly:
             runtime=settings.runtime, inference=settings.inference, rollback=settings.rollback,
             shadow=settings.shadow, attach_shadow=self._attach_shadow,
             report_health=lambda block: self._report({"modelHealth": block}),
+            latest_frame=self._latest_frame,
         )
         self.manager.start()
 
@@ -168,6 +169,11 @@ class Assembly:
         if self.telemetry is not None:
             self.telemetry.emit("model_active", {"model": {"name": model.name, "version": model.version},
                                                  "providers": model.providers})
+
+    def _latest_frame(self) -> Frame | None:
+        """The newest analysed frame of any source, which the on-device calibration samples."""
+        latest = self.latest(None)
+        return latest[0] if latest is not None else None
 
     def _attach_shadow(self, shadow: Shadow | None) -> None:
         """Called by the model manager: a candidate model runs beside the live pipeline's model (None: no more)."""

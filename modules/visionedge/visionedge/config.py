@@ -8,7 +8,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from visionedge.analytics.settings import Analytics
@@ -153,6 +162,9 @@ class RuntimeSettings(Strict):
                          "and run the fastest that agrees enough; fp32, fp16, int8, or a path to an .onnx/.yaml file")
     min_variant_agreement: float = Field(0.95, ge=0.0, le=1.0, description="auto: least agreement with the deployed "
                                          "file a variant needs (recorded by `models quantize`)")
+    calibrate: Literal["off", "on-device"] = Field(
+        "off", description="on-device = make an int8 variant from this camera's own frames in the background, shadow "
+        "it against the serving model and switch to it only if it agrees (needs variant auto; docs/models.md)")
 
     @field_validator("variant")
     @classmethod
@@ -160,6 +172,13 @@ class RuntimeSettings(Strict):
         if value not in ("auto", "fp32", "fp16", "int8") and not value.lower().endswith((".onnx", ".yaml", ".yml")):
             raise ValueError("variant must be auto, fp32, fp16, int8 or a path to an .onnx or .yaml file")
         return value
+
+    @model_validator(mode="after")
+    def _calibrate_needs_auto(self) -> RuntimeSettings:
+        if self.calibrate == "on-device" and self.variant != "auto":
+            raise ValueError(f"calibrate on-device needs variant auto (variant is {self.variant!r}): the calibrated "
+                             "variant is chosen the way auto chooses, only when it agrees")
+        return self
 
     @field_validator("providers")
     @classmethod

@@ -204,10 +204,11 @@ def _module(s: ModuleSnapshot, base: list[str], values: list[str]) -> Iterator[M
     yield one(GaugeMetricFamily(f"{PREFIX}_hub_connected", "1 while connected to IoT Hub/edgeHub", labels=base),
               1.0 if s.hub_connected else 0.0)
     info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model in use", labels=[*base, "name", "version",
-                                                                                  "providers"])
+                                                                                  "providers", "variant"])
     model = s.model
     info.add_metric([*values, model.name if model else "", model.version if model else "",
-                     ",".join(model.providers) if model else ""], 1.0)
+                     ",".join(model.providers) if model else "",
+                     model.variant.chosen if model and model.variant else ""], 1.0)
     yield info
 
 
@@ -223,7 +224,18 @@ def _model_health(health: ModelHealth | None, base: list[str], values: list[str]
     info.add_metric([*values, candidate["name"], candidate["version"], report["rollout"] or "", report["phase"],
                      report["verdict"]], 1.0)
     yield info
+    variant = report["variant"]
+    calibration = GaugeMetricFamily(f"{PREFIX}_model_calibration_info", "On-device calibration of the serving "
+                                    "model's int8 variant: state (off, sampling, ..., int8, refused)",
+                                    labels=[*base, "state"])
+    calibration.add_metric([*values, variant["state"]], 1.0)
+    yield calibration
     for name, doc, value in (
+        ("model_calibration_agreement", "Calibrated variant's agreement with the serving model in its shadow phase",
+         variant["agreement"]),
+        ("model_calibration_frames", "Frames the calibrated variant was compared on", variant["frames"]),
+        ("model_calibration_seconds", "Seconds from the first sampled frame to the quantized variant",
+         variant["calibrationS"]),
         ("model_shadow_frames", "Frames on which the candidate was compared with the active model", report["frames"]),
         ("model_shadow_agreement", "Candidate's agreement with the active model (top-1 or detection F1)",
          report["agreement"]),

@@ -153,6 +153,14 @@ def _model(s: ModuleSnapshot) -> dict[str, str] | None:
     return {"name": s.model.name, "version": s.model.version} if s.model else None
 
 
+def _variant(s: ModuleSnapshot) -> dict[str, Any] | None:
+    """Which variant file runs and why, with the on-device calibration's state (modelHealth.variant)."""
+    if s.model is None or s.model.variant is None:
+        return None
+    calibration = s.model_health.variant.reported() if s.model_health is not None else None
+    return s.model.variant.as_dict() | {"calibration": calibration}
+
+
 def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
     """The reported `status` block, also the answer to getStatus."""
     source = s.source
@@ -163,7 +171,7 @@ def status_view(s: ModuleSnapshot, state: str = "running") -> dict[str, Any]:
         "started_at": iso_utc(s.started_at),
         "model": _model(s),
         "providers": list(s.model.providers) if s.model else [],
-        "variant": s.model.variant.as_dict() if s.model and s.model.variant else None,
+        "variant": _variant(s),
         "source": {
             "id": source.id,
             "uri": source.uri,

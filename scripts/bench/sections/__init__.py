@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.sections import gate, report, rss, shadow, sources, throughput, tracking, variants
+from bench.sections import calibration, gate, report, rss, shadow, sources, throughput, tracking, variants
 
 SECTIONS: dict[str, ModuleType] = {
     "throughput": throughput,
@@ -21,6 +21,7 @@ SECTIONS: dict[str, ModuleType] = {
     "gate": gate,
     "variants": variants,
     "shadow": shadow,
+    "calibration": calibration,
     "tracking": tracking,
 }
 DEFAULT_SECTIONS = ("throughput", "sources")

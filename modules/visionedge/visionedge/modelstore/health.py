@@ -19,10 +19,44 @@ from visionedge.durable import read_json, write_json_atomic
 
 Phase = Literal["idle", "downloading", "validating", "shadow", "probation"]
 Verdict = Literal["none", "pending", "promoted", "rejected", "rolledBack"]
+Calibrating = Literal["off", "sampling", "quantizing", "shadow", "int8", "slower", "refused", "failed"]
+"""On-device calibration of the serving model's int8 variant (modelstore/calibrating.py): in progress, then one of
+int8 (switched), slower (agreed, but the deployed file runs faster here), refused (disagreed: fp kept) or failed."""
+VARIANT_REASON_CHARS = 120
+"""The variant's reason shares modelHealth's 4 KB with the update's own (its verdicts are one short line)."""
+CALIBRATING = ("off", "sampling", "quantizing", "shadow", "int8", "slower", "refused", "failed")
 REASON_CHARS = 200
 HealthFn = Callable[[dict[str, Any]], None]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantHealth:
+    """Where the serving model's calibrated int8 variant stands: reported as `modelHealth.variant` and in status."""
+
+    state: Calibrating = "off"
+    frames: int = 0
+    agreement: float | None = None
+    latency_ratio: float | None = None
+    calibration_s: float | None = None
+    """Seconds from the first kept frame to the quantized file (sampling and quantizing)."""
+    reason: str = ""
+
+    def reported(self) -> dict[str, Any]:
+        """The `variant` block of modelHealth."""
+        return {"state": self.state, "frames": self.frames, "agreement": _finite(self.agreement),
+                "latencyRatio": _finite(self.latency_ratio), "calibrationS": _finite(self.calibration_s),
+                "reason": self.reason[:VARIANT_REASON_CHARS]}
+
+    @classmethod
+    def restored(cls, data: Any) -> VariantHealth:
+        """A block saved by reported(); anything unreadable is a fresh one."""
+        if not isinstance(data, dict) or data.get("state") not in CALIBRATING:
+            return cls()
+        return cls(data["state"], int(data.get("frames", 0) or 0), _number(data.get("agreement")),
+                   _number(data.get("latencyRatio")), _number(data.get("calibrationS")),
+                   str(data.get("reason", ""))[:VARIANT_REASON_CHARS])
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +73,7 @@ class ModelHealth:
     latency_ratio: float | None = None
     reason: str = ""
     desired_version: int = 0
+    variant: VariantHealth = VariantHealth()
 
     def reported(self) -> dict[str, Any]:
         """properties.reported.modelHealth, exactly as the fleet side queries it."""
@@ -53,12 +88,14 @@ class ModelHealth:
             "latencyRatio": _finite(self.latency_ratio),
             "reason": self.reason[:REASON_CHARS],
             "desiredVersion": self.desired_version,
+            "variant": self.variant.reported(),
         }
 
     def considering(self, candidate: tuple[str, str], rollout: str | None, phase: Phase,
                     desired_version: int) -> ModelHealth:
         """A new candidate enters the pipeline: its figures start empty and the verdict is pending."""
-        return ModelHealth(self.active, candidate, rollout, phase, "pending", desired_version=desired_version)
+        return ModelHealth(self.active, candidate, rollout, phase, "pending", desired_version=desired_version,
+                           variant=self.variant)
 
     def with_figures(self, figures: Figures, reason: str = "") -> ModelHealth:
         """The shadow comparison's figures so far."""
@@ -86,6 +123,7 @@ class ModelHealth:
                 _number(data.get("latencyRatio")),
                 str(data.get("reason", ""))[:REASON_CHARS],
                 int(data.get("desiredVersion", 0)),
+                VariantHealth.restored(data.get("variant")),
             )
         except (KeyError, TypeError, ValueError):
             return fresh

@@ -37,6 +37,7 @@ from visionedge.config import (
 )
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
+from visionedge.modelstore.calibrating import CalibrationPhase, LatestFn
 from visionedge.modelstore.health import HealthBook, HealthFn, ModelHealth
 from visionedge.modelstore.jobs import Job, as_ref, pair
 from visionedge.modelstore.ledger import Acknowledger, DeliveryLedger, ReportFn
@@ -74,10 +75,12 @@ class ModelManager:
     def __init__(self, store: ModelStore, initial: Model, *, swap: SwapFn, report: ReportFn,
                  runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
                  rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None,
-                 attach_shadow: AttachFn | None = None, report_health: HealthFn | None = None) -> None:
+                 attach_shadow: AttachFn | None = None, report_health: HealthFn | None = None,
+                 latest_frame: LatestFn | None = None) -> None:
         """swap(model) hears of each change of the serving model; attach_shadow(shadow) puts a candidate beside the
         live pipeline's model (None takes it away): without it there are no live frames to compare on and the shadow
-        phase is skipped. report_health receives the `modelHealth` block whenever it changes."""
+        phase is skipped. report_health receives the `modelHealth` block whenever it changes. latest_frame() gives
+        the newest analysed frame, which `runtime.calibrate: on-device` samples (none: no calibration)."""
         self.store = store
         self.attach_shadow = attach_shadow
         self._rollback = rollback or RollbackSettings()
@@ -101,6 +104,7 @@ class ModelManager:
                                  last_error="; ".join(store.load_errors))
         self.healthbook = HealthBook(store.root / HEALTH_FILE, pair(key), report_health)
         self.phases = PhaseBook(self.healthbook)
+        self.calibration = CalibrationPhase(self, latest_frame)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -121,6 +125,7 @@ class ModelManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.calibration.stop()
         self.rollbacks.answer({"status": 503, "payload": {"error": "the model manager is stopping"}})
 
     # ---- calls from other threads --------------------------------------------------------------------------
@@ -215,6 +220,11 @@ class ModelManager:
         with self._lock:
             return self.rollbacks.waiting() and self._pending is None
 
+    def has_pending(self) -> bool:
+        """A desired block waits to be applied (it interrupts a calibration's shadow phase)."""
+        with self._lock:
+            return self._pending is not None
+
     def status(self) -> dict[str, Any]:
         """Active and previous versions, state, progress and the last error, for reported properties."""
         state, progress = self.phases.now()
@@ -253,6 +263,7 @@ class ModelManager:
                 job, self._pending = self._pending, None
                 self._job = job
             if job is None:
+                self._calibrate()
                 continue
             try:
                 UpdateRun(self, job).apply()
@@ -260,6 +271,15 @@ class ModelManager:
                 with self._lock:
                     self._job = None
                 self.phases.enter(UpdateState.IDLE)
+
+    def _calibrate(self) -> None:
+        """One step of the on-device calibration, between updates; a bug in it ends it with the reason, never the
+        worker."""
+        try:
+            self.calibration.step()
+        except Exception as err:  # the manager must outlive a calibration bug and say why it stopped
+            log.exception("on-device calibration failed unexpectedly")
+            self.calibration.fail(f"internal error while calibrating: {type(err).__name__}: {err}")
 
     def _serve_rollbacks(self) -> None:
         """Answer rollbackModel calls that arrived while no watch was running."""

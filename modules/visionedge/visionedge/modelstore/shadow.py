@@ -250,6 +250,22 @@ def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
     sends the 202 only once the mark that distrusts this candidate after a crash is on disk."""
     health.mark_shadowing(key)  # a crash from here on distrusts this candidate after restart
     announce()
+
+    def cancelled(why: str) -> None:
+        health.change(verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+
+    try:
+        return await_verdict(shadow, attach, interrupted, poll_s, cancelled,
+                             lambda figures: health.update(lambda current: current.with_figures(figures)))
+    finally:
+        health.mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
+
+
+def await_verdict(shadow: Shadow, attach: AttachFn, interrupted: Callable[[], str | None], poll_s: float,
+                  cancelled: Callable[[str], None], progress: Callable[[Figures], None]) -> ShadowVerdict:
+    """The candidate beside the live model until the gates decide, `progress(figures)` every HEALTH_EVERY_S; on
+    `interrupted()` naming a reason, `cancelled(reason)` and UpdateCancelled. Used by model updates and by the
+    on-device calibration alike, so both are judged by one loop and one set of gates."""
     attach(shadow)
     try:
         next_report = time.monotonic() + HEALTH_EVERY_S
@@ -257,15 +273,14 @@ def run_shadow(shadow: Shadow, attach: AttachFn, health: HealthBook, key: str,
             why = interrupted()
             if why:
                 shadow.finish()
-                health.change(verdict="none", reason=f"shadow phase ended without a verdict: {why}")
+                cancelled(why)
                 raise UpdateCancelled(f"{why} during the shadow phase")
             if time.monotonic() >= next_report:
                 next_report += HEALTH_EVERY_S
-                health.update(lambda current: current.with_figures(shadow.comparison.figures()))
+                progress(shadow.comparison.figures())
         return shadow.verdict()
     finally:
         attach(None)
-        health.mark_shadowing(None)  # only a crash, which runs no code, leaves the mark behind
 
 
 def effective_every(shadow: Shadow) -> int:
