@@ -17,7 +17,7 @@ import tempfile
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import certifi
 
@@ -35,6 +35,20 @@ class HubError(RuntimeError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+T = TypeVar("T")
+
+
+def unless_absent(call: Callable[[], T]) -> T | None:
+    """The call's result, or None when the hub answers 404: both clients read a deployment that is not there (get,
+    delete) the same way."""
+    try:
+        return call()
+    except HubError as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 def create_once(config_id: str, create: Callable[[], dict[str, Any]],

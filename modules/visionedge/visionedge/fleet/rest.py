@@ -17,7 +17,15 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
-from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, create_once, parse_connection_string
+from visionedge.fleet.hub import (
+    PAGE,
+    TIMEOUT_S,
+    CaBundle,
+    HubError,
+    create_once,
+    parse_connection_string,
+    unless_absent,
+)
 
 API_VERSION = "2021-04-12"
 TOKEN_TTL_S = 3600
@@ -90,13 +98,9 @@ class RestHub:
 
     def get(self, config_id: str) -> dict[str, Any] | None:
         """One configuration, or None when it does not exist."""
-        try:
-            config: dict[str, Any] = self._request(f"reading deployment {config_id}", "GET",
-                                                   f"configurations/{config_id}").json()
-        except HubError as err:
-            if err.status == 404:
-                return None
-            raise
+        response = unless_absent(lambda: self._request(f"reading deployment {config_id}", "GET",
+                                                       f"configurations/{config_id}"))
+        config: dict[str, Any] | None = response.json() if response is not None else None
         return config
 
     def create(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -117,14 +121,9 @@ class RestHub:
 
     def delete(self, config_id: str) -> bool:
         """Delete a configuration; False when it was already gone."""
-        try:
-            self._request(f"deleting deployment {config_id}", "DELETE", f"configurations/{config_id}",
-                          headers={"If-Match": "*"})
-        except HubError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        deleted = unless_absent(lambda: self._request(f"deleting deployment {config_id}", "DELETE",
+                                                      f"configurations/{config_id}", headers={"If-Match": "*"}))
+        return deleted is not None
 
     def query(self, text: str) -> Iterator[dict[str, Any]]:
         """Every row of a twin query, page by page."""

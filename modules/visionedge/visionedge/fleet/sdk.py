@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, create_once, host_of
+from visionedge.fleet.hub import PAGE, TIMEOUT_S, CaBundle, HubError, create_once, host_of, unless_absent
 
 
 class SdkHub:
@@ -67,13 +67,9 @@ class SdkHub:
 
     def get(self, config_id: str) -> dict[str, Any] | None:
         """One configuration, or None when it does not exist."""
-        try:
-            item = self._call(f"reading deployment {config_id}", self._configs.get_configuration, config_id)
-        except HubError as err:
-            if err.status == 404:
-                return None
-            raise
-        result: dict[str, Any] = item.serialize(keep_readonly=True)
+        item = unless_absent(lambda: self._call(f"reading deployment {config_id}", self._configs.get_configuration,
+                                                config_id))
+        result: dict[str, Any] | None = item.serialize(keep_readonly=True) if item is not None else None
         return result
 
     def create(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -99,13 +95,11 @@ class SdkHub:
 
     def delete(self, config_id: str) -> bool:
         """Delete a configuration; False when it was already gone."""
-        try:
+        def delete() -> bool:
             self._call(f"deleting deployment {config_id}", self._configs.delete_configuration, config_id)
-        except HubError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+            return True
+
+        return unless_absent(delete) is not None
 
     def query(self, text: str) -> Iterator[dict[str, Any]]:
         """Every row of a twin query, page by page."""
