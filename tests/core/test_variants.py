@@ -53,8 +53,9 @@ def test_quantize_writes_an_int8_qdq_model_with_a_manifest_saying_how_it_was_mad
     assert len(info.calibration) == 8, "by default every sample image and the sample video calibrate"
     assert info.calibration_frames == 13, "6 spread over the video, and each of the 7 images"
     assert info.settings == {"format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
-                             "calibration": "MinMax", "opset": 13, "float_stem_convs": 2, "float_tail": True,
-                             "float_last_convs": True, "float_nodes": 7}, "stem, conv10, pool..softmax"
+                             "calibration": "MinMax", "opset": 13, "float_stem_convs": 4, "float_tail": True,
+                             "float_last_convs": False, "float_nodes": 8, "concat_shared_range": True}, \
+        "conv1 and fire2's three convolutions, pool..softmax"
     assert info.agreement_frames == 30
     assert (manifest.name, manifest.version, manifest.task) == ("squeezenet", "1.1-winml-fp16", "classify")
     graph = onnx.load(str(folder / manifest.file))
@@ -62,7 +63,11 @@ def test_quantize_writes_an_int8_qdq_model_with_a_manifest_saying_how_it_was_mad
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     dequantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     float_convs = [n for n in graph.graph.node if n.op_type == "Conv" and n.input[1] not in dequantized]
-    assert len(float_convs) == 3, "the two stem convolutions (fed raw 0..255 pixels) and the classifier stay in float"
+    assert len(float_convs) == 4, "the stem through the first fire module (fed raw 0..255 pixels) stays in float"
+    scale = {t.name: float(onnx.numpy_helper.to_array(t)) for t in graph.graph.initializer if not t.dims}
+    concat_scales = [{scale[n.input[1]] for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in
+                      [*c.input, *c.output]} for c in graph.graph.node if c.op_type == "Concat"]
+    assert [len(scales) for scales in concat_scales] == [1] * 8, "each fire module's Concat and its inputs: one scale"
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 13
     fp32 = load_manifest(folder / "fp32.yaml").variant
     assert fp32 is not None

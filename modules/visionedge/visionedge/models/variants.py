@@ -3,8 +3,9 @@ faster on this device and agrees with it well enough.
 
 Variants live in `<variants root>/<first 16 hex of the model file's sha256>/<kind>.yaml` (+ .onnx), each manifest
 recording the exact file it was made from, so a variant never outlives its model. `runtime.variant`:
-- `auto`: load every variant, time them here (interleaved runs, median), take the fastest whose recorded agreement
-  with the deployed file is at least `runtime.min_variant_agreement` (the deployed file itself always qualifies);
+- `auto`: load every variant, time them here (alternating blocks of consecutive runs, median), take the fastest
+  whose recorded agreement with the deployed file is at least `runtime.min_variant_agreement` (the deployed file
+  itself always qualifies);
 - `fp32` / `fp16` / `int8`: that variant, or a one-line error when there is none;
 - a path to an .onnx or manifest .yaml: that file, with the deployed model's manifest unless a .yaml is given.
 """
@@ -32,6 +33,9 @@ KINDS = ("fp32", "fp16", "int8")
 TIMING_RUNS = 30
 """Timed runs per variant ("a few dozen"), after WARMUP_RUNS untimed ones."""
 WARMUP_RUNS = 3
+BLOCK_RUNS = 6
+"""Consecutive runs of one variant before the next one's: a device runs one model frame after frame, and int8
+kernels lose a quarter of their speed when every run follows another model's (docs/benchmarks.md, int8 levers)."""
 
 Timer = Callable[[Mapping[str, Model]], dict[str, float]]
 
@@ -101,7 +105,8 @@ def choose(reference: str, candidates: Sequence[Candidate], timings_ms: Mapping[
 
 
 def time_models(models: Mapping[str, Model], runs: int = TIMING_RUNS) -> dict[str, float]:
-    """Median milliseconds of session.run per model on the same frame, runs interleaved so load affects all alike."""
+    """Median milliseconds of session.run per model on the same frame, in alternating blocks of consecutive runs so
+    load affects all alike and each is timed as a device runs it."""
     rng = np.random.default_rng(0)
     inputs = {}
     for kind, model in models.items():
@@ -110,9 +115,10 @@ def time_models(models: Mapping[str, Model], runs: int = TIMING_RUNS) -> dict[st
         for _ in range(WARMUP_RUNS):
             model.run(inputs[kind])
     samples: dict[str, list[float]] = {kind: [] for kind in models}
-    for _ in range(runs):
+    for start in range(0, runs, BLOCK_RUNS):
         for kind, model in models.items():
-            samples[kind].append(model.run(inputs[kind])[1])
+            for _ in range(min(BLOCK_RUNS, runs - start)):
+                samples[kind].append(model.run(inputs[kind])[1])
     return {kind: statistics.median(values) for kind, values in samples.items()}
 
 
