@@ -21,12 +21,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import cv2
 
 from visionedge.config import RuntimeSettings
+from visionedge.errors import VisionEdgeError, first_line
 from visionedge.frame import Frame
 from visionedge.models.manifest import load_manifest
 
@@ -40,10 +42,26 @@ SAMPLE_EVERY_S = 1.0
 """Seconds between kept frames, so the sample spreads over the scene's changes rather than one moment."""
 NICE = 19
 """The child's CPU priority: it yields to the serving model, which keeps its throughput."""
+QUANTIZE_MAX_S = 3600.0
+"""How long the quantizing child may run before it is killed and the calibration fails. In the idle class it gets
+only CPU time nobody else wants, so on a saturated device it could wait forever, holding the sample on disk. Here it
+takes 1.5 s for SqueezeNet and 4.2 s for YOLOX-nano on 24 frames; an hour leaves room for a core ten times
+slower that the serving model keeps 95 % busy, and still ends a calibration that cannot finish."""
 SCRATCH_PREFIX = ".calibrating-"
 PR_SET_PDEATHSIG = 1
 VARIANT_FILES = ("int8.onnx", "int8.yaml")
 """Moved in this order: the manifest last, since discovery reads manifests."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds of one on-device calibration; the defaults serve devices, tests shrink them to stay quick (and
+    raise the child's priority on a shared test machine, where the idle class may get no CPU at all)."""
+
+    frames: int = SAMPLE_FRAMES
+    every_s: float = SAMPLE_EVERY_S
+    quantize_max_s: float = QUANTIZE_MAX_S
+    nice: int = NICE
 
 
 class FrameSample:
@@ -150,6 +168,15 @@ def _child(argv: Sequence[str]) -> int:
     return 0
 
 
+def _main(argv: Sequence[str]) -> int:
+    """The child's entry: a failure it can explain is one line on stderr (the phase reports the last line)."""
+    try:
+        return _child(argv)
+    except VisionEdgeError as err:
+        sys.stderr.write(f"{first_line(err)}\n")
+        return 1
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    sys.exit(_child(sys.argv[1:]))
+    sys.exit(_main(sys.argv[1:]))
