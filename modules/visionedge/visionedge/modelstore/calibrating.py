@@ -2,12 +2,12 @@
 camera's own frames, shadowed against it with a model update's gates, and switched to only when it agrees.
 
 Driven one short step at a time by the model manager's thread between updates, so an update and a calibration never
-overlap: sampling (one live frame a second into calibration.FrameSample), quantizing (the nice-19 child), shadow
-(shadow.await_verdict; a desired model block interrupts it), then a verdict kept beside the variants of that exact
-model file (`<variants root>/<sha256[:16]>/calibration.json`), so a restart neither repeats nor forgets it. A variant
-that agreed is moved where `runtime.variant: auto` finds it, with the agreement measured in shadow, and the serving
-model is reloaded so auto times it; one that disagreed is deleted. When the serving model file changes (an update, a
-rollback) the old file's calibrated variant is deleted and the phase starts over for the new one.
+overlap: sampling (one live frame a second into calibration.FrameSample), quantizing (the nice-19 child, killed past
+`Limits.quantize_max_s`), shadow (shadow.await_verdict; a desired model block interrupts it), then a verdict kept beside
+the variants of that exact model file (`<variants root>/<sha256[:16]>/calibration.json`), so a restart neither repeats
+nor forgets it. A variant that agreed is moved where `runtime.variant: auto` finds it, with the agreement measured in
+shadow, and the serving model is reloaded so auto times it; one that disagreed is deleted. When the serving model file
+changes (an update, a rollback) the old file's calibrated variant is deleted and the phase starts over for the new one.
 """
 
 from __future__ import annotations

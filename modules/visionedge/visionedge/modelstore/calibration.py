@@ -1,12 +1,12 @@
 """On-device calibration's parts: the bounded sample of the camera's own frames and the low-priority child that
 quantizes it (the phase that drives them is modelstore/calibrating.py).
 
-`FrameSample` keeps one frame a second of the live stream as a JPEG on the device's own volume (count and bytes
-capped; frames never leave the device and the folder is deleted once used, or at the next start when a crash
-interrupted it). `start_quantizer` runs `models quantize` on that sample in a child process at the lowest CPU
-priority, on one core and one thread, so the serving model keeps its throughput; the child dies with the module,
-writes into a scratch folder and moves the finished variant into its output folder only at the end, so a kill -9
-leaves nothing half made and the served model untouched.
+`FrameSample` keeps one frame a second of the live stream as a JPEG on the device's own volume (count and bytes capped;
+frames never leave the device and the folder is deleted once used, or at the next start when a crash interrupted it).
+`start_quantizer` runs `models quantize` on that sample in a child process at the lowest CPU priority, on one core and
+one thread, so the serving model keeps its throughput (the phase kills it past `QUANTIZE_MAX_S`); the child dies with
+the module, writes into a scratch folder and moves the finished variant into its output folder only at the end, so a
+kill -9 leaves nothing half made and the served model untouched.
 """
 
 from __future__ import annotations
