@@ -26,6 +26,7 @@ from visionedge.app import load_model, make_fetcher
 from visionedge.config import InferenceSettings, load_config
 from visionedge.frame import Detection, Frame, Inference
 from visionedge.models.catalog import SAMPLE_VIDEO
+from visionedge.models.decoders.base import nms
 from visionedge.result import to_record
 
 from bench import synthetic
@@ -36,7 +37,7 @@ DEFAULT_SEQUENCE = Path(__file__).resolve().parents[3].parent / "shared" / "medi
 COUNT_LINE = synthetic.LINE
 """Across the walkway of TUD-Stadtmitte, where people walk left and right (the synthetic scene's line too)."""
 FLOOR = 0.1
-"""The detector runs once at this confidence; each row keeps what its setting would have passed."""
+"""The detector runs once at this confidence without NMS; each row keeps what its setting would have passed."""
 COST_OBJECTS = (5, 20, 50)
 COST_FRAMES = 400
 SOURCES = 8
@@ -146,41 +147,56 @@ def box_agreement(truth: dict[int, Boxes], boxes: dict[int, list[tuple[float, fl
             f"{lone} overlap none")
 
 
+def kept_by_nms(candidates: list[Detection], floor: float, iou: float) -> list[Detection]:
+    """What the model would have passed at confidence `floor` with NMS at `iou` (one class: people)."""
+    above = [d for d in candidates if d.confidence > floor]
+    if not above:
+        return []
+    keep = nms(np.array([d.box for d in above]), np.array([d.confidence for d in above]), iou)
+    return [above[int(k)] for k in keep]
+
+
 def accuracy(folder: Path, model_name: str) -> None:
-    """One sequence: the detector once, then each tracker setting over its detections."""
+    """One sequence: the detector once (every candidate, no NMS), then each detector and tracker setting over it."""
     config = load_config()
     model = load_model(model_name, config, make_fetcher(config))
-    floor_default = model.manifest.confidence
-    model.set_overrides(InferenceSettings(confidence=FLOOR, top_k=300))
+    floor_default, nms_default = model.manifest.confidence, model.manifest.iou
+    model.set_overrides(InferenceSettings(confidence=FLOOR, iou=1.0, top_k=1000))
     images = frames_of(folder)
     h, w = images[0].shape[:2]
     fps = fps_of(folder)
     started = time.perf_counter()
-    raw = {i + 1: [d for d in model.infer(img).detections if d.label == "person"] for i, img in enumerate(images)}
+    candidates = {i + 1: [d for d in model.infer(img).detections if d.label == "person"]
+                  for i, img in enumerate(images)}
     detect_s = time.perf_counter() - started
     gt = ground_truth(folder)
-    rows = [("defaults (detections >= manifest confidence)", floor_default, {}, 1),
-            ("no id at first sight (confirm_score 1.0)", floor_default, {"tracker": {"confirm_score": 1.0}}, 1),
-            ("low-score stage fed from 0.1", FLOOR, {}, 1),
-            ("no low-score stage (low 0.5)", floor_default, {"tracker": {"low": 0.5}}, 1),
-            ("confirm after 1 hit", floor_default, {"tracker": {"confirm_hits": 1}}, 1),
-            ("confirm after 3 hits", floor_default, {"tracker": {"confirm_hits": 3}}, 1),
-            ("lost tracks kept 2 s (max_lost_s 2)", floor_default, {"tracker": {"max_lost_s": 2.0}}, 1),
-            ("half the frame rate (every 2nd frame)", floor_default, {}, 2),
-            ("a third of the frame rate (every 3rd frame)", floor_default, {}, 3)]
+    # (name, detector confidence, NMS IoU, tracker settings, every n-th frame)
+    rows = [("defaults (detections >= manifest confidence)", floor_default, nms_default, {}, 1),
+            ("no id at first sight (confirm_score 1.0)", floor_default, nms_default,
+             {"tracker": {"confirm_score": 1.0}}, 1),
+            ("low-score stage fed from 0.1", FLOOR, nms_default, {}, 1),
+            ("no low-score stage (low 0.5)", floor_default, nms_default, {"tracker": {"low": 0.5}}, 1),
+            ("confirm after 1 hit", floor_default, nms_default, {"tracker": {"confirm_hits": 1}}, 1),
+            ("confirm after 3 hits", floor_default, nms_default, {"tracker": {"confirm_hits": 3}}, 1),
+            ("lost tracks kept 2 s (max_lost_s 2)", floor_default, nms_default, {"tracker": {"max_lost_s": 2.0}}, 1),
+            ("detector confidence 0.2", 0.2, nms_default, {}, 1),
+            ("detector NMS IoU 0.55", floor_default, 0.55, {}, 1),
+            ("detector NMS IoU 0.6", floor_default, 0.6, {}, 1),
+            ("half the frame rate (every 2nd frame)", floor_default, nms_default, {}, 2),
+            ("a third of the frame rate (every 3rd frame)", floor_default, nms_default, {}, 3)]
     truth = line_counts(gt, (w, h), fps)
     print(f"{folder.name}: {len(images)} frames {w}x{h} at {fps:g} fps, {sum(len(b) for b in gt.values())} "
           f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
           f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
           + ", ".join(f"{d} {n}" for d, n in truth.items()))
-    print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in v
-                                 if d.confidence >= floor_default] for f, v in raw.items()}))
+    print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
+                                 for d in kept_by_nms(v, floor_default, nms_default)] for f, v in candidates.items()}))
     head = (f"{'setting':<46} {'det recall':>10} {'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'FN':>5} {'FP':>5} "
             f"{'ms/frame':>9}  line counts (vs ground truth)")
     print(head)
     print("-" * len(head))
-    for name, floor, extra, step in rows:
-        dets = {f: [d for d in v if d.confidence >= floor] for f, v in raw.items()}
+    for name, floor, overlap, extra, step in rows:
+        dets = {f: kept_by_nms(v, floor, overlap) for f, v in candidates.items()}
         settings = SourceAnalytics.model_validate({"lines": [COUNT_LINE], **extra})
         began = time.perf_counter()
         tracks = track(dets, settings, (w, h), fps, step)
