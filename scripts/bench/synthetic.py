@@ -8,7 +8,7 @@ only numpy, OpenCV and the two shared media files, and renders each frame on dem
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import AnalyticsEvent, Crossing
 from visionedge.analytics.settings import SourceAnalytics
-from visionedge.frame import Detection
+from visionedge.frame import Inference
 
 FPS = 10.0
 LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
@@ -33,7 +33,7 @@ BACKGROUND_STEP = 32
 half of them."""
 
 Box = tuple[float, float, float, float]
-Detector = Callable[[int], "Sequence[Detection]"]
+Detector = Callable[[int], Inference]
 """A frame index -> the detections a model passed for that frame's image (its own confidence threshold)."""
 Path2D = Callable[[int], "tuple[float, float] | None"]
 """frame index (from 0) -> where the person's feet are (pixels), or None while not in the scene."""
@@ -254,11 +254,13 @@ def play(scene: SyntheticScene, detect: Detector, every: int = 1, label: str = "
     tracks: dict[int, dict[int, Box]] = {}
     events: list[AnalyticsEvent] = []
     for index in range(0, scene.frames, every):
-        dets = [d for d in detect(index) if d.label == label]
-        answer = engine.update(dets, index / FPS, "synthetic@1")
-        pixels = [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in dets]
-        detections[index + 1] = pixels
-        tracks[index + 1] = {i: b for b, i in zip(pixels, answer.track_ids, strict=True) if i is not None}
+        inference = detect(index)
+        dets = [d for d in inference.detections if d.label == label]
+        answer = engine.update(dets, index / FPS, "synthetic@1", [d for d in inference.hidden if d.label == label])
+        detections[index + 1] = [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in dets]
+        pairs = [*zip(dets, answer.track_ids, strict=True), *answer.occluded]
+        tracks[index + 1] = {i: (d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d, i in pairs
+                             if i is not None}
         events.extend(answer.events)
     events.extend(engine.finish())
     return Played(detections, tracks, tuple(events))

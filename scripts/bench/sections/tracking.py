@@ -101,19 +101,21 @@ def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]],
     return counts
 
 
-def track(detections: dict[int, list[Detection]], settings: SourceAnalytics, size: tuple[int, int], fps: float,
-          every: int = 1) -> dict[int, dict[int, tuple[float, float, float, float]]]:
-    """Run the engine over cached detections (every n-th frame); tracks in pixels per frame number."""
+def track(detections: dict[int, tuple[list[Detection], list[Detection]]], settings: SourceAnalytics,
+          size: tuple[int, int], fps: float, every: int = 1) -> dict[int, dict[int, tuple[float, float, float, float]]]:
+    """Run the engine over cached detections and the boxes NMS removed (every n-th frame); tracks in pixels per frame
+    number, as `analyze --mot` writes them (boxes that hold a hidden track included)."""
     engine = SceneEngine("bench", settings)
     w, h = size
     out: dict[int, dict[int, tuple[float, float, float, float]]] = {}
     for frame in sorted(detections):
         if (frame - 1) % every:
             continue
-        dets = detections[frame]
-        scene = engine.update(dets, frame / fps, "bench@1")
+        dets, hidden = detections[frame]
+        scene = engine.update(dets, frame / fps, "bench@1", hidden)
+        pairs = [*zip(dets, scene.track_ids, strict=True), *scene.occluded]
         out[frame] = {tid: (d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
-                      for d, tid in zip(dets, scene.track_ids, strict=True) if tid is not None}
+                      for d, tid in pairs if tid is not None}
     return out
 
 
@@ -147,13 +149,15 @@ def box_agreement(truth: dict[int, Boxes], boxes: dict[int, list[tuple[float, fl
             f"{lone} overlap none")
 
 
-def kept_by_nms(candidates: list[Detection], floor: float, iou: float) -> list[Detection]:
-    """What the model would have passed at confidence `floor` with NMS at `iou` (one class: people)."""
+def kept_by_nms(candidates: list[Detection], floor: float, iou: float) -> tuple[list[Detection], list[Detection]]:
+    """What the model would have passed at confidence `floor` with NMS at `iou` (one class: people), and what its NMS
+    would have removed."""
     above = [d for d in candidates if d.confidence > floor]
     if not above:
-        return []
+        return [], []
     keep = nms(np.array([d.box for d in above]), np.array([d.confidence for d in above]), iou)
-    return [above[int(k)] for k in keep]
+    removed = set(range(len(above))) - {int(k) for k in keep}
+    return [above[int(k)] for k in keep], [above[k] for k in sorted(removed)]
 
 
 def accuracy(folder: Path, model_name: str) -> None:
@@ -172,6 +176,7 @@ def accuracy(folder: Path, model_name: str) -> None:
     gt = ground_truth(folder)
     # (name, detector confidence, NMS IoU, tracker settings, every n-th frame)
     rows = [("defaults (detections >= manifest confidence)", floor_default, nms_default, {}, 1),
+            ("no occluded stage (occluded false)", floor_default, nms_default, {"tracker": {"occluded": False}}, 1),
             ("no id at first sight (confirm_score 1.0)", floor_default, nms_default,
              {"tracker": {"confirm_score": 1.0}}, 1),
             ("low-score stage fed from 0.1", FLOOR, nms_default, {}, 1),
@@ -190,7 +195,8 @@ def accuracy(folder: Path, model_name: str) -> None:
           f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
           + ", ".join(f"{d} {n}" for d, n in truth.items()))
     print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
-                                 for d in kept_by_nms(v, floor_default, nms_default)] for f, v in candidates.items()}))
+                                 for d in kept_by_nms(v, floor_default, nms_default)[0]]
+                             for f, v in candidates.items()}))
     head = (f"{'setting':<46} {'det recall':>10} {'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'FN':>5} {'FP':>5} "
             f"{'ms/frame':>9}  line counts (vs ground truth)")
     print(head)
@@ -204,7 +210,7 @@ def accuracy(folder: Path, model_name: str) -> None:
         truth_here = {f: b for f, b in gt.items() if (f - 1) % step == 0}
         s = score(truth_here, tracks)
         recall = detector_recall(truth_here, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
-                                                  for d in v] for f, v in dets.items()})
+                                                  for d in v[0]] for f, v in dets.items()})
         counted = line_counts(tracks, (w, h), fps)
         lines = ", ".join(f"{d} {counted[d]} ({counted[d] - truth[d]:+d})" for d in truth)
         print(f"{name:<46} {recall:>10.3f} {s.mota:>6.3f} {s.idf1:>6.3f} {s.id_switches:>5} {s.misses:>5} "
@@ -231,7 +237,7 @@ def synthetic_scene(model_name: str) -> None:
     scene = synthetic.build(DEFAULT_SEQUENCE, fetcher.media(SAMPLE_VIDEO))
     w, h = scene.size
     began = time.perf_counter()
-    answers = [model.infer(scene.image(i)).detections for i in range(scene.frames)]
+    answers = [model.infer(scene.image(i)) for i in range(scene.frames)]
     detect_ms = 1000 * (time.perf_counter() - began) / scene.frames
     print(f"synthetic scene: {len(scene.actors)} people cut from TUD-Stadtmitte on the median background of "
           f"{SAMPLE_VIDEO}, {scene.frames} frames {w}x{h} at {synthetic.FPS:g} fps, "
@@ -337,7 +343,7 @@ def sources_with_analytics(seconds: float) -> None:
               f"skipped {r.skipped / r.seconds:.1f}/s{told}")
 
 
-def replayed_detections(model_name: str) -> list[tuple[Detection, ...]]:
+def replayed_detections(model_name: str) -> list[Inference]:
     """The detector's answers for the first REPLAY_FRAMES frames of the sample video, then the same backwards."""
     config = load_config()
     fetcher = make_fetcher(config)
@@ -348,7 +354,7 @@ def replayed_detections(model_name: str) -> list[tuple[Detection, ...]]:
         ok, image = capture.read()
         if not ok:
             break
-        answers.append(model.infer(image).detections)
+        answers.append(model.infer(image))
     capture.release()
     return answers + answers[-2:0:-1]
 
@@ -372,14 +378,14 @@ def analytics_at_full_rate(seconds: float, model_name: str) -> None:
         for i in range(SOURCES):
             k = tick + 37 * i  # each source at its own point of the replay
             frame = Frame(image, f"cam{i}", tick, 1.8e9 + tick * period)
-            inference = Inference(model_name, "1", "detect", 0.0, detections=answers[k % len(answers)])
+            inference = answers[k % len(answers)]
             scene.observe(frame, inference, to_record(frame, inference), reused=False)
             fed[i] += 1
         tick += 1
         time.sleep(max(0.0, began + tick * period - time.monotonic()))
     elapsed = time.monotonic() - began
     cpu = time.thread_time() - cpu
-    objects = sum(len(a) for a in answers) / len(answers)
+    objects = sum(len(a.detections) for a in answers) / len(answers)
     print(f"{SOURCES} sources x {SOURCE_FPS:g} fps through the scene analytics alone (a line and a zone each, "
           f"{model_name}'s answers for vtest.avi replayed, {objects:.1f} objects/frame), {elapsed:.0f} s, one thread:")
     print(f"  per source {spread([n / elapsed for n in fed])} fps (asked {SOURCE_FPS:g}), most behind schedule "
