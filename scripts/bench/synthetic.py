@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,11 +21,11 @@ from visionedge.analytics.settings import SourceAnalytics
 from visionedge.frame import Inference
 
 FPS = 10.0
-LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
+LINE: dict[str, Any] = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
 """Drawn top to bottom, so its first direction is moving left (the same line as the bench's TUD-Stadtmitte one)."""
-ZONE = {"name": "bench", "points": [[0.02, 0.62], [0.22, 0.62], [0.22, 0.92], [0.02, 0.92]]}
+ZONE: dict[str, Any] = {"name": "bench", "points": [[0.02, 0.62], [0.22, 0.62], [0.22, 0.92], [0.02, 0.92]]}
 """Bottom left, where only the loiterer's feet ever are."""
-SETTINGS = {"lines": [LINE], "zones": [ZONE]}
+SETTINGS: dict[str, Any] = {"lines": [LINE], "zones": [ZONE]}
 """One source's `analytics` value for the scene."""
 CROPS = ((1, 1), (1, 4), (1, 5), (1, 7), (120, 7), (120, 9))
 """(frame, ground-truth id) of TUD-Stadtmitte people standing clear of others there, each cut by its box."""
@@ -90,8 +91,8 @@ class SyntheticScene:
     def crossings(self) -> dict[str, int]:
         """Crossings of LINE per direction: a person whose feet end on the other side of x = 0.5 than they started
         crossed once (every path here crosses at most once; the swaying one ends on the far side)."""
-        middle = LINE["points"][0][0] * self.size[0]  # type: ignore[index]
-        counts = dict.fromkeys(LINE["directions"], 0)  # type: ignore[arg-type]
+        middle = LINE["points"][0][0] * self.size[0]
+        counts: dict[str, int] = dict.fromkeys(LINE["directions"], 0)
         for actor in self.actors:
             xs = [f[0] for f in map(actor.feet, range(self.frames)) if f is not None]
             if xs[0] > middle > xs[-1]:
@@ -181,7 +182,7 @@ def median_background(video: Path) -> np.ndarray:
     capture.release()
     if not frames:
         raise ValueError(f"{video}: no frames to make a background from")
-    return np.median(np.stack(frames), axis=0).astype(np.uint8)
+    return np.asarray(np.median(np.stack(frames), axis=0), dtype=np.uint8)
 
 
 def cut_people(sequence: Path) -> list[np.ndarray]:
@@ -233,7 +234,7 @@ class Played:
 
     def crossings(self) -> dict[str, int]:
         """Counted crossings of LINE per direction."""
-        counts = dict.fromkeys(LINE["directions"], 0)  # type: ignore[arg-type]
+        counts: dict[str, int] = dict.fromkeys(LINE["directions"], 0)
         for event in self.events:
             if isinstance(event, Crossing):
                 counts[event.direction] += 1

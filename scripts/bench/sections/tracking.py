@@ -60,15 +60,15 @@ def frames_of(folder: Path) -> list[np.ndarray]:
     videos = sorted(folder.glob("*.mp4"))
     if videos:
         capture = cv2.VideoCapture(str(videos[0]))
-        frames = []
+        frames: list[np.ndarray] = []
         while True:
-            ok, image = capture.read()
+            ok, read = capture.read()
             if not ok:
                 break
-            frames.append(image)
+            frames.append(read)
         capture.release()
         return frames
-    return [cv2.imread(str(p)) for p in sorted((folder / "img1").glob("*.jpg"))]
+    return [image for p in sorted((folder / "img1").glob("*.jpg")) if (image := cv2.imread(str(p))) is not None]
 
 
 def fps_of(folder: Path) -> float:
@@ -91,7 +91,7 @@ def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]],
     """The counting rule applied to given tracks (pixels): crossings per direction of COUNT_LINE."""
     counter = LineCounter(LineSettings.model_validate(COUNT_LINE), "gt")
     w, h = size
-    counts = dict.fromkeys(COUNT_LINE["directions"], 0)  # type: ignore[arg-type]
+    counts: dict[str, int] = dict.fromkeys(COUNT_LINE["directions"], 0)
     for frame in sorted(tracks):
         seen = [Seen(track_id, "person", ((x1 + x2) / 2 / w, y2 / h))
                 for track_id, (x1, _, x2, y2) in tracks[frame].items()]
@@ -175,7 +175,8 @@ def accuracy(folder: Path, model_name: str) -> None:
     detect_s = time.perf_counter() - started
     gt = ground_truth(folder)
     # (name, detector confidence, NMS IoU, tracker settings, every n-th frame)
-    rows = [("defaults (detections >= manifest confidence)", floor_default, nms_default, {}, 1),
+    rows: list[tuple[str, float, float, dict[str, Any], int]] = [
+            ("defaults (detections >= manifest confidence)", floor_default, nms_default, {}, 1),
             ("no occluded stage (occluded false)", floor_default, nms_default, {"tracker": {"occluded": False}}, 1),
             ("no id at first sight (confirm_score 1.0)", floor_default, nms_default,
              {"tracker": {"confirm_score": 1.0}}, 1),
@@ -349,7 +350,7 @@ def replayed_detections(model_name: str) -> list[Inference]:
     fetcher = make_fetcher(config)
     model = load_model(model_name, config, fetcher)
     capture = cv2.VideoCapture(str(fetcher.media(SAMPLE_VIDEO)))
-    answers = []
+    answers: list[Inference] = []
     while len(answers) < REPLAY_FRAMES:
         ok, image = capture.read()
         if not ok:
