@@ -49,6 +49,9 @@ takes 1.5 s for SqueezeNet and 4.2 s for YOLOX-nano on 24 frames; an hour leaves
 slower that the serving model keeps 95 % busy, and still ends a calibration that cannot finish."""
 SCRATCH_PREFIX = ".calibrating-"
 PR_SET_PDEATHSIG = 1
+QUIET_RUNPY = "ignore::RuntimeWarning:runpy"
+"""runpy warns that the package imported this module before `-m` ran it; harmless, but it would be the last line of
+a child killed before it wrote anything, which the phase reports as the reason."""
 VARIANT_FILES = ("int8.onnx", "int8.yaml")
 """Moved in this order: the manifest last, since discovery reads manifests."""
 
@@ -118,8 +121,8 @@ def start_quantizer(manifest: Path, model_path: Path, labels: Path, sample: Fram
     for stale in out_folder.glob(f"{SCRATCH_PREFIX}*"):  # left by a child killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     half = max(1, sample.count // 2)
-    command = [sys.executable, "-m", "visionedge.modelstore.calibration", str(manifest), str(model_path), str(labels),
-               str(sample.folder), str(out_folder), "--frames", str(half)]
+    command = [sys.executable, "-W", QUIET_RUNPY, "-m", "visionedge.modelstore.calibration", str(manifest),
+               str(model_path), str(labels), str(sample.folder), str(out_folder), "--frames", str(half)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=log_file or subprocess.DEVNULL, preexec_fn=lambda: _low_priority(nice))
