@@ -45,8 +45,8 @@ NICE = 19
 QUANTIZE_MAX_S = 3600.0
 """How long the quantizing child may run before it is killed and the calibration fails. In the idle class it gets
 only CPU time nobody else wants, so on a saturated device it could wait forever, holding the sample on disk. Here it
-takes 1.5 s for SqueezeNet and 4.2 s for YOLOX-nano on 24 frames; an hour leaves room for a core ten times
-slower that the serving model keeps 95 % busy, and still ends a calibration that cannot finish."""
+took 2.1 s alone (SqueezeNet, 24 frames; YOLOX-nano 4.2 s) and 26-52 s beside a pipeline running flat out (0.05-0.07
+of a core; docs/benchmarks.md): an hour is 70 times that, room for a core ten times slower, and still an end."""
 SCRATCH_PREFIX = ".calibrating-"
 PR_SET_PDEATHSIG = 1
 QUIET_RUNPY = "ignore::RuntimeWarning:runpy"
