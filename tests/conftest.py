@@ -78,6 +78,17 @@ def media(fetcher: Fetcher) -> MediaPath:
 
 
 @pytest.fixture(scope="session")
+def street(mirror_dirs: list[Path]) -> Path:
+    """TUD-Stadtmitte.mp4 from the shared media mirror: pedestrians on a square, on which SqueezeNet's top-1 is stable
+    enough for an int8 variant calibrated on a few of its frames to agree (vtest.avi's is a near-tie on a quarter)."""
+    for folder in mirror_dirs:
+        video = folder / "mot" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
+        if video.is_file():
+            return video
+    pytest.fail("mot/TUD-Stadtmitte/TUD-Stadtmitte.mp4 not found in the mirror folders")
+
+
+@pytest.fixture(scope="session")
 def model(fetcher: Fetcher) -> ModelFactory:
     """`model("yolox-nano", intra_op_threads=1)`: a built-in Model, loaded once per session per settings.
 

@@ -8,23 +8,24 @@ only numpy, OpenCV and the two shared media files, and renders each frame on dem
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from visionedge.analytics.engine import SceneEngine
 from visionedge.analytics.events import AnalyticsEvent, Crossing
 from visionedge.analytics.settings import SourceAnalytics
-from visionedge.frame import Detection
+from visionedge.frame import Inference
 
 FPS = 10.0
-LINE = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
+LINE: dict[str, Any] = {"name": "middle", "points": [[0.5, 0.3], [0.5, 1.0]], "directions": ["leftward", "rightward"]}
 """Drawn top to bottom, so its first direction is moving left (the same line as the bench's TUD-Stadtmitte one)."""
-ZONE = {"name": "bench", "points": [[0.02, 0.62], [0.22, 0.62], [0.22, 0.92], [0.02, 0.92]]}
+ZONE: dict[str, Any] = {"name": "bench", "points": [[0.02, 0.62], [0.22, 0.62], [0.22, 0.92], [0.02, 0.92]]}
 """Bottom left, where only the loiterer's feet ever are."""
-SETTINGS = {"lines": [LINE], "zones": [ZONE]}
+SETTINGS: dict[str, Any] = {"lines": [LINE], "zones": [ZONE]}
 """One source's `analytics` value for the scene."""
 CROPS = ((1, 1), (1, 4), (1, 5), (1, 7), (120, 7), (120, 9))
 """(frame, ground-truth id) of TUD-Stadtmitte people standing clear of others there, each cut by its box."""
@@ -33,7 +34,7 @@ BACKGROUND_STEP = 32
 half of them."""
 
 Box = tuple[float, float, float, float]
-Detector = Callable[[int], "Sequence[Detection]"]
+Detector = Callable[[int], Inference]
 """A frame index -> the detections a model passed for that frame's image (its own confidence threshold)."""
 Path2D = Callable[[int], "tuple[float, float] | None"]
 """frame index (from 0) -> where the person's feet are (pixels), or None while not in the scene."""
@@ -90,8 +91,8 @@ class SyntheticScene:
     def crossings(self) -> dict[str, int]:
         """Crossings of LINE per direction: a person whose feet end on the other side of x = 0.5 than they started
         crossed once (every path here crosses at most once; the swaying one ends on the far side)."""
-        middle = LINE["points"][0][0] * self.size[0]  # type: ignore[index]
-        counts = dict.fromkeys(LINE["directions"], 0)  # type: ignore[arg-type]
+        middle = LINE["points"][0][0] * self.size[0]
+        counts: dict[str, int] = dict.fromkeys(LINE["directions"], 0)
         for actor in self.actors:
             xs = [f[0] for f in map(actor.feet, range(self.frames)) if f is not None]
             if xs[0] > middle > xs[-1]:
@@ -181,7 +182,7 @@ def median_background(video: Path) -> np.ndarray:
     capture.release()
     if not frames:
         raise ValueError(f"{video}: no frames to make a background from")
-    return np.median(np.stack(frames), axis=0).astype(np.uint8)
+    return np.asarray(np.median(np.stack(frames), axis=0), dtype=np.uint8)
 
 
 def cut_people(sequence: Path) -> list[np.ndarray]:
@@ -233,7 +234,7 @@ class Played:
 
     def crossings(self) -> dict[str, int]:
         """Counted crossings of LINE per direction."""
-        counts = dict.fromkeys(LINE["directions"], 0)  # type: ignore[arg-type]
+        counts: dict[str, int] = dict.fromkeys(LINE["directions"], 0)
         for event in self.events:
             if isinstance(event, Crossing):
                 counts[event.direction] += 1
@@ -254,11 +255,13 @@ def play(scene: SyntheticScene, detect: Detector, every: int = 1, label: str = "
     tracks: dict[int, dict[int, Box]] = {}
     events: list[AnalyticsEvent] = []
     for index in range(0, scene.frames, every):
-        dets = [d for d in detect(index) if d.label == label]
-        answer = engine.update(dets, index / FPS, "synthetic@1")
-        pixels = [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in dets]
-        detections[index + 1] = pixels
-        tracks[index + 1] = {i: b for b, i in zip(pixels, answer.track_ids, strict=True) if i is not None}
+        inference = detect(index)
+        dets = [d for d in inference.detections if d.label == label]
+        answer = engine.update(dets, index / FPS, "synthetic@1", [d for d in inference.hidden if d.label == label])
+        detections[index + 1] = [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in dets]
+        pairs = [*zip(dets, answer.track_ids, strict=True), *answer.occluded]
+        tracks[index + 1] = {i: (d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d, i in pairs
+                             if i is not None}
         events.extend(answer.events)
     events.extend(engine.finish())
     return Played(detections, tracks, tuple(events))

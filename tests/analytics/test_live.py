@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 from visionedge.analytics.live import SceneAnalytics
 from visionedge.analytics.settings import SourceAnalytics
 from visionedge.frame import Detection, Frame, Inference
-from visionedge.result import to_record
+from visionedge.result import result_schema, to_record
 
 DOOR = SourceAnalytics.model_validate({"lines": [{"name": "door", "points": [[0.1, 0.5], [0.9, 0.5]]}]})
 IMAGE = np.zeros((48, 64, 3), np.uint8)
@@ -85,3 +86,28 @@ def test_refusals_leave_the_settings_in_use() -> None:
     with pytest.raises(ValueError, match="analytics for unknown source lobby; sources: camera"):
         scene.configure({"lobby": DOOR}, "detect", ["camera"])
     assert scene.engines == {"camera": engine}
+
+
+def test_a_box_nms_removed_that_holds_a_hidden_track_is_written_occluded_and_not_counted() -> None:
+    """Two people, then one behind the other: the record of that frame has the front person's box, plus the hidden
+    person's box (one NMS removed) with its track id and `occluded: true`; the counts are the model's own boxes and
+    the record keeps to the result schema."""
+    scene = SceneAnalytics(None)
+    scene.configure({"camera": DOOR}, "detect", ["camera"])
+    front, behind = Detection("person", 0.9, (0.30, 0.1, 0.40, 0.4)), Detection("person", 0.8, (0.36, 0.1, 0.46, 0.4))
+    ids: list[int] = []
+    for i in range(3):
+        frame = Frame(IMAGE, "camera", i, 1000.0 + i * 0.1)
+        inference = Inference("yolox-nano", "1", "detect", 5.0, detections=(front, behind))
+        record = to_record(frame, inference)
+        scene.observe(frame, inference, record, reused=False)
+        ids = [d["track_id"] for d in record["detections"]]
+    frame = Frame(IMAGE, "camera", 3, 1000.3)
+    inference = Inference("yolox-nano", "1", "detect", 5.0, detections=(front,), hidden=(behind,))
+    record = to_record(frame, inference)
+    scene.observe(frame, inference, record, reused=False)
+    assert record["detections"] == [
+        {"label": "person", "confidence": 0.9, "box": [0.3, 0.1, 0.4, 0.4], "track_id": ids[0]},
+        {"label": "person", "confidence": 0.8, "box": [0.36, 0.1, 0.46, 0.4], "track_id": ids[1], "occluded": True}]
+    assert record["counts"] == {"person": 1}
+    jsonschema.validate(record, result_schema())

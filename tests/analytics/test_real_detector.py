@@ -32,7 +32,7 @@ def scene(mirror_dirs: list[Path], media: MediaPath) -> SyntheticScene:
 def played(scene: SyntheticScene, model: ModelFactory) -> Played:
     """Every frame once through YOLOX-nano (people only) and one engine with the scene's line and zone."""
     detector = model("yolox-nano")
-    return play(scene, lambda index: detector.infer(scene.image(index)).detections)
+    return play(scene, lambda index: detector.infer(scene.image(index)))
 
 
 def test_line_counts_are_exact_per_direction(scene: SyntheticScene, played: Played) -> None:

@@ -220,3 +220,35 @@ def test_a_track_that_vanishes_inside_a_zone_exits_at_its_last_sighting() -> Non
     assert leave.timestamp == 0.9
     assert leave.dwell_s is not None
     assert abs(leave.dwell_s - 0.9) < 1e-6  # inside from its first frame (a 0.9 box gets its id at once)
+
+
+def test_a_person_behind_another_is_held_by_the_box_nms_removed_and_ends_when_only_that_is_left() -> None:
+    """Two people walk side by side, then one steps behind the other: the model gives one box, and the second's box
+    survives only as one NMS removed. That box holds the hidden person's track (same id, written as occluded) but
+    does not move it or cross the line for it, and it cannot keep the track alive past max_lost_s."""
+    scene = engine(lines=[{"name": "gate", "points": [[0.8, 0.0], [0.8, 1.0]], "directions": ["left", "right"]}])
+    together = [scene.update([person(0.30 + 0.01 * i, 0.8), person(0.42 + 0.01 * i, 0.8, 0.85)], i * DT, "m@1")
+                for i in range(5)]
+    front, behind = together[-1].track_ids
+    assert front is not None
+    assert behind not in (None, front)
+    held = []
+    for i in range(5, 25):  # 2 s behind: the front person's box, and the hidden one's among the boxes NMS removed
+        hidden = person(0.42 + 0.01 * i, 0.8, 0.6)
+        frame = scene.update([person(0.30 + 0.01 * i, 0.8)], i * DT, "m@1", [hidden])
+        assert frame.track_ids == (front,)
+        held.append([track_id for _, track_id in frame.occluded])
+    assert held[:10] == [[behind]] * 10, held  # held until 1 s (max_lost_s) after its last box of its own
+    assert held[10:] == [[]] * 10, held
+    track = {t.id: t for t in scene.tracker.tracks}
+    assert behind not in track  # ended: a removed box is evidence of presence, not a box of its own
+    assert crossings(together) == []
+
+
+def test_the_occluded_stage_can_be_turned_off() -> None:
+    """occluded: false ignores the boxes NMS removed: the hidden person's track is only lost."""
+    scene = engine(tracker={"occluded": False})
+    for i in range(5):
+        scene.update([person(0.30, 0.8), person(0.42, 0.8, 0.85)], i * DT, "m@1")
+    frame = scene.update([person(0.30, 0.8)], 5 * DT, "m@1", [person(0.42, 0.8, 0.6)])
+    assert frame.occluded == ()

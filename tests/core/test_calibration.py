@@ -1,5 +1,6 @@
 """On-device calibration's parts: the bounded sample of the camera's own frames and the low-priority quantizing
-child. The phase end to end (switch, refusal, kill -9, discard on update) is tests/edge/test_calibration_e2e.py."""
+child. The phase end to end (switch, refusal, kill -9, discard on update) is tests/edge/test_calibration_e2e.py; its
+slower, failed and out-of-time verdicts are tests/modelstore/test_calibrating.py."""
 
 from __future__ import annotations
 

@@ -119,7 +119,8 @@ def test_tiny_yolov2_classes_are_softmax_not_sigmoid(tiny_yolov2):
 
 
 def test_tiny_yolov2_nms_is_classwise(tiny_yolov2):
-    """Identical boxes of two classes both survive; an overlapping weaker box of the same class is suppressed."""
+    """Identical boxes of two classes both survive; an overlapping weaker box of the same class is suppressed, and kept
+    apart as removed (a tracker's evidence, not a result)."""
     decoder, labels, thresholds = tiny_yolov2
     dog, cat = labels.index("dog"), labels.index("cat")
     region = Region(len(labels))
@@ -139,6 +140,13 @@ def test_tiny_yolov2_nms_is_classwise(tiny_yolov2):
     ]
     assert got[0].box == pytest.approx(got[1].box, abs=1e-5)
     assert got[2].box == pytest.approx(_expected_box(0, 1, 11), abs=1e-5)
+    found = decoder.boxes({"grid": region.tensor}, Geometry(SIZE, SIZE, 1.0, 1.0), thresholds)
+    assert found.kept == got
+    assert [(d.label, round(d.confidence, 4)) for d in found.removed] == [("dog", round(0.7 * p, 4))]
+    inference = decoder.inference({"grid": region.tensor}, Geometry(SIZE, SIZE, 1.0, 1.0), thresholds,
+                                  model=("tiny-yolov2", "1"), inference_ms=1.0)
+    assert inference.detections == got
+    assert inference.hidden == found.removed
 
 
 def test_tiny_yolov2_drops_boxes_below_the_threshold(tiny_yolov2):

@@ -33,16 +33,6 @@ minute on a quiet machine; the shared 2-core test machine runs other sessions' w
 
 
 @pytest.fixture
-def street(mirror_dirs: list[Path]) -> Path:
-    """TUD-Stadtmitte.mp4 from the shared media mirror."""
-    for folder in mirror_dirs:
-        video = folder / "mot" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
-        if video.is_file():
-            return video
-    pytest.fail("mot/TUD-Stadtmitte/TUD-Stadtmitte.mp4 not found in the mirror folders")
-
-
-@pytest.fixture
 def covered_lens(tmp_path: Path) -> Path:
     """Four seconds of black frames at the street video's size and rate: a camera with its lens covered."""
     path = tmp_path / "covered.avi"

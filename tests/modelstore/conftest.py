@@ -103,14 +103,16 @@ def refs(server: ModelServer, served: dict[str, bytes]) -> Refs:
 
 @pytest.fixture
 def make_harness(tmp_path: Path, policy: DownloadPolicy, fetcher: Fetcher) -> Iterator[MakeHarness]:
-    """`make_harness(video=..., watch_frames=...)`: a store on a fresh data dir, its manager, maybe a pipeline."""
+    """`make_harness(video=..., watch_frames=...)`: a store on a fresh data dir (or `root`, to start again on one),
+    its manager, maybe a pipeline; `wiring` goes to Harness (runtime, variants_dir, timer, calibration)."""
     made: list[Harness] = []
 
     def make(video: Path | None = None, policy_: DownloadPolicy | None = None, shadow: ShadowSettings | None = None,
-             first_boot: bool = False, **rollback: Any) -> Harness:
+             first_boot: bool = False, root: Path | None = None, wiring: dict[str, Any] | None = None,
+             **rollback: Any) -> Harness:
         settings = RollbackSettings(**{"watch_frames": 0, "watch_s": 0.0, **rollback})
-        harness = Harness(tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video, shadow,
-                          first_boot)
+        harness = Harness(root or tmp_path / f"models{len(made)}", policy_ or policy, fetcher, settings, video, shadow,
+                          first_boot, **(wiring or {}))
         made.append(harness)
         return harness
 

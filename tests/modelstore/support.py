@@ -15,9 +15,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from visionedge.config import RollbackSettings, RuntimeSettings, ShadowSettings
 from visionedge.download import DownloadPolicy, sha256_file
+from visionedge.frame import Frame
 from visionedge.models.fetch import Fetcher
 from visionedge.models.model import Model
+from visionedge.models.variants import Timer, time_models
 from visionedge.modelstore import ModelManager, ModelStore
+from visionedge.modelstore.calibration import Limits
 from visionedge.modelstore.shadow import Shadow
 from visionedge.pipeline import Pipeline
 from visionedge.sources import VideoFileSource
@@ -186,14 +189,19 @@ class Harness:
     """Store, manager and (optionally) a real pipeline on vtest.avi, wired the way the module wires them."""
 
     def __init__(self, root: Path, policy: DownloadPolicy, fetcher: Fetcher, rollback: RollbackSettings,
-                 video: Path | None = None, shadow: ShadowSettings | None = None, first_boot: bool = False) -> None:
+                 video: Path | None = None, shadow: ShadowSettings | None = None, first_boot: bool = False, *,
+                 runtime: RuntimeSettings = RUNTIME, variants_dir: Path | None = None, timer: Timer = time_models,
+                 calibration: Limits | None = None, realtime: bool = False) -> None:
         """With `shadow` (and a video), candidates run in shadow on the pipeline's frames before the swap. Unless
-        `first_boot`, the twin already asked for the built-in default it starts on (as devhub's twin does)."""
-        self.store = ModelStore(root, policy, fetcher)
+        `first_boot`, the twin already asked for the built-in default it starts on (as devhub's twin does). With
+        `variants_dir`, `runtime.variant: auto` looks there (timed by `timer`), and `runtime.calibrate: on-device`
+        samples the pipeline's frames within the `calibration` limits. `realtime` paces the video at its frame rate,
+        as a camera delivers it, instead of as fast as the model runs."""
+        self.store = ModelStore(root, policy, fetcher, variants_dir=variants_dir, timer=timer)
         self.store.cleanup_staging()
         if not first_boot:
             self.store.write_updates({"served": True})
-        self.initial = self.store.load_active(RUNTIME)
+        self.initial = self.store.load_active(runtime)
         self.acks: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.swaps: list[str] = []
@@ -203,11 +211,12 @@ class Harness:
         self._thread: threading.Thread | None = None
         self.health: list[dict[str, Any]] = []
         attach = self._attach if shadow is not None and video is not None else None
-        self.manager = ModelManager(self.store, self.initial, swap=self._swap, report=self._report, runtime=RUNTIME,
+        self.manager = ModelManager(self.store, self.initial, swap=self._swap, report=self._report, runtime=runtime,
                                     rollback=rollback, shadow=shadow, attach_shadow=attach,
-                                    report_health=self.health.append)
+                                    report_health=self.health.append, latest_frame=self._latest,
+                                    calibration=calibration)
         if video is not None:
-            source = VideoFileSource(video, "vtest", loop=True, realtime=False)
+            source = VideoFileSource(video, "vtest", loop=True, realtime=realtime)
             self.pipeline = Pipeline(source, lambda: self.manager.model, [self], on_record=self.manager.observe_record,
                                      on_inference_error=self.manager.observe_error)
             self._thread = threading.Thread(target=self.pipeline.run, args=(self._stop,), name="test-pipeline",
@@ -226,6 +235,11 @@ class Harness:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def _latest(self) -> Frame | None:
+        """The pipeline's newest analysed frame, as the module hands it to the calibration."""
+        latest = self.pipeline.latest if self.pipeline is not None else None
+        return latest[0] if latest is not None else None
 
     def _swap(self, model: Model) -> None:
         self.swaps.append(f"{model.name}@{model.version}")

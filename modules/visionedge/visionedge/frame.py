@@ -47,6 +47,9 @@ class Inference:
     inference_ms: float
     classifications: tuple[Classification, ...] = ()
     detections: tuple[Detection, ...] = ()
+    hidden: tuple[Detection, ...] = ()
+    """Boxes NMS removed under a more confident box of their class: never a result (not sent, not counted), only a
+    tracker's evidence that an object it follows is still there, behind another."""
 
     def labels(self) -> list[str]:
         """The labels this result asserts, in order of confidence."""

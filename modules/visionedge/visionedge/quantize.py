@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
 """Per-channel QuantizeLinear/DequantizeLinear need opset 13."""
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                           "MatMulInteger", "DynamicQuantizeLinear"})
+"""Operators only a quantized graph has."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def concat_overrides(graph: Any, ranges: Any, kept: Sequence[str]) -> dict[str, 
 
 def float_graph(source: Path, dest: Path) -> bool:
     """Write `source` as an fp32 graph at opset >= 13 with every node named to `dest`; True when it had fp16 tensors
-    (upcast)."""
+    (upcast). A graph already quantized is refused: quantizing it again makes an invalid model (duplicate names)."""
     import onnx
     from onnx import TensorProto, numpy_helper, version_converter
 
@@ -124,6 +127,9 @@ def float_graph(source: Path, dest: Path) -> bool:
         model = onnx.load(str(source))
     except Exception as err:
         raise ModelError(f"{source.name} is not a readable ONNX model: {str(err)[:200]}") from err
+    quantized = next((n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS), None)
+    if quantized is not None:
+        raise ModelError(f"{source.name} is already quantized (it has {quantized} nodes): nothing to calibrate")
     upcast = False
     for tensor in model.graph.initializer:
         if tensor.data_type == TensorProto.FLOAT16:

@@ -26,6 +26,7 @@ from visionedge.app import load_model, make_fetcher
 from visionedge.config import InferenceSettings, load_config
 from visionedge.frame import Detection, Frame, Inference
 from visionedge.models.catalog import SAMPLE_VIDEO
+from visionedge.models.decoders.base import nms
 from visionedge.result import to_record
 
 from bench import synthetic
@@ -36,7 +37,7 @@ DEFAULT_SEQUENCE = Path(__file__).resolve().parents[3].parent / "shared" / "medi
 COUNT_LINE = synthetic.LINE
 """Across the walkway of TUD-Stadtmitte, where people walk left and right (the synthetic scene's line too)."""
 FLOOR = 0.1
-"""The detector runs once at this confidence; each row keeps what its setting would have passed."""
+"""The detector runs once at this confidence without NMS; each row keeps what its setting would have passed."""
 COST_OBJECTS = (5, 20, 50)
 COST_FRAMES = 400
 SOURCES = 8
@@ -59,15 +60,15 @@ def frames_of(folder: Path) -> list[np.ndarray]:
     videos = sorted(folder.glob("*.mp4"))
     if videos:
         capture = cv2.VideoCapture(str(videos[0]))
-        frames = []
+        frames: list[np.ndarray] = []
         while True:
-            ok, image = capture.read()
+            ok, read = capture.read()
             if not ok:
                 break
-            frames.append(image)
+            frames.append(read)
         capture.release()
         return frames
-    return [cv2.imread(str(p)) for p in sorted((folder / "img1").glob("*.jpg"))]
+    return [image for p in sorted((folder / "img1").glob("*.jpg")) if (image := cv2.imread(str(p))) is not None]
 
 
 def fps_of(folder: Path) -> float:
@@ -90,7 +91,7 @@ def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]],
     """The counting rule applied to given tracks (pixels): crossings per direction of COUNT_LINE."""
     counter = LineCounter(LineSettings.model_validate(COUNT_LINE), "gt")
     w, h = size
-    counts = dict.fromkeys(COUNT_LINE["directions"], 0)  # type: ignore[arg-type]
+    counts: dict[str, int] = dict.fromkeys(COUNT_LINE["directions"], 0)
     for frame in sorted(tracks):
         seen = [Seen(track_id, "person", ((x1 + x2) / 2 / w, y2 / h))
                 for track_id, (x1, _, x2, y2) in tracks[frame].items()]
@@ -100,19 +101,21 @@ def line_counts(tracks: dict[int, dict[int, tuple[float, float, float, float]]],
     return counts
 
 
-def track(detections: dict[int, list[Detection]], settings: SourceAnalytics, size: tuple[int, int], fps: float,
-          every: int = 1) -> dict[int, dict[int, tuple[float, float, float, float]]]:
-    """Run the engine over cached detections (every n-th frame); tracks in pixels per frame number."""
+def track(detections: dict[int, tuple[list[Detection], list[Detection]]], settings: SourceAnalytics,
+          size: tuple[int, int], fps: float, every: int = 1) -> dict[int, dict[int, tuple[float, float, float, float]]]:
+    """Run the engine over cached detections and the boxes NMS removed (every n-th frame); tracks in pixels per frame
+    number, as `analyze --mot` writes them (boxes that hold a hidden track included)."""
     engine = SceneEngine("bench", settings)
     w, h = size
     out: dict[int, dict[int, tuple[float, float, float, float]]] = {}
     for frame in sorted(detections):
         if (frame - 1) % every:
             continue
-        dets = detections[frame]
-        scene = engine.update(dets, frame / fps, "bench@1")
+        dets, hidden = detections[frame]
+        scene = engine.update(dets, frame / fps, "bench@1", hidden)
+        pairs = [*zip(dets, scene.track_ids, strict=True), *scene.occluded]
         out[frame] = {tid: (d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
-                      for d, tid in zip(dets, scene.track_ids, strict=True) if tid is not None}
+                      for d, tid in pairs if tid is not None}
     return out
 
 
@@ -146,41 +149,61 @@ def box_agreement(truth: dict[int, Boxes], boxes: dict[int, list[tuple[float, fl
             f"{lone} overlap none")
 
 
+def kept_by_nms(candidates: list[Detection], floor: float, iou: float) -> tuple[list[Detection], list[Detection]]:
+    """What the model would have passed at confidence `floor` with NMS at `iou` (one class: people), and what its NMS
+    would have removed."""
+    above = [d for d in candidates if d.confidence > floor]
+    if not above:
+        return [], []
+    keep = nms(np.array([d.box for d in above]), np.array([d.confidence for d in above]), iou)
+    removed = set(range(len(above))) - {int(k) for k in keep}
+    return [above[int(k)] for k in keep], [above[k] for k in sorted(removed)]
+
+
 def accuracy(folder: Path, model_name: str) -> None:
-    """One sequence: the detector once, then each tracker setting over its detections."""
+    """One sequence: the detector once (every candidate, no NMS), then each detector and tracker setting over it."""
     config = load_config()
     model = load_model(model_name, config, make_fetcher(config))
-    floor_default = model.manifest.confidence
-    model.set_overrides(InferenceSettings(confidence=FLOOR, top_k=300))
+    floor_default, nms_default = model.manifest.confidence, model.manifest.iou
+    model.set_overrides(InferenceSettings(confidence=FLOOR, iou=1.0, top_k=1000))
     images = frames_of(folder)
     h, w = images[0].shape[:2]
     fps = fps_of(folder)
     started = time.perf_counter()
-    raw = {i + 1: [d for d in model.infer(img).detections if d.label == "person"] for i, img in enumerate(images)}
+    candidates = {i + 1: [d for d in model.infer(img).detections if d.label == "person"]
+                  for i, img in enumerate(images)}
     detect_s = time.perf_counter() - started
     gt = ground_truth(folder)
-    rows = [("defaults (detections >= manifest confidence)", floor_default, {}, 1),
-            ("no id at first sight (confirm_score 1.0)", floor_default, {"tracker": {"confirm_score": 1.0}}, 1),
-            ("low-score stage fed from 0.1", FLOOR, {}, 1),
-            ("no low-score stage (low 0.5)", floor_default, {"tracker": {"low": 0.5}}, 1),
-            ("confirm after 1 hit", floor_default, {"tracker": {"confirm_hits": 1}}, 1),
-            ("confirm after 3 hits", floor_default, {"tracker": {"confirm_hits": 3}}, 1),
-            ("lost tracks kept 2 s (max_lost_s 2)", floor_default, {"tracker": {"max_lost_s": 2.0}}, 1),
-            ("half the frame rate (every 2nd frame)", floor_default, {}, 2),
-            ("a third of the frame rate (every 3rd frame)", floor_default, {}, 3)]
+    # (name, detector confidence, NMS IoU, tracker settings, every n-th frame)
+    rows: list[tuple[str, float, float, dict[str, Any], int]] = [
+            ("defaults (detections >= manifest confidence)", floor_default, nms_default, {}, 1),
+            ("no occluded stage (occluded false)", floor_default, nms_default, {"tracker": {"occluded": False}}, 1),
+            ("no id at first sight (confirm_score 1.0)", floor_default, nms_default,
+             {"tracker": {"confirm_score": 1.0}}, 1),
+            ("low-score stage fed from 0.1", FLOOR, nms_default, {}, 1),
+            ("no low-score stage (low 0.5)", floor_default, nms_default, {"tracker": {"low": 0.5}}, 1),
+            ("confirm after 1 hit", floor_default, nms_default, {"tracker": {"confirm_hits": 1}}, 1),
+            ("confirm after 3 hits", floor_default, nms_default, {"tracker": {"confirm_hits": 3}}, 1),
+            ("lost tracks kept 2 s (max_lost_s 2)", floor_default, nms_default, {"tracker": {"max_lost_s": 2.0}}, 1),
+            ("detector confidence 0.2", 0.2, nms_default, {}, 1),
+            ("detector NMS IoU 0.55", floor_default, 0.55, {}, 1),
+            ("detector NMS IoU 0.6", floor_default, 0.6, {}, 1),
+            ("half the frame rate (every 2nd frame)", floor_default, nms_default, {}, 2),
+            ("a third of the frame rate (every 3rd frame)", floor_default, nms_default, {}, 3)]
     truth = line_counts(gt, (w, h), fps)
     print(f"{folder.name}: {len(images)} frames {w}x{h} at {fps:g} fps, {sum(len(b) for b in gt.values())} "
           f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
           f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
           + ", ".join(f"{d} {n}" for d, n in truth.items()))
-    print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h) for d in v
-                                 if d.confidence >= floor_default] for f, v in raw.items()}))
+    print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
+                                 for d in kept_by_nms(v, floor_default, nms_default)[0]]
+                             for f, v in candidates.items()}))
     head = (f"{'setting':<46} {'det recall':>10} {'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'FN':>5} {'FP':>5} "
             f"{'ms/frame':>9}  line counts (vs ground truth)")
     print(head)
     print("-" * len(head))
-    for name, floor, extra, step in rows:
-        dets = {f: [d for d in v if d.confidence >= floor] for f, v in raw.items()}
+    for name, floor, overlap, extra, step in rows:
+        dets = {f: kept_by_nms(v, floor, overlap) for f, v in candidates.items()}
         settings = SourceAnalytics.model_validate({"lines": [COUNT_LINE], **extra})
         began = time.perf_counter()
         tracks = track(dets, settings, (w, h), fps, step)
@@ -188,7 +211,7 @@ def accuracy(folder: Path, model_name: str) -> None:
         truth_here = {f: b for f, b in gt.items() if (f - 1) % step == 0}
         s = score(truth_here, tracks)
         recall = detector_recall(truth_here, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
-                                                  for d in v] for f, v in dets.items()})
+                                                  for d in v[0]] for f, v in dets.items()})
         counted = line_counts(tracks, (w, h), fps)
         lines = ", ".join(f"{d} {counted[d]} ({counted[d] - truth[d]:+d})" for d in truth)
         print(f"{name:<46} {recall:>10.3f} {s.mota:>6.3f} {s.idf1:>6.3f} {s.id_switches:>5} {s.misses:>5} "
@@ -215,7 +238,7 @@ def synthetic_scene(model_name: str) -> None:
     scene = synthetic.build(DEFAULT_SEQUENCE, fetcher.media(SAMPLE_VIDEO))
     w, h = scene.size
     began = time.perf_counter()
-    answers = [model.infer(scene.image(i)).detections for i in range(scene.frames)]
+    answers = [model.infer(scene.image(i)) for i in range(scene.frames)]
     detect_ms = 1000 * (time.perf_counter() - began) / scene.frames
     print(f"synthetic scene: {len(scene.actors)} people cut from TUD-Stadtmitte on the median background of "
           f"{SAMPLE_VIDEO}, {scene.frames} frames {w}x{h} at {synthetic.FPS:g} fps, "
@@ -321,18 +344,18 @@ def sources_with_analytics(seconds: float) -> None:
               f"skipped {r.skipped / r.seconds:.1f}/s{told}")
 
 
-def replayed_detections(model_name: str) -> list[tuple[Detection, ...]]:
+def replayed_detections(model_name: str) -> list[Inference]:
     """The detector's answers for the first REPLAY_FRAMES frames of the sample video, then the same backwards."""
     config = load_config()
     fetcher = make_fetcher(config)
     model = load_model(model_name, config, fetcher)
     capture = cv2.VideoCapture(str(fetcher.media(SAMPLE_VIDEO)))
-    answers = []
+    answers: list[Inference] = []
     while len(answers) < REPLAY_FRAMES:
         ok, image = capture.read()
         if not ok:
             break
-        answers.append(model.infer(image).detections)
+        answers.append(model.infer(image))
     capture.release()
     return answers + answers[-2:0:-1]
 
@@ -356,14 +379,14 @@ def analytics_at_full_rate(seconds: float, model_name: str) -> None:
         for i in range(SOURCES):
             k = tick + 37 * i  # each source at its own point of the replay
             frame = Frame(image, f"cam{i}", tick, 1.8e9 + tick * period)
-            inference = Inference(model_name, "1", "detect", 0.0, detections=answers[k % len(answers)])
+            inference = answers[k % len(answers)]
             scene.observe(frame, inference, to_record(frame, inference), reused=False)
             fed[i] += 1
         tick += 1
         time.sleep(max(0.0, began + tick * period - time.monotonic()))
     elapsed = time.monotonic() - began
     cpu = time.thread_time() - cpu
-    objects = sum(len(a) for a in answers) / len(answers)
+    objects = sum(len(a.detections) for a in answers) / len(answers)
     print(f"{SOURCES} sources x {SOURCE_FPS:g} fps through the scene analytics alone (a line and a zone each, "
           f"{model_name}'s answers for vtest.avi replayed, {objects:.1f} objects/frame), {elapsed:.0f} s, one thread:")
     print(f"  per source {spread([n / elapsed for n in fed])} fps (asked {SOURCE_FPS:g}), most behind schedule "

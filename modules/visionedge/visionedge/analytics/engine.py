@@ -34,13 +34,17 @@ class SceneEngine:
         self._reset_reason: str | None = None
         self._pending: list[AnalyticsEvent] = []
 
-    def update(self, detections: Sequence[Detection], timestamp: float, model: str) -> SceneFrame:
-        """Track one analysed frame's detections, move lines and zones on, and say what happened."""
+    def update(self, detections: Sequence[Detection], timestamp: float, model: str,
+               hidden: Sequence[Detection] = ()) -> SceneFrame:
+        """Track one analysed frame's detections (and the boxes NMS removed, `hidden`), move lines and zones on, and
+        say what happened."""
         if not self.settings.enabled:
             return self._frame(timestamp, model, [], (None,) * len(detections))
         boxes = np.array([d.box for d in detections], dtype=float).reshape(-1, 4)
         scores = np.array([d.confidence for d in detections], dtype=float)
-        tracks = self.tracker.update(boxes, scores, [d.label for d in detections], timestamp)
+        removed = (np.array([d.box for d in hidden], dtype=float).reshape(-1, 4), [d.label for d in hidden])
+        matched = self.tracker.update(boxes, scores, [d.label for d in detections], timestamp, removed)
+        tracks = matched.tracks
         events: list[AnalyticsEvent] = self._pending
         self._pending = []
         alive = {t.id for t in self.tracker.tracks if t.id}
@@ -54,7 +58,8 @@ class SceneEngine:
             events.extend(line.see(seen, xy, timestamp))
         for zone in self.zones:
             events.extend(zone.see(seen, xy, timestamp))
-        return self._frame(timestamp, model, events, tuple(t.id if t is not None else None for t in tracks))
+        occluded = tuple((hidden[i], track.id) for i, track in sorted(matched.occluded.items()))
+        return self._frame(timestamp, model, events, tuple(t.id if t is not None else None for t in tracks), occluded)
 
     def reset(self, reason: str) -> None:
         """End every track (a model swap): zones report their exits, the next SceneFrame says why."""
@@ -78,8 +83,8 @@ class SceneEngine:
             *(line.followed() for line in self.lines))
 
     def _frame(self, timestamp: float, model: str, events: list[AnalyticsEvent],
-               track_ids: tuple[int | None, ...]) -> SceneFrame:
+               track_ids: tuple[int | None, ...], occluded: tuple[tuple[Detection, int], ...] = ()) -> SceneFrame:
         reason, self._reset_reason = self._reset_reason, None
         occupancy = {zone.settings.name: zone.occupancy() for zone in self.zones}
         return SceneFrame(self.source_id, timestamp, model, self.geometry, occupancy, tuple(events), reason,
-                          track_ids)
+                          track_ids, occluded)

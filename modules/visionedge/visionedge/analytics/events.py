@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from visionedge.frame import Detection
+
 ZoneEventKind = Literal["enter", "exit", "dwell", "forbidden"]
 
 
@@ -59,3 +61,5 @@ class SceneFrame:
     """Why every track ended before this frame (a model swap, a geometry change), or None."""
     track_ids: tuple[int | None, ...] = ()
     """Per detection given to `update`, in its order: the id of the confirmed track it belongs to, or None."""
+    occluded: tuple[tuple[Detection, int], ...] = ()
+    """Boxes NMS removed that hold a confirmed track this frame (an object behind another), with its id."""

@@ -87,11 +87,14 @@ class SceneAnalytics:
                 engine.reset(f"model changed from {before} to {model}")
                 log.info("%s: model changed to %s: every track ended", frame.source_id, model)
             self._models[frame.source_id] = model
-            scene = engine.update(inference.detections, frame.timestamp, model)
+            scene = engine.update(inference.detections, frame.timestamp, model, inference.hidden)
             if self._reserved.get(frame.source_id, 0) - engine.tracker.next_id < ID_BLOCK // 2:
                 self._reserve(frame.source_id, engine.tracker.next_id)
         self._last_ids[frame.source_id] = list(scene.track_ids)
         _annotate(record, scene.track_ids)
+        record.setdefault("detections", []).extend(
+            {"label": d.label, "confidence": round(d.confidence, 5), "box": [round(v, 5) for v in d.box],
+             "track_id": track_id, "occluded": True} for d, track_id in scene.occluded)
         if self.into_records:
             record["scene"] = scene_json(scene)
         for listener in self.listeners:

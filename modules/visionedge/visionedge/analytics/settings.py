@@ -99,6 +99,9 @@ class TrackerSettings(_Strict):
     confirm_score: float = Field(0.8, gt=0.0, le=1.0, description="a new track whose first detection is at least "
                                  "this confident gets its id at once")
     max_lost_s: float = Field(1.0, gt=0.0, le=60.0, description="a track unseen this long ends")
+    occluded: bool = Field(True, description="a track without a box of its own is held by one NMS removed under "
+                           "another's (people walking close together), written with `occluded: true`; it neither "
+                           "moves the track nor counts on lines and zones")
 
     @model_validator(mode="after")
     def _ordered(self) -> TrackerSettings:

@@ -2,12 +2,12 @@
 camera's own frames, shadowed against it with a model update's gates, and switched to only when it agrees.
 
 Driven one short step at a time by the model manager's thread between updates, so an update and a calibration never
-overlap: sampling (one live frame a second into calibration.FrameSample), quantizing (the nice-19 child), shadow
-(shadow.await_verdict; a desired model block interrupts it), then a verdict kept beside the variants of that exact
-model file (`<variants root>/<sha256[:16]>/calibration.json`), so a restart neither repeats nor forgets it. A variant
-that agreed is moved where `runtime.variant: auto` finds it, with the agreement measured in shadow, and the serving
-model is reloaded so auto times it; one that disagreed is deleted. When the serving model file changes (an update, a
-rollback) the old file's calibrated variant is deleted and the phase starts over for the new one.
+overlap: sampling (one live frame a second into calibration.FrameSample), quantizing (the nice-19 child, killed past
+`Limits.quantize_max_s`), shadow (shadow.await_verdict; a desired model block interrupts it), then a verdict kept beside
+the variants of that exact model file (`<variants root>/<sha256[:16]>/calibration.json`), so a restart neither repeats
+nor forgets it. A variant that agreed is moved where `runtime.variant: auto` finds it, with the agreement measured in
+shadow, and the serving model is reloaded so auto times it; one that disagreed is deleted. When the serving model file
+changes (an update, a rollback) the old file's calibrated variant is deleted and the phase starts over for the new one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from visionedge.frame import Frame
 from visionedge.models.manifest import ModelManifest, load_manifest
 from visionedge.models.model import Model
 from visionedge.models.variants import kind_of
-from visionedge.modelstore.calibration import VARIANT_FILES, FrameSample, discard_variant, start_quantizer
+from visionedge.modelstore.calibration import VARIANT_FILES, FrameSample, Limits, discard_variant, start_quantizer
 from visionedge.modelstore.errors import UpdateCancelled
 from visionedge.modelstore.health import Calibrating, VariantHealth
 from visionedge.modelstore.refs import MANIFEST_FILE, MODEL_FILE
@@ -70,14 +70,16 @@ class Target:
 class CalibrationPhase:
     """One calibration at a time, for the model serving now; every state it reaches is modelHealth.variant."""
 
-    def __init__(self, manager: ModelManager, latest: LatestFn | None) -> None:
+    def __init__(self, manager: ModelManager, latest: LatestFn | None, limits: Limits | None = None) -> None:
         self.m = manager
         self.latest = latest
+        self.limits = limits or Limits()
         self.target: Target | None = None
         self.sample: FrameSample | None = None
         self.child: Popen[bytes] | None = None
         self._child_log: IO[bytes] | None = None
         self._started: float | None = None
+        self._child_started = 0.0
         self._calibration_s: float | None = None
         root = manager.store.variants_dir
         if root is not None:  # what a crash (kill -9) left: a sample, a variant without a verdict, a child's scratch
@@ -106,6 +108,8 @@ class CalibrationPhase:
             self._sample_or_start(target)
         elif self.child.poll() is not None:
             self._quantized(target)
+        elif time.monotonic() - self._child_started > self.limits.quantize_max_s:
+            self._out_of_time(target)
 
     def stop(self) -> None:
         """The module stops: end the child and delete the sample (a restart begins again)."""
@@ -157,7 +161,8 @@ class CalibrationPhase:
         """Keep the newest live frame when one is due; start the quantizer once the sample is full."""
         root = target.folder.parent
         if self.sample is None:
-            self.sample = FrameSample(root / SAMPLE_FOLDER)
+            self.sample = FrameSample(root / SAMPLE_FOLDER, max_frames=self.limits.frames,
+                                      every_s=self.limits.every_s)
             self._started = time.monotonic()
         frame = self.latest() if self.latest is not None else None
         if frame is not None:
@@ -168,9 +173,10 @@ class CalibrationPhase:
         self._child_log = tempfile.TemporaryFile(prefix="visionedge-calibration-")  # noqa: SIM115 - closed by _child_tail
         self.child = start_quantizer(target.directory / MANIFEST_FILE, target.directory / MODEL_FILE,
                                      target.directory / manifest.labels, self.sample, target.pending,
-                                     log_file=self._child_log)
-        log.info("calibrating an int8 variant of %s on %d frames of its own camera (child %d at nice 19)",
-                 target.key, self.sample.count, self.child.pid)
+                                     nice=self.limits.nice, log_file=self._child_log)
+        self._child_started = time.monotonic()
+        log.info("calibrating an int8 variant of %s on %d frames of its own camera (child %d at nice %d)",
+                 target.key, self.sample.count, self.child.pid, self.limits.nice)
         self._set(VariantHealth("quantizing", reason=f"quantizing on {self.sample.count} live frames"))
 
     def _quantized(self, target: Target) -> None:
@@ -194,6 +200,17 @@ class CalibrationPhase:
             self.target = None
         except VisionEdgeError as err:
             self._finish(target, VariantHealth("failed", reason=f"calibrated variant unusable: {first_line(err)}"))
+
+    def _out_of_time(self, target: Target) -> None:
+        """The child outran its bound (a saturated device gives the idle class no CPU): killed, its sample deleted,
+        and said once as the verdict for this model file."""
+        ran = time.monotonic() - self._child_started
+        pid = self.child.pid if self.child is not None else None
+        self._abandon()
+        log.warning("calibration of %s: the quantizing child %s ran out of time after %.1f s; killed", target.key,
+                    pid, ran)
+        self._finish(target, VariantHealth("failed", reason=f"quantizing ran out of time: killed after {ran:.1f} s "
+                                           f"(limit {self.limits.quantize_max_s:g} s)"))
 
     def _shadow(self, target: Target) -> None:
         """The variant beside the serving model on live frames, with a model update's gates (agreement at least
@@ -249,10 +266,12 @@ class CalibrationPhase:
             self.m.healthbook.change(variant=value)
 
     def _finish(self, target: Target, value: VariantHealth) -> None:
-        """A verdict: kept with the model file it is about, then reported; a refused variant is deleted."""
+        """A verdict: kept with the model file it is about, then reported; a refused variant is deleted. The folder
+        may not exist yet: a child that failed or was killed early never made it."""
         shutil.rmtree(target.pending, ignore_errors=True)
         record: dict[str, Any] = value.reported() | {"sha256": target.sha256, "model": target.key}
         try:
+            target.folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(target.folder / RECORD, record)
         except OSError as err:
             log.warning("cannot keep the calibration verdict of %s: %s", target.key, err)

@@ -1,12 +1,12 @@
 """On-device calibration's parts: the bounded sample of the camera's own frames and the low-priority child that
 quantizes it (the phase that drives them is modelstore/calibrating.py).
 
-`FrameSample` keeps one frame a second of the live stream as a JPEG on the device's own volume (count and bytes
-capped; frames never leave the device and the folder is deleted once used, or at the next start when a crash
-interrupted it). `start_quantizer` runs `models quantize` on that sample in a child process at the lowest CPU
-priority, on one core and one thread, so the serving model keeps its throughput; the child dies with the module,
-writes into a scratch folder and moves the finished variant into its output folder only at the end, so a kill -9
-leaves nothing half made and the served model untouched.
+`FrameSample` keeps one frame a second of the live stream as a JPEG on the device's own volume (count and bytes capped;
+frames never leave the device and the folder is deleted once used, or at the next start when a crash interrupted it).
+`start_quantizer` runs `models quantize` on that sample in a child process at the lowest CPU priority, on one core and
+one thread, so the serving model keeps its throughput (the phase kills it past `QUANTIZE_MAX_S`); the child dies with
+the module, writes into a scratch folder and moves the finished variant into its output folder only at the end, so a
+kill -9 leaves nothing half made and the served model untouched.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import cv2
 
 from visionedge.config import RuntimeSettings
+from visionedge.errors import VisionEdgeError, first_line
 from visionedge.frame import Frame
 from visionedge.models.manifest import load_manifest
 
@@ -40,10 +42,29 @@ SAMPLE_EVERY_S = 1.0
 """Seconds between kept frames, so the sample spreads over the scene's changes rather than one moment."""
 NICE = 19
 """The child's CPU priority: it yields to the serving model, which keeps its throughput."""
+QUANTIZE_MAX_S = 3600.0
+"""How long the quantizing child may run before it is killed and the calibration fails. In the idle class it gets
+only CPU time nobody else wants, so on a saturated device it could wait forever, holding the sample on disk. Here it
+took 2.1 s alone (SqueezeNet, 24 frames; YOLOX-nano 4.2 s) and 26-52 s beside a pipeline running flat out (0.05-0.07
+of a core; docs/benchmarks.md): an hour is 70 times that, room for a core ten times slower, and still an end."""
 SCRATCH_PREFIX = ".calibrating-"
 PR_SET_PDEATHSIG = 1
+QUIET_RUNPY = "ignore::RuntimeWarning:runpy"
+"""runpy warns that the package imported this module before `-m` ran it; harmless, but it would be the last line of
+a child killed before it wrote anything, which the phase reports as the reason."""
 VARIANT_FILES = ("int8.onnx", "int8.yaml")
 """Moved in this order: the manifest last, since discovery reads manifests."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds of one on-device calibration; the defaults serve devices, tests shrink them to stay quick (and
+    raise the child's priority on a shared test machine, where the idle class may get no CPU at all)."""
+
+    frames: int = SAMPLE_FRAMES
+    every_s: float = SAMPLE_EVERY_S
+    quantize_max_s: float = QUANTIZE_MAX_S
+    nice: int = NICE
 
 
 class FrameSample:
@@ -100,8 +121,8 @@ def start_quantizer(manifest: Path, model_path: Path, labels: Path, sample: Fram
     for stale in out_folder.glob(f"{SCRATCH_PREFIX}*"):  # left by a child killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     half = max(1, sample.count // 2)
-    command = [sys.executable, "-m", "visionedge.modelstore.calibration", str(manifest), str(model_path), str(labels),
-               str(sample.folder), str(out_folder), "--frames", str(half)]
+    command = [sys.executable, "-W", QUIET_RUNPY, "-m", "visionedge.modelstore.calibration", str(manifest),
+               str(model_path), str(labels), str(sample.folder), str(out_folder), "--frames", str(half)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=log_file or subprocess.DEVNULL, preexec_fn=lambda: _low_priority(nice))
@@ -150,6 +171,15 @@ def _child(argv: Sequence[str]) -> int:
     return 0
 
 
+def _main(argv: Sequence[str]) -> int:
+    """The child's entry: a failure it can explain is one line on stderr (the phase reports the last line)."""
+    try:
+        return _child(argv)
+    except VisionEdgeError as err:
+        sys.stderr.write(f"{first_line(err)}\n")
+        return 1
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    sys.exit(_child(sys.argv[1:]))
+    sys.exit(_main(sys.argv[1:]))

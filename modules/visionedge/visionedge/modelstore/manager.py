@@ -38,6 +38,7 @@ from visionedge.config import (
 from visionedge.errors import VisionEdgeError, first_line
 from visionedge.models.model import Model
 from visionedge.modelstore.calibrating import CalibrationPhase, LatestFn
+from visionedge.modelstore.calibration import Limits
 from visionedge.modelstore.health import HealthBook, HealthFn, ModelHealth
 from visionedge.modelstore.jobs import Job, as_ref, pair
 from visionedge.modelstore.ledger import Acknowledger, DeliveryLedger, ReportFn
@@ -76,11 +77,12 @@ class ModelManager:
                  runtime: RuntimeSettings | None = None, inference: InferenceSettings | None = None,
                  rollback: RollbackSettings | None = None, shadow: ShadowSettings | None = None,
                  attach_shadow: AttachFn | None = None, report_health: HealthFn | None = None,
-                 latest_frame: LatestFn | None = None) -> None:
+                 latest_frame: LatestFn | None = None, calibration: Limits | None = None) -> None:
         """swap(model) hears of each change of the serving model; attach_shadow(shadow) puts a candidate beside the
         live pipeline's model (None takes it away): without it there are no live frames to compare on and the shadow
         phase is skipped. report_health receives the `modelHealth` block whenever it changes. latest_frame() gives
-        the newest analysed frame, which `runtime.calibrate: on-device` samples (none: no calibration)."""
+        the newest analysed frame, which `runtime.calibrate: on-device` samples (none: no calibration) within the
+        `calibration` limits."""
         self.store = store
         self.attach_shadow = attach_shadow
         self._rollback = rollback or RollbackSettings()
@@ -104,7 +106,7 @@ class ModelManager:
                                  last_error="; ".join(store.load_errors))
         self.healthbook = HealthBook(store.root / HEALTH_FILE, pair(key), report_health)
         self.phases = PhaseBook(self.healthbook)
-        self.calibration = CalibrationPhase(self, latest_frame)
+        self.calibration = CalibrationPhase(self, latest_frame, calibration)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 

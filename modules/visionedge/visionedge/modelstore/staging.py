@@ -21,7 +21,7 @@ from visionedge.models.catalog import ASSETS, Asset
 from visionedge.models.fetch import Fetcher
 from visionedge.models.manifest import ModelManifest
 from visionedge.models.model import Model
-from visionedge.models.variants import open_model
+from visionedge.models.variants import Timer, open_model, time_models
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.refs import (
     MANIFEST_FILE,
@@ -43,7 +43,7 @@ MANIFEST_MAX_BYTES = 1 << 20
 
 def fill(resolved: Resolved, directory: Path, policy: DownloadPolicy, fetcher: Fetcher | None,
          runtime: RuntimeSettings, progress: StageProgress, cancel: threading.Event,
-         variants_dir: Path | None = None) -> Model:
+         variants_dir: Path | None = None, timer: Timer = time_models) -> Model:
     """Put model, labels and manifest into directory; return the Model whose construction validated them."""
     ref = resolved.ref
     model_path = directory / MODEL_FILE
@@ -72,17 +72,17 @@ def fill(resolved: Resolved, directory: Path, policy: DownloadPolicy, fetcher: F
             _copy_asset(fetcher, ASSETS[source], labels_path)
     _check(cancel)
     progress("validating", None)
-    model = construct(manifest, model_path, labels_path, runtime, variants_dir)
+    model = construct(manifest, model_path, labels_path, runtime, variants_dir, timer)
     _write_manifest(directory / MANIFEST_FILE, manifest)
     return model
 
 
 def construct(manifest: ModelManifest, model_path: Path, labels_path: Path, runtime: RuntimeSettings,
-              variants_dir: Path | None = None) -> Model:
+              variants_dir: Path | None = None, timer: Timer = time_models) -> Model:
     """Model(...) loads, checks the signature and labels, and runs the finite smoke inference; failures are 400s.
-    With `variants_dir`, the variant `runtime.variant` asks for is chosen (timed when `auto`)."""
+    With `variants_dir`, the variant `runtime.variant` asks for is chosen (timed by `timer` when `auto`)."""
     try:
-        return open_model(manifest, model_path, labels_path, runtime, variants_dir)
+        return open_model(manifest, model_path, labels_path, runtime, variants_dir, timer)
     except (ModelError, AcceleratorError) as err:
         raise UpdateRejected(str(err)) from err
     except Exception as err:  # a decoder or preprocess bug on an odd model must reject it, not kill the manager

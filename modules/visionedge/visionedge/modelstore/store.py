@@ -34,7 +34,7 @@ from visionedge.models.catalog import DEFAULT_MODEL
 from visionedge.models.fetch import Fetcher
 from visionedge.models.manifest import load_manifest
 from visionedge.models.model import Model
-from visionedge.models.variants import variants_root
+from visionedge.models.variants import Timer, time_models, variants_root
 from visionedge.modelstore.errors import UpdateCancelled, UpdateFailed, UpdateRejected
 from visionedge.modelstore.refs import MANIFEST_FILE, MODEL_FILE, Resolved, resolve
 from visionedge.modelstore.staging import StageProgress, construct, fill
@@ -75,10 +75,12 @@ class ModelStore:
     """Owns versions/, staging/ and the pointer; one writer (the manager thread), readers from any thread."""
 
     def __init__(self, root: Path, policy: DownloadPolicy | None = None, fetcher: Fetcher | None = None,
-                 keep: int = 3, variants_dir: Path | None = None) -> None:
+                 keep: int = 3, variants_dir: Path | None = None, timer: Timer = time_models) -> None:
         self.root = root
         self.variants_dir = variants_dir
         """Where `models quantize` put variants of model files; None = run the installed file as it is."""
+        self.timer = timer
+        """How `runtime.variant: auto` times the variants of a file it loads (tests time a measured-slow one)."""
         self.versions_dir = root / "versions"
         self.staging_dir = root / "staging"
         self.fetcher = fetcher
@@ -172,7 +174,7 @@ class ModelStore:
         try:
             directory.mkdir()
             model = fill(resolved, directory, self.policy, self.fetcher, runtime, progress or _ignore_progress,
-                         cancel, self.variants_dir)
+                         cancel, self.variants_dir, self.timer)
             if cancel.is_set():
                 raise UpdateCancelled("cancelled")
             self._write_info(directory, resolved)
@@ -216,7 +218,8 @@ class ModelStore:
         except (FetchError, OSError, KeyError, TypeError, ValueError) as err:
             raise ModelError(f"installed model {key} is damaged: {err}") from err
         manifest = load_manifest(directory / MANIFEST_FILE)
-        return construct(manifest, directory / MODEL_FILE, directory / manifest.labels, runtime, self.variants_dir)
+        return construct(manifest, directory / MODEL_FILE, directory / manifest.labels, runtime, self.variants_dir,
+                         self.timer)
 
     # ---- the pointer ---------------------------------------------------------------------------------------
 

@@ -65,10 +65,19 @@ def classwise_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, io
     return nms(boxes + offset, scores, iou)
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One frame's boxes: those NMS kept (the result) and those it removed under a more confident box of their class
+    (a person walking behind another: what a tracker may use to keep following them, never a result)."""
+
+    kept: tuple[Detection, ...]
+    removed: tuple[Detection, ...] = ()
+
+
 def detections_from_scores(
     cxcywh: np.ndarray, scores: np.ndarray, labels: Sequence[str], geometry: Geometry, t: Thresholds,
     multi_label: bool,
-) -> tuple[Detection, ...]:
+) -> Found:
     """Threshold per (box, class) or per box's best class, class-wise NMS, boxes back to the original frame."""
     if multi_label:
         rows, classes = np.nonzero(scores > t.confidence)
@@ -77,20 +86,27 @@ def detections_from_scores(
         rows = np.nonzero(scores[np.arange(scores.shape[0]), best] > t.confidence)[0]
         classes = best[rows]
     if rows.size == 0:
-        return ()
+        return Found(())
     conf = scores[rows, classes]
     c = cxcywh[rows]
     half = c[:, 2:4] / 2.0
     boxes = np.concatenate([c[:, :2] - half, c[:, :2] + half], axis=1)
-    keep = classwise_nms(boxes, conf, classes, t.iou)[: t.top_k]
+    order = classwise_nms(boxes, conf, classes, t.iou)
+    keep = order[: t.top_k]
+    removed = np.ones(len(conf), dtype=bool)
+    removed[order] = False
+    gone = np.nonzero(removed)[0]
+    gone = gone[np.argsort(-conf[gone], kind="stable")][: t.top_k]
     norm = np.array(
         [geometry.scale_x * geometry.orig_w, geometry.scale_y * geometry.orig_h] * 2, dtype=np.float32
     )
-    out = np.clip(boxes[keep] / norm, 0.0, 1.0)
-    return tuple(
-        Detection(labels[int(k)], float(s), (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-        for k, s, b in zip(classes[keep], conf[keep], out, strict=True)
-    )
+
+    def found(picked: np.ndarray) -> tuple[Detection, ...]:
+        out = np.clip(boxes[picked] / norm, 0.0, 1.0)
+        return tuple(Detection(labels[int(k)], float(s), (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+                     for k, s, b in zip(classes[picked], conf[picked], out, strict=True))
+
+    return Found(found(keep), found(gone))
 
 
 class Decoder(ABC):
@@ -130,13 +146,18 @@ class Detector(Decoder):
     task = "detect"
 
     @abstractmethod
+    def boxes(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> Found:
+        """Boxes above the confidence threshold: those class-wise NMS kept, and those it removed (may be none)."""
+
     def __call__(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> tuple[Detection, ...]:
         """Boxes above the confidence threshold after class-wise NMS."""
+        return self.boxes(outputs, geometry, t).kept
 
     def inference(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds, *, model: tuple[str, str],
                   inference_ms: float) -> Inference:
         """Decode one frame's outputs into what `model` (name, version) concluded."""
-        return Inference(model[0], model[1], self.task, inference_ms, detections=self(outputs, geometry, t))
+        found = self.boxes(outputs, geometry, t)
+        return Inference(model[0], model[1], self.task, inference_ms, detections=found.kept, hidden=found.removed)
 
 
 class DecoderSpecBase(BaseModel):

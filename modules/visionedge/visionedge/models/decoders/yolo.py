@@ -9,11 +9,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visionedge.errors import ModelError
-from visionedge.frame import Detection, Geometry
+from visionedge.frame import Geometry
 from visionedge.models.decoders.base import (
     Decoder,
     DecoderSpecBase,
     Detector,
+    Found,
     OutputShapes,
     Thresholds,
     detections_from_scores,
@@ -49,7 +50,7 @@ class YoloAnchorDecoder(Detector):
                 )
             self.heads.append((name, anchors))
 
-    def __call__(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> tuple[Detection, ...]:
+    def boxes(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> Found:
         """Decode all heads, then one class-wise NMS across them."""
         n_cls = len(self.labels)
         boxes, scores = [], []

@@ -9,11 +9,12 @@ import numpy as np
 from pydantic import Field
 
 from visionedge.errors import ModelError
-from visionedge.frame import Detection, Geometry
+from visionedge.frame import Geometry
 from visionedge.models.decoders.base import (
     Decoder,
     DecoderSpecBase,
     Detector,
+    Found,
     OutputShapes,
     Thresholds,
     detections_from_scores,
@@ -40,7 +41,7 @@ class YoloxDecoder(Detector):
         self.grid = np.concatenate(grids).astype(np.float32)
         self.stride = np.concatenate(strides).astype(np.float32)
 
-    def __call__(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> tuple[Detection, ...]:
+    def boxes(self, outputs: dict[str, np.ndarray], geometry: Geometry, t: Thresholds) -> Found:
         """Decode every cell at once."""
         pred = np.asarray(outputs[self.output], dtype=np.float32).reshape(-1, 5 + len(self.labels))
         if pred.shape[0] != self.grid.shape[0]:
