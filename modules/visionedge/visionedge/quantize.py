@@ -50,7 +50,8 @@ class Recipe:
     """How one model family is quantized: what stays in float and how activation ranges are calibrated."""
 
     stem_convs: int
-    """Leading convolutions kept in float: they see raw 0..255 pixels, whose wide range one uint8 scale crushes."""
+    """The graph before the (stem_convs + 1)-th convolution stays in float, activations included: it sees raw 0..255
+    pixels, whose wide range one uint8 scale crushes, and its error would run through every later layer."""
     float_tail: bool = True
     """Nodes after the last convolution (pooling, softmax, YOLOX's sigmoid/concat/reshape decode) kept in float."""
     float_last_convs: bool = False
@@ -79,7 +80,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "classify": Recipe(stem_convs=4),
-    "detect": Recipe(stem_convs=0, float_tail=False),
+    "detect": Recipe(stem_convs=3, float_tail=False),
 }
 """Per task, from the levers measured in docs/benchmarks.md: SqueezeNet keeps its stem through the first fire module
 in float (the convolutions that lose the most SQNR, and a first convolution slower in int8 than in float);
@@ -87,8 +88,9 @@ YOLOX-nano keeps nothing (float nodes cost more in Q/DQ than they save; no float
 
 
 def float_nodes(graph: Any, recipe: Recipe) -> list[str]:
-    """Names of the nodes `recipe` keeps in float: the first convolutions, the last ones, and what follows them."""
+    """Names of the nodes `recipe` keeps in float: the stem, the last convolutions, and what follows them."""
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    stem_end = [n.name for n in graph.node].index(convs[recipe.stem_convs]) if recipe.stem_convs < len(convs) else None
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -97,7 +99,7 @@ def float_nodes(graph: Any, recipe: Recipe) -> list[str]:
     for node in reversed(graph.node):  # topological order: consumers are decided first
         if any(c.op_type == "Conv" or c.name in feeds_conv for o in node.output for c in consumers.get(o, [])):
             feeds_conv.add(node.name)
-    kept = convs[:recipe.stem_convs]
+    kept = [n.name for n in graph.node[:stem_end]] if recipe.stem_convs else []
     if recipe.float_last_convs:
         kept += [name for name in convs if name not in feeds_conv]
     if recipe.float_tail:
