@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from visionedge.models.fetch import resolve_model
 from visionedge.models.manifest import load_manifest
 from visionedge.models.model import Model
 from visionedge.models.variants import Candidate, choose, open_model, time_models, variants_folder
+from visionedge.quantize import RECIPES, float_nodes
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,16 @@ def test_asking_for_a_variant_that_does_not_exist_says_how_to_make_one(squeezene
                    RuntimeSettings(variant="int8"), tmp_path)
     assert str(err.value) == ("runtime.variant int8: squeezenet 1.1-winml-fp16 has no int8 variant of "
                               "squeezenet1.1_fp16.onnx (here: fp16; `visionedge models quantize` makes one)")
+
+
+def test_a_detector_keeps_one_float_stem_its_first_three_convolutions_with_their_silus(fetcher):
+    """YOLOX-nano's stem stays float as one region from the input, so one QuantizeLinear follows it and no Q/DQ pair
+    sits between float and int8 nodes further on (scattered float nodes made int8 slower than fp32)."""
+    graph = onnx.load(str(resolve_model("yolox-nano", fetcher).model_path)).graph
+    kept = float_nodes(graph, RECIPES["detect"])
+    assert kept == [node.name for node in graph.node[:len(kept)]], "a prefix of the graph"
+    ops = Counter(node.op_type for node in graph.node if node.name in kept)
+    assert (ops["Conv"], ops["Sigmoid"], ops["Mul"], ops["Concat"]) == (3, 3, 3, 1), "Focus, then 3 x conv + SiLU"
 
 
 def test_a_variant_of_another_file_is_never_used(variants, squeezenet, tmp_path):
