@@ -56,7 +56,7 @@ def test_quantize_writes_an_int8_qdq_model_with_a_manifest_saying_how_it_was_mad
     assert info.calibration_frames == 13, "6 spread over the video, and each of the 7 images"
     assert info.settings == {"format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
                              "calibration": "MinMax", "opset": 13, "float_stem_convs": 4, "float_tail": True,
-                             "float_last_convs": False, "float_nodes": 14, "concat_shared_range": True}, \
+                             "float_nodes": 14, "concat_shared_range": True}, \
         "conv1 to fire2's concat (4 convolutions, their Relus, a MaxPool, the Concat), pool..softmax"
     assert info.agreement_frames == 30
     assert (manifest.name, manifest.version, manifest.task) == ("squeezenet", "1.1-winml-fp16", "classify")

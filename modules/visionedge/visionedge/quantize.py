@@ -54,10 +54,6 @@ class Recipe:
     pixels, whose wide range one uint8 scale crushes, and its error would run through every later layer."""
     float_tail: bool = True
     """Nodes after the last convolution (pooling, softmax, YOLOX's sigmoid/concat/reshape decode) kept in float."""
-    float_last_convs: bool = False
-    """The convolutions that feed no other one (YOLOX's box, objectness and class predictions) kept in float."""
-    op_types: tuple[str, ...] = ()
-    """Only these operator types are quantized; () = every type onnxruntime can."""
     calibration: str = "MinMax"
     percentile: float = 99.999
     concat_shared_range: bool = True
@@ -69,12 +65,10 @@ class Recipe:
         made: dict[str, str | int | float | bool] = {
             "format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
             "calibration": self.calibration, "opset": MIN_OPSET, "float_stem_convs": self.stem_convs,
-            "float_tail": self.float_tail, "float_last_convs": self.float_last_convs, "float_nodes": float_nodes,
+            "float_tail": self.float_tail, "float_nodes": float_nodes,
             "concat_shared_range": self.concat_shared_range}
         if self.calibration == "Percentile":
             made["percentile"] = self.percentile
-        if self.op_types:
-            made["op_types"] = ",".join(self.op_types)
         return made
 
 
@@ -88,7 +82,7 @@ YOLOX-nano its first three convolutions with their SiLUs (detection F1 0.91 -> 0
 
 
 def float_nodes(graph: Any, recipe: Recipe) -> list[str]:
-    """Names of the nodes `recipe` keeps in float: the stem, the last convolutions, and what follows them."""
+    """Names of the nodes `recipe` keeps in float: the stem, and what follows the last convolutions."""
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     stem_end = [n.name for n in graph.node].index(convs[recipe.stem_convs]) if recipe.stem_convs < len(convs) else None
     consumers: dict[str, list[Any]] = {}
@@ -100,8 +94,6 @@ def float_nodes(graph: Any, recipe: Recipe) -> list[str]:
         if any(c.op_type == "Conv" or c.name in feeds_conv for o in node.output for c in consumers.get(o, [])):
             feeds_conv.add(node.name)
     kept = [n.name for n in graph.node[:stem_end]] if recipe.stem_convs else []
-    if recipe.float_last_convs:
-        kept += [name for name in convs if name not in feeds_conv]
     if recipe.float_tail:
         fused = ("Conv", "Relu")  # a Relu after the last convolution is quantized fused into it
         kept += [n.name for n in graph.node if n.op_type not in fused and n.name not in feeds_conv]
@@ -253,8 +245,7 @@ def quantize(resolved: ResolvedModel, out_dir: Path, calibration: Sequence[Path]
                 extra["TensorQuantOverrides"] = concat_overrides(graph, calibrator.compute_data().data, kept)
             quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            calibrate_method=method, nodes_to_exclude=kept,
-                            op_types_to_quantize=list(recipe.op_types) or None, extra_options=extra)
+                            calibrate_method=method, nodes_to_exclude=kept, extra_options=extra)
         log.debug("calibration: %s", chatter.getvalue().strip())
         outputs = [("int8", int8, recipe.settings(len(kept)))]
         outputs += [("fp32", fp32, {"upcast_from": "fp16"})] if upcast else []
