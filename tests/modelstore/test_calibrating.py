@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from visionedge.config import ShadowSettings
 from visionedge.download import sha256_file
+from visionedge.durable import read_json
 from visionedge.models.fetch import Fetcher, ResolvedModel, resolve_model
 from visionedge.models.model import Model
 from visionedge.models.variants import kind_of, time_models
@@ -132,6 +133,15 @@ def test_an_int8_variant_that_agrees_but_runs_slower_here_is_kept_aside_and_fp16
     assert states_seen(again) == ["slower"], "not calibrated again"
     assert status_variant(again)["chosen"] == "fp16"
     assert kind_of(again.manager.model) == "fp16"
+
+    again.stop()  # a start where int8 times fastest (nothing slowed): the verdict follows what serves
+    third = make_harness(video=street, shadow=GATES, root=root, wiring=wiring(variants))
+    now = verdict(third, ("int8",))
+    assert kind_of(third.manager.model) == "int8"
+    assert now["agreement"] == block["agreement"], "the agreement stays as measured in shadow"
+    assert now["reason"].startswith("agreed in shadow; int8 runs fastest here now (fastest qualifying: int8"), now
+    assert states_seen(third) == ["slower", "int8"], "not calibrated again"
+    assert (read_json(folder / RECORD) or {}).get("state") == "int8", "kept for the next start"
 
 
 def test_a_quantize_that_fails_is_said_once_the_served_model_keeps_serving_and_an_update_starts_over(

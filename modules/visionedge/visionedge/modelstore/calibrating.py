@@ -102,6 +102,8 @@ class CalibrationPhase:
         if self.target != target:
             self._begin(target)
         state = self.now().state
+        if state in ("int8", "slower"):
+            self._follow_auto(target)
         if state in DONE:
             return
         if self.child is None:
@@ -249,6 +251,21 @@ class CalibrationPhase:
             f"agreed, but {chosen} runs faster here ({served.variant.reason if served.variant else ''})"
         log.info("calibrated int8 variant of %s agreed (%s); serving %s", target.key, verdict.reason, chosen)
         self._finish(target, replace(done, state=state, reason=reason))
+
+    def _follow_auto(self, target: Target) -> None:
+        """An agreed variant's verdict says what serves now: every load times the variants again, so a quiet or busy
+        start (or a runtime change) can turn `slower` into `int8` and back; the agreement stays as measured."""
+        served = self.m.serving.model
+        chosen = kind_of(served)
+        state: Calibrating = "int8" if chosen == "int8" else "slower"
+        now = self.now()
+        if state == now.state:
+            return
+        timed = served.variant.reason if served.variant else ""
+        reason = f"agreed in shadow; int8 runs fastest here now ({timed})" if state == "int8" else \
+            f"agreed, but {chosen} runs faster here ({timed})"
+        log.info("calibrated int8 variant of %s: %s", target.key, reason)
+        self._finish(target, replace(now, state=state, reason=reason))
 
     def _interrupted(self) -> str | None:
         """A stop, a desired model block, a rollbackModel call or calibration turned off ends the calibration's
