@@ -114,8 +114,7 @@ class Detect(Task):
 
     def record_fields(self, inference: Inference) -> dict[str, Any]:
         """Detections with boxes, and every object counted per label."""
-        return {"detections": [{"label": d.label, "confidence": round(d.confidence, 5),
-                                "box": [round(v, 5) for v in d.box]} for d in inference.detections],
+        return {"detections": [detection_record(d) for d in inference.detections],
                 "counts": dict(Counter(d.label for d in inference.detections))}
 
     def agreement(self, active: Inference, candidate: Inference) -> tuple[float, float | None]:
@@ -134,6 +133,11 @@ TASKS: Final[dict[str, Task]] = {"detect": Detect(), "classify": Classify()}
 def task_of(name: str) -> Task:
     """The task called `name` (a manifest's or a result's `task`)."""
     return TASKS[name]
+
+
+def detection_record(d: Detection) -> dict[str, Any]:
+    """One detection as a result record holds it (schema 1.0)."""
+    return {"label": d.label, "confidence": round(d.confidence, 5), "box": [round(v, 5) for v in d.box]}
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-sequences", nargs="+", type=Path, default=[DEFAULT_SEQUENCE],
                         help="tracking: MOTChallenge sequence folders (default: shared TUD-Stadtmitte)")
     parser.add_argument("--tracking-model", default="yolox-nano", help="tracking: the detector (built-in name)")
+    parser.add_argument("--tracking-variants", nargs="+", default=["auto"],
+                        help="tracking: runtime.variant of each accuracy run (default auto, as a user's config; e.g. "
+                        "fp32 int8 to compare the deployed file with its int8 variant)")
     parser.add_argument("--tracking-seconds", type=float, default=20.0,
                         help="tracking: seconds of each 8-source run, analytics off and on (default 20)")
 
@@ -160,9 +163,12 @@ def kept_by_nms(candidates: list[Detection], floor: float, iou: float) -> tuple[
     return [above[int(k)] for k in keep], [above[k] for k in sorted(removed)]
 
 
-def accuracy(folder: Path, model_name: str) -> None:
-    """One sequence: the detector once (every candidate, no NMS), then each detector and tracker setting over it."""
+def accuracy(folder: Path, model_name: str, variant: str = "auto") -> None:
+    """One sequence: the detector once (every candidate, no NMS), then each detector and tracker setting over it;
+    `variant` is runtime.variant (auto picks int8 once variants exist, and its detections differ)."""
     config = load_config()
+    runtime = config.desired.runtime.model_copy(update={"variant": variant})
+    config = config.model_copy(update={"desired": config.desired.model_copy(update={"runtime": runtime})})
     model = load_model(model_name, config, make_fetcher(config))
     floor_default, nms_default = model.manifest.confidence, model.manifest.iou
     model.set_overrides(InferenceSettings(confidence=FLOOR, iou=1.0, top_k=1000))
@@ -193,6 +199,7 @@ def accuracy(folder: Path, model_name: str) -> None:
     truth = line_counts(gt, (w, h), fps)
     print(f"{folder.name}: {len(images)} frames {w}x{h} at {fps:g} fps, {sum(len(b) for b in gt.values())} "
           f"ground-truth boxes of {len({i for b in gt.values() for i in b})} people; {model_name} "
+          f"({model.variant.chosen if model.variant else 'deployed file'}, variant {variant}) "
           f"{1000 * detect_s / len(images):.0f} ms/frame; line {COUNT_LINE['name']} on ground truth: "
           + ", ".join(f"{d} {n}" for d, n in truth.items()))
     print(box_agreement(gt, {f: [(d.box[0] * w, d.box[1] * h, d.box[2] * w, d.box[3] * h)
@@ -399,8 +406,9 @@ def run(args: argparse.Namespace) -> int:
     print(machine_line())
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     for folder in args.tracking_sequences:
-        accuracy(folder, args.tracking_model)
-        print()
+        for variant in args.tracking_variants:
+            accuracy(folder, args.tracking_model, variant)
+            print()
     synthetic_scene(args.tracking_model)
     print()
     cost()

@@ -20,6 +20,7 @@ from visionedge.analytics.records import scene_json
 from visionedge.analytics.settings import SourceAnalytics
 from visionedge.durable import read_json, write_json_atomic
 from visionedge.frame import Frame, Inference
+from visionedge.tasks import detection_record
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class SceneAnalytics:
         self._last_ids[frame.source_id] = list(scene.track_ids)
         _annotate(record, scene.track_ids)
         record.setdefault("detections", []).extend(
-            {"label": d.label, "confidence": round(d.confidence, 5), "box": [round(v, 5) for v in d.box],
-             "track_id": track_id, "occluded": True} for d, track_id in scene.occluded)
+            detection_record(d) | {"track_id": track_id, "occluded": True} for d, track_id in scene.occluded)
         if self.into_records:
             record["scene"] = scene_json(scene)
         for listener in self.listeners:

@@ -33,7 +33,7 @@ from visionedge.models.model import Model
 from visionedge.models.variants import kind_of
 from visionedge.modelstore.calibration import VARIANT_FILES, FrameSample, Limits, discard_variant, start_quantizer
 from visionedge.modelstore.errors import UpdateCancelled
-from visionedge.modelstore.health import Calibrating, VariantHealth
+from visionedge.modelstore.health import VariantHealth
 from visionedge.modelstore.refs import MANIFEST_FILE, MODEL_FILE
 from visionedge.modelstore.shadow import Shadow, await_verdict
 
@@ -245,27 +245,17 @@ class CalibrationPhase:
             return
         _adopt(target, manifest, figures.frames, figures.agreement, figures.latency_ratio)
         served = m.serving.reload(runtime)  # auto times the new variant against the deployed file
-        chosen = kind_of(served)
-        state: Calibrating = "int8" if chosen == "int8" else "slower"
-        reason = verdict.reason if chosen == "int8" else \
-            f"agreed, but {chosen} runs faster here ({served.variant.reason if served.variant else ''})"
-        log.info("calibrated int8 variant of %s agreed (%s); serving %s", target.key, verdict.reason, chosen)
-        self._finish(target, replace(done, state=state, reason=reason))
+        log.info("calibrated int8 variant of %s agreed (%s); serving %s", target.key, verdict.reason, kind_of(served))
+        self._finish(target, _agreed(done, served, verdict.reason))
 
     def _follow_auto(self, target: Target) -> None:
         """An agreed variant's verdict says what serves now: every load times the variants again, so a quiet or busy
         start (or a runtime change) can turn `slower` into `int8` and back; the agreement stays as measured."""
-        served = self.m.serving.model
-        chosen = kind_of(served)
-        state: Calibrating = "int8" if chosen == "int8" else "slower"
-        now = self.now()
-        if state == now.state:
-            return
-        timed = served.variant.reason if served.variant else ""
-        reason = f"agreed in shadow; int8 runs fastest here now ({timed})" if state == "int8" else \
-            f"agreed, but {chosen} runs faster here ({timed})"
-        log.info("calibrated int8 variant of %s: %s", target.key, reason)
-        self._finish(target, replace(now, state=state, reason=reason))
+        now, served = self.now(), self.m.serving.model
+        value = _agreed(now, served, f"agreed in shadow; int8 runs fastest here now ({_timings(served)})")
+        if value.state != now.state:
+            log.info("calibrated int8 variant of %s: %s", target.key, value.reason)
+            self._finish(target, value)
 
     def _interrupted(self) -> str | None:
         """A stop, a desired model block, a rollbackModel call or calibration turned off ends the calibration's
@@ -322,6 +312,20 @@ class CalibrationPhase:
             handle.seek(0)
             lines = handle.read().decode(errors="replace").strip().splitlines()
         return lines[-1][:200] if lines else ""
+
+
+def _timings(served: Model) -> str:
+    """How auto chose the file that serves (its timings), or nothing when no choice was made."""
+    return served.variant.reason if served.variant else ""
+
+
+def _agreed(figures: VariantHealth, served: Model, int8_reason: str) -> VariantHealth:
+    """The verdict of a variant that agreed, from what auto serves: `int8` (saying `int8_reason`), or `slower` with
+    the timings that chose the deployed file."""
+    if kind_of(served) == "int8":
+        return replace(figures, state="int8", reason=int8_reason)
+    return replace(figures, state="slower", reason=f"agreed, but {kind_of(served)} runs faster here "
+                   f"({_timings(served)})")
 
 
 def _adopt(target: Target, manifest: ModelManifest, frames: int, agreement: float | None,

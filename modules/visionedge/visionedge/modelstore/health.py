@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from visionedge.compare import Figures
 from visionedge.durable import read_json, write_json_atomic
@@ -24,7 +24,7 @@ Calibrating = Literal["off", "sampling", "quantizing", "shadow", "int8", "slower
 int8 (switched), slower (agreed, but the deployed file runs faster here), refused (disagreed: fp kept) or failed."""
 VARIANT_REASON_CHARS = 120
 """The variant's reason shares modelHealth's 4 KB with the update's own (its verdicts are one short line)."""
-CALIBRATING = ("off", "sampling", "quantizing", "shadow", "int8", "slower", "refused", "failed")
+CALIBRATING = get_args(Calibrating)
 REASON_CHARS = 200
 HealthFn = Callable[[dict[str, Any]], None]
 

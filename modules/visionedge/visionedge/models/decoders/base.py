@@ -102,9 +102,9 @@ def detections_from_scores(
     )
 
     def found(picked: np.ndarray) -> tuple[Detection, ...]:
-        out = np.clip(boxes[picked] / norm, 0.0, 1.0)
-        return tuple(Detection(labels[int(k)], float(s), (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-                     for k, s, b in zip(classes[picked], conf[picked], out, strict=True))
+        out = np.clip(boxes[picked] / norm, 0.0, 1.0).tolist()  # one conversion per array, not per number
+        return tuple(Detection(labels[k], s, (b[0], b[1], b[2], b[3]))
+                     for k, s, b in zip(classes[picked].tolist(), conf[picked].tolist(), out, strict=True))
 
     return Found(found(keep), found(gone))
 
