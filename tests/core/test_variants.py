@@ -17,7 +17,7 @@ from visionedge.models.fetch import resolve_model
 from visionedge.models.manifest import load_manifest
 from visionedge.models.model import Model
 from visionedge.models.variants import Candidate, choose, open_model, time_models, variants_folder
-from visionedge.quantize import RECIPES, float_nodes
+from visionedge.quantize import RECIPES, float_nodes, picked_frames, sample_frames
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +173,18 @@ def test_a_variant_of_another_file_is_never_used(variants, squeezenet, tmp_path)
     finally:
         manifest["variant"]["reference_sha256"] = sha256_file(squeezenet.model_path)
         (folder / "int8.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
+
+
+def test_agreement_is_measured_only_on_frames_the_calibration_never_saw(street, media):
+    """A short clip (179 frames) calibrated on 20 of its frames still gives its share of 100 measuring frames, none
+    calibrated on; a photo calibrates and is then used up (before, picks "between" those gave a short clip none)."""
+    photo = media("kitten_224.png")
+    calibrated = list(sample_frames([street, photo], 20))
+    seen = picked_frames([street, photo], calibrated)
+    assert len(seen) == 21, "20 spread over the clip, and the photo"
+    assert (photo, 0) in seen
+    measured = list(sample_frames([street, photo], 100, seen))
+    assert len(measured) == 99, "the clip's share of 100 (179 of 180 frames); before, none"
+    assert not picked_frames([street, photo], measured) & seen
+    assert all(f.source_id == "media0" for f in measured), "the photo was calibrated on: nothing of it is left"
+    assert len({f.index for f in measured}) == 99

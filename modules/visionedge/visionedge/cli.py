@@ -41,6 +41,7 @@ from visionedge.logs import setup_logging
 from visionedge.models.catalog import ASSETS, DEFAULT_MODEL, assets_for, builtin_manifest, builtin_names
 from visionedge.models.fetch import Fetcher, resolve_model
 from visionedge.pipeline import Pipeline, PipelineStats
+from visionedge.quantize import MEASURE_FRAMES, quantize
 from visionedge.report import Outputs, ReportBuilder, check_inputs, report_from_files
 from visionedge.sinks import jsonl_sink, parse_sink, stdout_sink
 from visionedge.sources import open_source
@@ -141,7 +142,8 @@ def _models_parser(sub: Subparsers) -> None:
     quantize.add_argument("--frames", type=int, default=20, help="calibration frames (default 20)")
     quantize.add_argument("--measure", type=Path, action="append",
                           help="media to measure agreement on (default: the calibration media, other frames)")
-    quantize.add_argument("--measure-frames", type=int, default=100, help="frames compared (default 100)")
+    quantize.add_argument("--measure-frames", type=int, default=MEASURE_FRAMES,
+                          help=f"frames compared (default {MEASURE_FRAMES})")
     quantize.add_argument("--out", type=Path, help="output folder (default: where the module looks for variants)")
 
 
@@ -467,7 +469,6 @@ def cmd_quantize(args: argparse.Namespace, config: ModuleConfig, fetcher: Fetche
     except ImportError as err:
         raise VisionEdgeError("models quantize needs the onnx package: pip install 'visionedge[quantize]'") from err
     from visionedge.models.variants import variants_folder, variants_root
-    from visionedge.quantize import quantize
 
     resolved = resolve_model(args.name, fetcher, args.manifest)
     calibration = args.calibration or [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
