@@ -7,17 +7,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
+import numpy as np
 import onnx
 import pytest
 import yaml
 from visionedge.config import RuntimeSettings
 from visionedge.download import sha256_file
 from visionedge.errors import ModelError
+from visionedge.models.catalog import ASSETS
 from visionedge.models.fetch import resolve_model
 from visionedge.models.manifest import load_manifest
 from visionedge.models.model import Model
 from visionedge.models.variants import Candidate, choose, open_model, time_models, variants_folder
-from visionedge.quantize import RECIPES, float_nodes, picked_frames, sample_frames
+from visionedge.quantize import RECIPES, correct_biases, float_nodes, picked_frames, sample_frames
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_quantize_writes_an_int8_qdq_model_with_a_manifest_saying_how_it_was_mad
     assert info.calibration_frames == 13, "6 spread over the video, and each of the 7 images"
     assert info.settings == {"format": "QDQ", "per_channel": True, "weights": "QInt8", "activations": "QUInt8",
                              "calibration": "MinMax", "opset": 13, "float_stem_convs": 4, "float_tail": True,
-                             "float_nodes": 14, "concat_shared_range": True}, \
+                             "float_nodes": 14, "concat_shared_range": True, "bias_correction": True}, \
         "conv1 to fire2's concat (4 convolutions, their Relus, a MaxPool, the Concat), pool..softmax"
     assert info.agreement_frames == 30
     assert (manifest.name, manifest.version, manifest.task) == ("squeezenet", "1.1-winml-fp16", "classify")
@@ -93,6 +95,31 @@ def test_a_quantized_model_loads_and_agrees_with_the_original(variants, squeezen
     for name in ("kitten_224.png", "golden_retriever.jpg"):
         image = cv2.imread(str(media(name)))
         assert int8.infer(image).labels()[0] == original.infer(image).labels()[0], name
+
+
+def test_each_int8_bias_holds_the_mean_its_rounded_weights_take_from_the_output(variants, squeezenet, fetcher):
+    """Every quantized convolution's bias is the float one plus what rounding its weights takes from its output on the
+    calibration frames: put back to the float biases and corrected again on those frames, the graph gets them back."""
+    folder = variants_folder(variants, squeezenet.model_path)
+    int8, fp32 = (onnx.load(str(folder / f"{kind}.onnx")) for kind in ("int8", "fp32"))
+    floats = {t.name: onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    float_bias = {n.name: floats[n.input[2]] for n in fp32.graph.node if n.op_type == "Conv"}
+    made_by = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    stored = {t.name: t for t in int8.graph.initializer}
+    corrected = {}
+    for conv in [n for n in int8.graph.node if n.op_type == "Conv" and n.input[1] in made_by]:
+        bias, scale = (stored[name] for name in made_by[conv.input[2]].input[:2])
+        corrected[bias.name] = onnx.numpy_helper.to_array(bias)
+        rounded = np.round(float_bias[conv.name] / onnx.numpy_helper.to_array(scale)).astype(np.int32)
+        assert np.abs(corrected[bias.name] - rounded).max() > 1, f"{conv.name}: the bias moved beyond rounding"
+        bias.CopyFrom(onnx.numpy_helper.from_array(rounded, bias.name))
+    reference = Model(squeezenet.manifest, squeezenet.model_path, squeezenet.labels_path)
+    media = [fetcher.ensure(a) for a in ASSETS.values() if a.kind == "media"]
+    feeds = [{reference.signature.input_name: reference.prepare(f.image)[0].astype(np.float32)}
+             for f in sample_frames(media, 6)]
+    assert correct_biases(int8, fp32.graph, feeds) == len(corrected) == 22, "fire3's squeeze .. conv10"
+    for name, expected in corrected.items():
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored[name]), expected, name)
 
 
 def fixed(timings: Mapping[str, float]):
