@@ -134,7 +134,7 @@ def correct_biases(model: Any, float_graph: Any, feeds: Sequence[dict[str, np.nd
     corrected = 0
     for conv in [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) == 3]:
         weight_dq, bias_dq = made_by.get(conv.input[1]), made_by.get(conv.input[2])
-        if weight_dq is None or bias_dq is None or weight_dq.op_type != "DequantizeLinear":
+        if weight_dq is None or bias_dq is None or {weight_dq.op_type, bias_dq.op_type} != {"DequantizeLinear"}:
             continue  # a Conv kept in float
         w = numpy_helper.to_array(weights[float_weight[conv.name]])
         q, scale, zero = (numpy_helper.to_array(stored[name]) for name in weight_dq.input)
