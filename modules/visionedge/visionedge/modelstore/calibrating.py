@@ -49,6 +49,8 @@ PENDING = "calibrated"
 """Sub-folder where the child puts a finished variant until its shadow verdict: not where auto looks."""
 SAMPLE_FOLDER = ".calibration-sample"
 DONE = ("int8", "slower", "refused", "failed")
+OUT_OF_TIME = "quantizing ran out of time"
+"""How a time-out's verdict begins: the one failure a restart retries, since a busy hour is not a bad model."""
 POLL_S = 0.1
 
 
@@ -157,6 +159,9 @@ class CalibrationPhase:
         kept = VariantHealth.restored(record) if isinstance(record, dict) and record.get("sha256") == target.sha256 \
             else VariantHealth()
         fresh = VariantHealth("sampling", reason="keeping live frames to calibrate on")
+        if kept.state == "failed" and kept.reason.startswith(OUT_OF_TIME):
+            log.info("calibration of %s ran out of time before (%s): trying again", target.key, kept.reason)
+            kept = fresh
         self._set(kept if kept.state in DONE else fresh)
 
     def _sample_or_start(self, target: Target) -> None:
@@ -205,14 +210,14 @@ class CalibrationPhase:
 
     def _out_of_time(self, target: Target) -> None:
         """The child outran its bound (a saturated device gives the idle class no CPU): killed, its sample deleted,
-        and said once as the verdict for this model file."""
+        said as the verdict for this model file until the next start, which tries again (the load may have passed)."""
         ran = time.monotonic() - self._child_started
         pid = self.child.pid if self.child is not None else None
         self._abandon()
         log.warning("calibration of %s: the quantizing child %s ran out of time after %.1f s; killed", target.key,
                     pid, ran)
-        self._finish(target, VariantHealth("failed", reason=f"quantizing ran out of time: killed after {ran:.1f} s "
-                                           f"(limit {self.limits.quantize_max_s:g} s)"))
+        self._finish(target, VariantHealth("failed", reason=f"{OUT_OF_TIME}: killed after {ran:.1f} s (limit "
+                                           f"{self.limits.quantize_max_s:g} s); tried again at the next start"))
 
     def _shadow(self, target: Target) -> None:
         """The variant beside the serving model on live frames, with a model update's gates (agreement at least
