@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     """Inferences per second and agreement for each variant of each model on each execution provider offered."""
     from visionedge.compare import compare_frames
     from visionedge.models.variants import discover, time_models
-    from visionedge.quantize import picked_frames, sample_frames
+    from visionedge.quantize import MEASURE_FRAMES, picked_frames, sample_frames
 
     config = load_config()
     fetcher = make_fetcher(config)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             models = {kind: Model(*spec, runtime) for kind, spec in files.items()}
             timings = time_models(models, runs=args.variant_runs)
             for kind, model in models.items():
-                figures = compare_frames(reference, model, sample_frames([video], 100, calibrated)).figures()
+                figures = compare_frames(reference, model, sample_frames([video], MEASURE_FRAMES, calibrated)).figures()
                 agreement = "undefined" if figures.agreement is None else f"{figures.agreement:.3f}"
                 label = kind if kind != "deployed" else ("fp16*" if model.signature.dtype == np.float16 else "fp32*")
                 print(f"{name:<12} {label:<8} {provider.removesuffix('ExecutionProvider'):<10} "
@@ -62,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("*: the deployed file. inf/s: session.run alone, median of interleaved runs on one frame. agreement: "
           "visionedge.compare against the deployed file on the CPU provider (classifiers top-1, detectors F1), "
-          "on 100 vtest frames the calibration never saw.")
+          f"on {MEASURE_FRAMES} vtest frames the calibration never saw.")
     return 0
