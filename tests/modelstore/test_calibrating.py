@@ -35,6 +35,8 @@ SMALL = Limits(frames=16, every_s=0.4, nice=0)
 a second apart (frames 0.1 s apart saw one second of it, and the variant missed 0.95 in shadow in a run of four); the
 child at the default priority, since on the shared test machine the idle class may wait for minutes (that the
 default is nice 19 is tests/core/test_calibration.py's)."""
+QUICK = Limits(frames=4, every_s=0.1, nice=0)
+"""For the tests where the child never makes a variant (it fails, or runs out of time): a sample as small as it goes."""
 GATES = ShadowSettings(frames=40, min_frames=10, max_s=60.0, max_cost=0.5)
 """The shadow's gates at their defaults; fewer frames and a larger share of the thread than on a device."""
 SLOW_MATMULS = 20
@@ -153,7 +155,8 @@ def test_a_quantize_that_fails_is_said_once_the_served_model_keeps_serving_and_a
     and it is not tried again for that file. An update to another file starts calibration over."""
     server.files["squeezenet-int8.onnx"] = int8_file.read_bytes()
     variants, root = tmp_path / "variants", tmp_path / "models"
-    h = make_harness(video=street, root=root, wiring=wiring(variants, runtime=RUNTIME))  # off until int8 serves
+    quick = wiring(variants, runtime=RUNTIME, calibration=QUICK)  # calibrate off until the int8 file serves
+    h = make_harness(video=street, root=root, wiring=quick)
     assert h.request(refs("squeezenet", "int8", name="squeezenet-int8", url=server.url("squeezenet-int8.onnx"),
                           sha256=sha256_file(int8_file), size=int8_file.stat().st_size), 2)
     assert h.outcome(2)["ac"] == 200
@@ -195,7 +198,7 @@ def test_a_quantizing_child_that_runs_out_of_time_is_killed_and_the_calibration_
     served model is untouched and still serving. The next start tries again (a busy hour says nothing of the model):
     a new sample and a new child, here out of time again."""
     variants, root = tmp_path / "variants", tmp_path / "models"
-    bounded = replace(SMALL, quantize_max_s=0.3)
+    bounded = replace(QUICK, quantize_max_s=0.3)
     h = make_harness(video=street, shadow=GATES, root=root, wiring=wiring(variants, calibration=bounded))
     served = h.manager.model
     installed = root / "versions" / SQUEEZENET / "model.onnx"
