@@ -212,7 +212,8 @@ def sample_frames(paths: Sequence[Path], count: int, skip: Collection[tuple[Path
     totals = [getattr(s, "total", None) or len(getattr(s, "paths", [])) or 1 for s in sources]
     seen = {(Path(p).resolve(), index) for p, index in skip}
     for path, source, total in zip(paths, sources, totals, strict=True):
-        left = [i for i in range(total) if (path.resolve(), i) not in seen]
+        resolved = path.resolve()
+        left = [i for i in range(total) if (resolved, i) not in seen]
         quota = min(len(left), max(1, round(count * total / sum(totals))))
         if not quota:
             continue  # a single image, or a clip, used up by the calibration
@@ -260,8 +261,9 @@ def quantize(resolved: ResolvedModel, out_dir: Path, calibration: Sequence[Path]
     reference_sha = sha256_file(resolved.model_path)
     picked = list(sample_frames(calibration, frames))
     tensors = [reference.prepare(f.image)[0].astype(np.float32) for f in picked]
-    used = [calibration[i].name for i in sorted({int(f.source_id.removeprefix("media")) for f in picked})]
     seen = picked_frames(calibration, picked)
+    files = {file for file, _ in seen}
+    used = [p.name for p in calibration if p in files]
     if not tensors:
         raise VisionEdgeError(f"no calibration frames in {', '.join(map(str, calibration))}")
     input_name = reference.signature.input_name
